@@ -1,0 +1,104 @@
+# mi -- one non-recursive GNU Makefile.
+# Programs are every cmd/mi-*.c; the library is every libcommon/*.c.
+
+VERSION    = 0.1.0
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+SHAREDIR  ?= $(PREFIX)/share/mi
+MANDIR    ?= $(PREFIX)/share/man
+DESTDIR   ?=
+
+CC        ?= cc
+PKG_CONFIG ?= pkg-config
+BATS      ?= bats
+
+WARN = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
+       -Wmissing-prototypes -Wold-style-definition -Wpointer-arith \
+       -Wwrite-strings -Wvla -Wformat=2 -fno-common
+CFLAGS   ?= -O2 -g
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Ilibcommon \
+	-DMI_VERSION=\"$(VERSION)\" -DMI_SHAREDIR=\"$(SHAREDIR)\" \
+	$(shell $(PKG_CONFIG) --cflags libpq libcurl libcrypto libmicrohttpd libpng 2>/dev/null)
+ifeq ($(DEVELOPER),1)
+ALL_CFLAGS += -Werror
+endif
+ifneq ($(SANITIZE),)
+ALL_CFLAGS += -fsanitize=$(SANITIZE) -fno-sanitize-recover=all -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+JQ_LIBS ?= $(shell $(PKG_CONFIG) --libs libjq 2>/dev/null || echo -ljq)
+LIBS = $(shell $(PKG_CONFIG) --libs libpq libcurl libcrypto libmicrohttpd libpng 2>/dev/null) \
+       $(JQ_LIBS) -lmagic -larchive -lz -lm -lpthread
+
+LIB_SRCS = $(sort $(wildcard libcommon/*.c))
+LIB_OBJS = $(LIB_SRCS:.c=.o)
+CMD_SRCS = $(sort $(wildcard cmd/mi-*.c))
+PROGRAMS = $(patsubst cmd/%.c,bin/%,$(CMD_SRCS))
+MANPAGES = $(sort $(wildcard man/*.[1-8]))
+SHAREFILES = $(shell find share -type f 2>/dev/null | sort)
+MIGRATIONS = $(sort $(wildcard migrations/*.sql))
+
+all: $(PROGRAMS)
+
+libcommon/libcommon.a: $(LIB_OBJS)
+	$(AR) rcs $@ $(LIB_OBJS)
+
+libcommon/%.o: libcommon/%.c Makefile
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+cmd/%.o: cmd/%.c Makefile
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+bin/%: cmd/%.o libcommon/libcommon.a
+	@mkdir -p bin
+	$(CC) $(LDFLAGS) -o $@ $< libcommon/libcommon.a $(LIBS)
+
+-include $(LIB_OBJS:.o=.d) $(CMD_SRCS:.c=.d)
+
+# The dependency step: installs what is missing (Debian packages, npm
+# modules for the browser tests); does nothing when everything is present.
+deps:
+	sh test/deps.sh
+
+check:
+	sh test/deps.sh
+	$(MAKE) all
+	MI_BIN_DIR=$(CURDIR)/bin MI_SHAREDIR=$(CURDIR)/share \
+	MI_MIGRATIONS_DIR=$(CURDIR)/migrations \
+	sh test/run.sh $(TESTS)
+
+demo:
+	sh test/deps.sh
+	$(MAKE) all
+	sh examples/demo.sh
+
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SHAREDIR)/migrations \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man7
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(BINDIR)
+	install -m 644 $(MIGRATIONS) $(DESTDIR)$(SHAREDIR)/migrations
+	for f in $(SHAREFILES); do \
+		d=$$(dirname $${f#share/}); \
+		install -d $(DESTDIR)$(SHAREDIR)/$$d && \
+		install -m 644 $$f $(DESTDIR)$(SHAREDIR)/$$d || exit 1; \
+	done
+	for m in $(MANPAGES); do \
+		s=$${m##*.}; install -m 644 $$m $(DESTDIR)$(MANDIR)/man$$s || exit 1; \
+	done
+
+uninstall:
+	for p in $(PROGRAMS); do rm -f $(DESTDIR)$(BINDIR)/$${p#bin/}; done
+	for m in $(MANPAGES); do \
+		s=$${m##*.}; rm -f $(DESTDIR)$(MANDIR)/man$$s/$${m#man/}; done
+	rm -rf $(DESTDIR)$(SHAREDIR)
+
+lint:
+	mandoc -Tlint -Wwarning $(MANPAGES)
+	clang-format --dry-run -Werror $(LIB_SRCS) $(CMD_SRCS) libcommon/*.h
+
+clean:
+	rm -rf bin libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
+
+.PHONY: all check demo deps install uninstall lint clean
+.SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)

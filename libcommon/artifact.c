@@ -1,0 +1,101 @@
+/*
+ * artifact.c - the app.artifacts row of a stored file.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "artifact.h"
+#include "json.h"
+#include "sign.h"
+#include "banned.h"
+
+/* One row per stored path; a repeat save finds the row already there. */
+static const char insert_sql[] =
+    "INSERT INTO app.artifacts AS a (tenant_id, run_id, skill_id, type, uri,"
+    " content_hash, size_bytes, filename, metadata)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)"
+    " ON CONFLICT (tenant_id, run_id, type, content_hash)"
+    " DO UPDATE SET updated_at = now(),"
+    "  metadata = a.metadata || jsonb_strip_nulls(EXCLUDED.metadata)"
+    " RETURNING to_jsonb(a)";
+
+static const char *
+opt_str(jv o, const char *key, struct mi_err *err)
+{
+	const char *s = NULL;
+
+	if (mi_json_str(o, key, &s, 0, err) <= 0)
+		return NULL;
+	return s;
+}
+
+jv
+mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
+    const struct mi_store_result *res, jv extra, struct mi_err *err)
+{
+	const char *params[9];
+	char uri[2048], size[32], signed_url[2200], path[1200];
+	const char *key;
+	jv meta, row;
+	char *metatext;
+
+	if (jv_get_kind(extra) != JV_KIND_OBJECT) {
+		jv_free(extra);
+		extra = jv_object();
+	}
+	if (mi_store_uri(res->rel, uri, sizeof(uri)) == -1) {
+		jv_free(extra);
+		mi_err_set(err, EX_DATAERR, "URI too long");
+		return jv_invalid();
+	}
+	meta = jv_object_get(jv_copy(extra), jv_string("metadata"));
+	if (jv_get_kind(meta) != JV_KIND_OBJECT) {
+		jv_free(meta);
+		meta = jv_object();
+	}
+	meta = jv_object_set(meta, jv_string("mime_type"),
+	    jv_string(res->mime->type));
+	metatext = mi_json_dump(meta);
+	jv_free(meta);
+	snprintf(size, sizeof(size), "%lld", res->size);
+	params[0] = req->tenant;
+	params[1] = req->run;
+	params[2] = opt_str(extra, "skill_id", NULL);
+	params[3] = req->type;
+	params[4] = uri;
+	params[5] = res->hash;
+	params[6] = size;
+	params[7] = opt_str(extra, "filename", NULL);
+	params[8] = metatext;
+	row = mi_db_json1(db, insert_sql, 9, params, err);
+	free(metatext);
+	jv_free(extra);
+	if (!jv_is_valid(row))
+		return row;
+	row = jv_object_set(row, jv_string("deduplicated"),
+	    res->deduplicated ? jv_true() : jv_false());
+	if ((key = mi_sign_key()) != NULL) {
+		const char *ttl = getenv("MI_URL_TTL");
+		long long t = ttl ? strtoll(ttl, NULL, 10) : 0;
+
+		if (t <= 0)
+			t = 86400;
+		snprintf(path, sizeof(path), "/api/assets/%s", res->rel);
+		if (mi_sign_url(key, path, (long long)time(NULL) + t,
+		    signed_url, sizeof(signed_url), NULL) == 0) {
+			char full[2400];
+			const char *pub = getenv("MI_PUBLIC_URL");
+			size_t n = pub ? strlen(pub) : 0;
+
+			while (n > 0 && pub[n - 1] == '/')
+				n--;
+			snprintf(full, sizeof(full), "%.*s%s", (int)n,
+			    pub ? pub : "", signed_url);
+			row = jv_object_set(row, jv_string("signed_url"),
+			    jv_string(full));
+		}
+	}
+	return row;
+}

@@ -1,0 +1,50 @@
+/*
+ * db.h - the PostgreSQL connection (libpq), one per process.
+ *
+ * Queries take text parameters ($1...) only.  Rows come back as JSON: the
+ * convention is that a query selects one json/jsonb column per row (for
+ * example "SELECT to_jsonb(j) FROM app.generation_jobs j WHERE ...") and
+ * mi_db_json returns a jv array of those values, so records flow from the
+ * database to stdout without column-by-column copying.
+ *
+ * Error codes: connection failure 69 (EX_UNAVAILABLE); serialization
+ * failure or deadlock (40001, 40P01) and connection loss 75 (EX_TEMPFAIL);
+ * other SQL errors 70 (EX_SOFTWARE) with the SQLSTATE in msg.
+ */
+#ifndef MI_DB_H
+#define MI_DB_H
+
+#include <jv.h>
+
+#include "err.h"
+
+struct mi_db;
+
+/* conninfo NULL: $DATABASE_URL (error 78 when unset). */
+struct mi_db *mi_db_open(const char *conninfo, struct mi_err *err);
+void mi_db_close(struct mi_db *db);
+
+/* Runs a statement; *affected (may be NULL) gets the row count. */
+int mi_db_exec(struct mi_db *db, const char *sql, int n,
+    const char *const *params, long *affected, struct mi_err *err);
+/* Runs a query; returns an array of the first column of each row parsed as
+ * JSON (NULL column -> null).  jv_invalid on error. */
+jv mi_db_json(struct mi_db *db, const char *sql, int n,
+    const char *const *params, struct mi_err *err);
+/* First column of the first row as JSON, or jv_null() when no row. */
+jv mi_db_json1(struct mi_db *db, const char *sql, int n,
+    const char *const *params, struct mi_err *err);
+/* Runs a multi-statement script with no parameters (migrations). */
+int mi_db_script(struct mi_db *db, const char *sql, struct mi_err *err);
+
+int mi_db_begin(struct mi_db *db, struct mi_err *err);
+int mi_db_commit(struct mi_db *db, struct mi_err *err);
+void mi_db_rollback(struct mi_db *db);
+
+/* LISTEN support: socket fd to poll, and draining notifications.
+ * mi_db_notified returns 1 if any notification on channel arrived. */
+int mi_db_listen(struct mi_db *db, const char *channel, struct mi_err *err);
+int mi_db_socket(struct mi_db *db);
+int mi_db_notified(struct mi_db *db, const char *channel);
+
+#endif

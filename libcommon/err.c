@@ -1,0 +1,272 @@
+/*
+ * err.c - struct mi_err, and the reporting helpers of commands.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "err.h"
+#include "banned.h"
+
+static const char *progname = "mi";
+int mi_verbosity;
+
+int
+mi_err_set(struct mi_err *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err == NULL)
+		return -1;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+/* Appends ": text" at offset n, truncating to fit. */
+static void
+mi_err_append(struct mi_err *err, size_t n, const char *text)
+{
+	size_t room = sizeof(err->msg) - n, tl = strlen(text);
+
+	if (room < 4)
+		return;
+	err->msg[n++] = ':';
+	err->msg[n++] = ' ';
+	room -= 3;
+	if (tl > room)
+		tl = room;
+	memcpy(err->msg + n, text, tl);
+	err->msg[n + tl] = '\0';
+}
+
+int
+mi_err_set_errno(struct mi_err *err, int code, const char *fmt, ...)
+{
+	va_list ap;
+	int saved = errno;
+	size_t n;
+
+	if (err == NULL)
+		return -1;
+	err->code = code;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	va_end(ap);
+	n = strlen(err->msg);
+	mi_err_append(err, n, strerror(saved));
+	errno = saved;
+	return -1;
+}
+
+int
+mi_err_prefix(struct mi_err *err, const char *fmt, ...)
+{
+	char pre[256], old[sizeof(err->msg)];
+	va_list ap;
+
+	if (err == NULL)
+		return -1;
+	va_start(ap, fmt);
+	vsnprintf(pre, sizeof(pre), fmt, ap);
+	va_end(ap);
+	memcpy(old, err->msg, sizeof(old));
+	if ((size_t)snprintf(err->msg, sizeof(err->msg), "%s: %s", pre, old) >=
+	    sizeof(err->msg))
+		err->msg[sizeof(err->msg) - 1] = '\0';	/* truncated: fine */
+	return -1;
+}
+
+/* One mapping from sysexits to the error codes of records. */
+const char *
+mi_err_name(const struct mi_err *err)
+{
+	switch (err->code) {
+	case EX_DATAERR:
+	case EX_USAGE:
+		return "VALIDATION_ERROR";
+	case EX_IOERR:
+	case EX_CANTCREAT:
+	case EX_NOPERM:
+		return "STORAGE_ERROR";
+	case EX_UNAVAILABLE:
+		return "PROVIDER_UNAVAILABLE";
+	case EX_TEMPFAIL:
+		return "TIMEOUT";
+	case EX_PROTOCOL:
+		return "PROVIDER_ERROR";
+	case EX_CONFIG:
+		return "CONFIG_ERROR";
+	case EX_NOINPUT:
+		return "NOT_FOUND";
+	default:
+		return "PROVIDER_ERROR";
+	}
+}
+
+void
+mi_setprogname(const char *argv0)
+{
+	const char *p = strrchr(argv0, '/');
+
+	progname = p ? p + 1 : argv0;
+}
+
+const char *
+mi_getprogname(void)
+{
+	return progname;
+}
+
+static void
+vreport(const char *prefix, const char *fmt, va_list ap)
+{
+	char line[1024];
+
+	vsnprintf(line, sizeof(line), fmt, ap);
+	fprintf(stderr, "%s: %s%s\n", progname, prefix, line);
+}
+
+void
+mi_die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport("", fmt, ap);
+	va_end(ap);
+	exit(code);
+}
+
+void
+mi_die_err(const struct mi_err *err)
+{
+	fprintf(stderr, "%s: %s\n", progname, err->msg);
+	exit(err->code ? err->code : EX_SOFTWARE);
+}
+
+void
+mi_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vreport("warning: ", fmt, ap);
+	va_end(ap);
+}
+
+void
+mi_verbose(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (mi_verbosity <= 0)
+		return;
+	va_start(ap, fmt);
+	vreport("", fmt, ap);
+	va_end(ap);
+}
+
+void
+mi_usage(const char *usage, int status)
+{
+	fprintf(status == 0 ? stdout : stderr, "%s\n", usage);
+	if (status == 0)
+		mi_close_stdout();
+	exit(status);
+}
+
+void
+mi_version(void)
+{
+	printf("%s %s\n", progname, MI_VERSION);
+	mi_close_stdout();
+	exit(0);
+}
+
+void
+mi_bad_option(const char *usage, const char *arg)
+{
+	fprintf(stderr, "%s: unknown option '%s'\n", progname, arg);
+	mi_usage(usage, EX_USAGE);
+}
+
+int
+mi_parse_uint(const char *s, unsigned long long min, unsigned long long max,
+    unsigned long long *out)
+{
+	char *end;
+	unsigned long long v;
+
+	if (s == NULL || *s == '\0' || *s == '-' || *s == '+' || *s == ' ')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+mi_parse_double(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	if (s == NULL || *s == '\0')
+		return -1;
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno == ERANGE || *end != '\0' || v != v)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+void
+mi_close_stdout(void)
+{
+	int bad = fflush(stdout) != 0 || ferror(stdout);
+
+	if (fclose(stdout) != 0 || bad) {
+		fprintf(stderr, "%s: unable to write output: %s\n", progname,
+		    strerror(errno));
+		exit(EX_IOERR);
+	}
+}
+
+long long
+mi_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+long long
+mi_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+mi_sleep_ms(long long ms)
+{
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000;
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}

@@ -1,0 +1,46 @@
+#!/bin/sh
+# make check: installs what is missing, starts a throwaway PostgreSQL 15
+# cluster, applies the migrations to a template database, runs the bats
+# suites (each file gets its own database), stops the cluster and prints
+# "N passed, N failed".
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(dirname "$here")
+. "$here/lib/pg.sh"
+
+: "${MI_BIN_DIR:=$top/bin}" "${MI_SHAREDIR:=$top/share}"
+: "${MI_MIGRATIONS_DIR:=$top/migrations}"
+export MI_BIN_DIR MI_SHAREDIR MI_MIGRATIONS_DIR
+
+
+MI_TEST_TMP=$(mktemp -d /tmp/mi-test.XXXXXX)
+chmod 755 "$MI_TEST_TMP"
+export MI_TEST_TMP
+MI_PG_PORT=${MI_PG_PORT:-$((20000 + $$ % 20000))}
+export MI_PG_PORT MI_PG_DIR="$MI_TEST_TMP/pg"
+cleanup() {
+	pg_stop "$MI_PG_DIR"
+	[ -n "${MI_KEEP_TMP:-}" ] || rm -rf "$MI_TEST_TMP"
+}
+trap cleanup EXIT INT TERM
+
+PG_FSYNC=off pg_start "$MI_PG_DIR" "$MI_PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }
+export MI_PG_BASE="postgresql://postgres@127.0.0.1:$MI_PG_PORT"
+"$PGBIN/psql" -q -X "$MI_PG_BASE/postgres" -c "CREATE DATABASE mi_template" >/dev/null
+DATABASE_URL="$MI_PG_BASE/mi_template" "$MI_BIN_DIR/mi-migrate" -q >/dev/null ||
+    { echo "0 passed, 1 failed"; exit 1; }
+
+if [ $# -eq 0 ]; then
+	set -- "$here"/*.bats
+fi
+out="$MI_TEST_TMP/tap"
+bats --tap "$@" | tee "$out"
+pass=$(grep -c '^ok ' "$out")
+fail=$(grep -c '^not ok ' "$out")
+planned=$(sed -n 's/^1\.\.\([0-9]*\)$/\1/p' "$out" | head -1)
+# Tests that never reported (a crashed suite) count as failed.
+if [ -n "$planned" ] && [ $((pass + fail)) -lt "$planned" ]; then
+	fail=$((planned - pass))
+fi
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]
