@@ -241,6 +241,13 @@ mi_json_str(jv o, const char *key, const char **s, int required,
 		return mi_err_set(err, EX_DATAERR, "key '%s' is not a string",
 		    key);
 	}
+	/* A NUL inside would silently cut the string short in C. */
+	if ((size_t)jv_string_length_bytes(jv_copy(v)) !=
+	    strlen(jv_string_value(v))) {
+		jv_free(v);
+		return mi_err_set(err, EX_DATAERR,
+		    "key '%s' contains a NUL character", key);
+	}
 	*s = jv_string_value(v);
 	jv_free(v);
 	return 1;

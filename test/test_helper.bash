@@ -1,6 +1,7 @@
 # Common setup for every bats file: the binaries under test, a database of
 # this file's own (a copy of the migrated template) and a store directory.
 
+bats_require_minimum_version 1.5.0
 bats_load_library bats-support
 bats_load_library bats-assert
 
