@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -375,18 +376,23 @@ fail:
 
 /*
  * Regular files: one thread copies in the kernel (copy_file_range) while
- * this one hashes, so storing costs about as much as hashing alone.
+ * this one hashes; when hashing is done this thread takes copy chunks too.
+ * Both cores stay busy, so storing costs little more than hashing alone.
  */
+#define CHUNK (8LL << 20)
+
 struct copier {
 	int in, out;
 	long long size;
 	const char *dir;
+	atomic_llong next;	/* next chunk to copy */
+	atomic_int failed;
+	pthread_mutex_t lock;
 	struct mi_err err;
-	int failed;
 };
 
 static int
-copy_chunk(struct copier *c, long long off, size_t len)
+copy_chunk(struct copier *c, long long off, size_t len, struct mi_err *err)
 {
 	int tries = 0;
 
@@ -400,7 +406,7 @@ copy_chunk(struct copier *c, long long off, size_t len)
 			continue;
 		}
 		if (n == 0)
-			return storage_err(&c->err, "read", "input", EIO);
+			return storage_err(err, "read", "input", EIO);
 		if (errno == EINTR)
 			continue;
 		if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
@@ -411,17 +417,17 @@ copy_chunk(struct copier *c, long long off, size_t len)
 			    sizeof(buf) : len, (off_t)off);
 
 			if (r <= 0)
-				return storage_err(&c->err, "read", "input",
+				return storage_err(err, "read", "input",
 				    r == 0 ? EIO : errno);
 			if (write_at(c->out, buf, (size_t)r, off, c->dir,
-			    &c->err) == -1)
+			    err) == -1)
 				return -1;
 			off += r;
 			len -= (size_t)r;
 			continue;
 		}
 		if (++tries > RETRIES)
-			return storage_err(&c->err, "write to", c->dir, errno);
+			return storage_err(err, "write to", c->dir, errno);
 		backoff(tries);
 	}
 	return 0;
@@ -431,14 +437,20 @@ static void *
 copier_main(void *arg)
 {
 	struct copier *c = arg;
-	const long long chunk = 8LL << 20;
-	long long off;
+	struct mi_err err = MI_ERR_INIT;
+	long long i, nchunks = (c->size + CHUNK - 1) / CHUNK;
 
-	for (off = 0; off < c->size; off += chunk) {
-		long long n = c->size - off < chunk ? c->size - off : chunk;
+	while (!atomic_load(&c->failed) &&
+	    (i = atomic_fetch_add(&c->next, 1)) < nchunks) {
+		long long off = i * CHUNK;
+		long long n = c->size - off < CHUNK ? c->size - off : CHUNK;
 
-		if (copy_chunk(c, off, (size_t)n) == -1) {
-			c->failed = 1;
+		if (copy_chunk(c, off, (size_t)n, &err) == -1) {
+			pthread_mutex_lock(&c->lock);
+			if (!atomic_load(&c->failed))
+				c->err = err;
+			atomic_store(&c->failed, 1);
+			pthread_mutex_unlock(&c->lock);
 			break;
 		}
 		/* Start writeback now so the final fsync has little left. */
@@ -469,6 +481,9 @@ put_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
 		return mi_err_set(err, EX_OSERR, "out of memory");
 	}
 	memset(&c, 0, sizeof(c));
+	atomic_init(&c.next, 0);
+	atomic_init(&c.failed, 0);
+	pthread_mutex_init(&c.lock, NULL);
 	c.in = fd;
 	c.out = tx->fd;
 	c.size = size;
@@ -491,8 +506,11 @@ put_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
 		mi_sha256_update(tx->h, buf, (size_t)n);
 		off += n;
 	}
-	if (started)
+	if (started) {
+		copier_main(&c);	/* help with what is left to copy */
 		pthread_join(th, NULL);
+	}
+	pthread_mutex_destroy(&c.lock);
 	free(buf);
 	if (off < size) {
 		mi_store_abort(tx);
