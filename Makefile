@@ -100,5 +100,8 @@ lint:
 clean:
 	rm -rf bin libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
 
-.PHONY: all check demo deps install uninstall lint clean
+.PHONY: all check demo demo-stop deps install uninstall lint clean
 .SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)
+
+demo-stop:
+	sh examples/demo-stop.sh
