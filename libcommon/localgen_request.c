@@ -1,0 +1,474 @@
+/*
+ * localgen_request.c - the generic entry of the local generators (a media
+ * type and a SPEC.md params object) and the helpers they share: the seeded
+ * random stream, keyword tests and whole-file writes.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hash.h"
+#include "localgen.h"
+#include "banned.h"
+
+static uint64_t
+rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+void
+mi_gen_rng_seed(struct mi_gen_rng *r, const char *prompt, const char *salt)
+{
+	struct mi_buf b = MI_BUF_INIT;
+	char hex[65];
+	unsigned i, j;
+
+	/* On allocation failure the seed is the hash of the empty string. */
+	mi_buf_addf(&b, "%s:%s", salt ? salt : "", prompt ? prompt : "");
+	mi_sha256_hex(b.buf, b.len, hex);
+	mi_buf_release(&b);
+	for (i = 0; i < 4; i++) {
+		uint64_t v = 0;
+
+		for (j = 0; j < 16; j++) {
+			char c = hex[i * 16 + j];
+
+			v = (v << 4) | (uint64_t)(c <= '9' ? c - '0' :
+			    c - 'a' + 10);
+		}
+		r->s[i] = v;
+	}
+	if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0)
+		r->s[0] = 1;	/* xoshiro's one forbidden state */
+}
+
+uint64_t
+mi_gen_rng_next(struct mi_gen_rng *r)
+{
+	uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+
+	s[2] ^= s[0];
+	s[3] ^= s[1];
+	s[1] ^= s[2];
+	s[0] ^= s[3];
+	s[2] ^= t;
+	s[3] = rotl(s[3], 45);
+	return out;
+}
+
+double
+mi_gen_rng_unit(struct mi_gen_rng *r)
+{
+	return (double)(mi_gen_rng_next(r) >> 11) * 0x1.0p-53;
+}
+
+double
+mi_gen_rng_range(struct mi_gen_rng *r, double lo, double hi)
+{
+	return lo + (hi - lo) * mi_gen_rng_unit(r);
+}
+
+unsigned
+mi_gen_rng_below(struct mi_gen_rng *r, unsigned n)
+{
+	return n ? (unsigned)(mi_gen_rng_unit(r) * n) : 0;
+}
+
+int
+mi_gen_has_word(const char *text, const char *word)
+{
+	size_t n = strlen(word);
+	const char *p;
+
+	if (text == NULL || n == 0)
+		return 0;
+	for (p = text; *p; p++)
+		if (strncasecmp(p, word, n) == 0)
+			return 1;
+	return 0;
+}
+
+int
+mi_gen_write_file(const char *path, const void *data, size_t len,
+    struct mi_err *err)
+{
+	const char *p = data;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	if (fd == -1)
+		return mi_err_set_errno(err, EX_IOERR, "unable to create '%s'",
+		    path);
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EIO;
+			mi_err_set_errno(err, EX_IOERR,
+			    "unable to write '%s'", path);
+			close(fd);
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	if (close(fd) == -1)
+		return mi_err_set_errno(err, EX_IOERR, "unable to write '%s'",
+		    path);
+	return 0;
+}
+
+static const struct {
+	const char *type, *ext, *mime;
+} kinds[] = {
+	{ "audio_bgm", "wav", "audio/wav" },
+	{ "audio_sfx", "wav", "audio/wav" },
+	{ "environment_map", "hdr", "image/vnd.radiance" },
+	{ "image", "png", "image/png" },
+	{ "model_3d", "glb", "model/gltf-binary" },
+	{ "texture", "png", "image/png" },
+	{ "video", "mp4", "video/mp4" },
+};
+
+static int
+kind_index(const char *media_type)
+{
+	size_t i;
+
+	for (i = 0; media_type && i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (strcmp(kinds[i].type, media_type) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *
+mi_gen_ext(const char *media_type)
+{
+	int i = kind_index(media_type);
+
+	return i < 0 ? NULL : kinds[i].ext;
+}
+
+const char *
+mi_gen_mime(const char *media_type)
+{
+	int i = kind_index(media_type);
+
+	return i < 0 ? NULL : kinds[i].mime;
+}
+
+/*
+ * Typed parameter getters.  They borrow params (an object or null) and
+ * return 1 when the key is set, 0 when it is absent or null, -1 on a value
+ * of the wrong kind.
+ */
+static int
+param(jv params, const char *key, jv_kind want, jv *out, struct mi_err *err)
+{
+	jv v;
+	jv_kind k;
+
+	if (jv_get_kind(params) != JV_KIND_OBJECT)
+		return 0;
+	v = jv_object_get(jv_copy(params), jv_string(key));
+	k = jv_get_kind(v);
+	if (!jv_is_valid(v) || k == JV_KIND_NULL) {
+		jv_free(v);
+		return 0;
+	}
+	if (k != want && !(want == JV_KIND_TRUE && k == JV_KIND_FALSE)) {
+		jv_free(v);
+		return mi_err_set(err, EX_DATAERR, "params.%s is not a %s", key,
+		    want == JV_KIND_NUMBER ? "number" : want == JV_KIND_STRING ?
+		    "string" : "boolean");
+	}
+	*out = v;
+	return 1;
+}
+
+static int
+param_num(jv params, const char *key, double *d, struct mi_err *err)
+{
+	jv v;
+	int r = param(params, key, JV_KIND_NUMBER, &v, err);
+
+	if (r == 1) {
+		*d = jv_number_value(v);
+		jv_free(v);
+	}
+	return r;
+}
+
+static int
+param_uint(jv params, const char *key, unsigned *u, struct mi_err *err)
+{
+	double d;
+	int r = param_num(params, key, &d, err);
+
+	if (r == 1) {
+		if (d < 0 || d > 1e6 || d != floor(d))
+			return mi_err_set(err, EX_DATAERR,
+			    "params.%s is not a whole number", key);
+		*u = (unsigned)d;
+	}
+	return r;
+}
+
+static int
+param_bool(jv params, const char *key, int *b, struct mi_err *err)
+{
+	jv v;
+	int r = param(params, key, JV_KIND_TRUE, &v, err);
+
+	if (r == 1) {
+		*b = jv_get_kind(v) == JV_KIND_TRUE;
+		jv_free(v);
+	}
+	return r;
+}
+
+/* Copies a string param into dst (size n). */
+static int
+param_str(jv params, const char *key, char *dst, size_t n,
+    struct mi_err *err)
+{
+	jv v;
+	int r = param(params, key, JV_KIND_STRING, &v, err);
+
+	if (r == 1) {
+		if ((size_t)snprintf(dst, n, "%s", jv_string_value(v)) >= n) {
+			jv_free(v);
+			return mi_err_set(err, EX_DATAERR, "params.%s too long",
+			    key);
+		}
+		jv_free(v);
+	}
+	return r;
+}
+
+/* The first of names that the prompt mentions, or NULL. */
+static const char *
+prompt_pick(const char *prompt, const char *const *names)
+{
+	for (; *names; names++)
+		if (mi_gen_has_word(prompt, *names))
+			return *names;
+	return NULL;
+}
+
+/*
+ * A reference image as a file name: a stored asset's uri
+ * (".../api/assets/{tenant}/{run}/{type}/{file}") lives under
+ * $ASSET_STORAGE_DIR; anything else is a path ("file://" allowed).
+ */
+static int
+resolve_ref(const char *ref, char *dst, size_t n, struct mi_err *err)
+{
+	const char *p = strstr(ref, "/api/assets/"), *base;
+
+	if (p != NULL) {
+		p += strlen("/api/assets/");
+		if (strstr(p, "..") != NULL || strchr(p, '?') != NULL)
+			return mi_err_set(err, EX_DATAERR,
+			    "params.reference_image: bad asset uri '%s'", ref);
+		base = getenv("ASSET_STORAGE_DIR");
+		if (base == NULL || *base == '\0')
+			return mi_err_set(err, EX_DATAERR,
+			    "params.reference_image is an asset uri and "
+			    "ASSET_STORAGE_DIR is not set");
+		if ((size_t)snprintf(dst, n, "%s/%s", base, p) >= n)
+			return mi_err_set(err, EX_DATAERR,
+			    "params.reference_image too long");
+	} else {
+		if (strncmp(ref, "file://", 7) == 0)
+			ref += 7;
+		if ((size_t)snprintf(dst, n, "%s", ref) >= n)
+			return mi_err_set(err, EX_DATAERR,
+			    "params.reference_image too long");
+	}
+	if (access(dst, R_OK) == -1)
+		return mi_err_set_errno(err, EX_DATAERR,
+		    "params.reference_image '%s' unreadable", ref);
+	return 0;
+}
+
+static int
+req_image(const char *prompt, jv params, int texture, const char *path,
+    struct mi_err *err)
+{
+	unsigned w = 1024, h = 1024;
+	int seamless = texture;
+
+	if (param_uint(params, "width", &w, err) < 0 ||
+	    param_uint(params, "height", &h, err) < 0 ||
+	    param_bool(params, "seamless", &seamless, err) < 0)
+		return -1;
+	if (texture && ((w & (w - 1)) != 0 || (h & (h - 1)) != 0))
+		return mi_err_set(err, EX_DATAERR,
+		    "texture size %ux%u is not a power of two", w, h);
+	return mi_gen_image(prompt, w, h, seamless, path, err);
+}
+
+static int
+req_hdr(const char *prompt, jv params, const char *path, struct mi_err *err)
+{
+	unsigned w = 2048;
+	char fmt[16] = "hdr";
+
+	if (param_uint(params, "width", &w, err) < 0 ||
+	    param_str(params, "format", fmt, sizeof(fmt), err) < 0)
+		return -1;
+	if (strcmp(fmt, "hdr") != 0)
+		return mi_err_set(err, EX_DATAERR,
+		    "params.format '%s' not supported (local: hdr)", fmt);
+	return mi_gen_hdr(prompt, w, path, err);
+}
+
+static int
+req_glb(const char *prompt, jv params, const char *path, struct mi_err *err)
+{
+	unsigned max = 50000;
+	char shape[32] = "";
+	int pbr = 1;
+
+	if (param_uint(params, "max_triangles", &max, err) < 0 ||
+	    param_bool(params, "pbr", &pbr, err) < 0 ||
+	    param_str(params, "shape", shape, sizeof(shape), err) < 0)
+		return -1;
+	if (max > 50000)
+		return mi_err_set(err, EX_DATAERR,
+		    "params.max_triangles %u above 50000", max);
+	return mi_gen_model(prompt, *shape ? shape : NULL, max, pbr, path,
+	    err);
+}
+
+static int
+req_sfx(const char *prompt, jv params, const char *path, struct mi_err *err)
+{
+	static const char *const types[] = { "click", "spin", "flip",
+		"scratch", "match", "win", "lose", "countdown", "reveal",
+		"confetti", NULL };
+	char type[32] = "";
+	const char *t;
+	double secs = 0;
+
+	if (param_str(params, "sfx_type", type, sizeof(type), err) < 0 ||
+	    param_num(params, "duration_sec", &secs, err) < 0)
+		return -1;
+	if (*type == '\0') {
+		t = prompt_pick(prompt, types);
+		t = t ? t : "click";
+	} else
+		t = type;
+	return mi_gen_sfx(prompt, t, secs > 0 ? secs : mi_gen_sfx_default(t),
+	    path, err);
+}
+
+static int
+req_bgm(const char *prompt, jv params, const char *path, struct mi_err *err)
+{
+	static const char *const genres[] = { "electronic", "orchestral",
+		"rock", "jazz", "ambient", "pop", "hip-hop", NULL };
+	char genre[32] = "";
+	const char *g;
+	double secs = 60;
+
+	if (param_str(params, "genre", genre, sizeof(genre), err) < 0 ||
+	    param_num(params, "duration_sec", &secs, err) < 0)
+		return -1;
+	if (*genre == '\0') {
+		g = prompt_pick(prompt, genres);
+		g = g ? g : "electronic";
+	} else
+		g = genre;
+	return mi_gen_bgm(prompt, g, secs, path, err);
+}
+
+static int
+req_video(const char *prompt, jv params, const struct mi_gen_progress *prog,
+    const char *path, struct mi_err *err)
+{
+	char res[16] = "720p", aspect[16] = "16:9", ref[4096] = "";
+	char file[4096];
+	double secs = 8;
+	unsigned p, w, h;
+	int loop = 0;
+
+	if (param_num(params, "duration_sec", &secs, err) < 0 ||
+	    param_str(params, "resolution", res, sizeof(res), err) < 0 ||
+	    param_str(params, "aspect_ratio", aspect, sizeof(aspect), err) < 0 ||
+	    param_bool(params, "loop", &loop, err) < 0 ||
+	    param_str(params, "reference_image", ref, sizeof(ref), err) < 0)
+		return -1;
+	if (strcmp(res, "480p") == 0)
+		p = 480;
+	else if (strcmp(res, "720p") == 0)
+		p = 720;
+	else if (strcmp(res, "1080p") == 0)
+		p = 1080;
+	else
+		return mi_err_set(err, EX_DATAERR,
+		    "params.resolution '%s' not one of 480p, 720p, 1080p", res);
+	/* The resolution names the short side, as video services use it. */
+	if (strcmp(aspect, "16:9") == 0) {
+		h = p;
+		w = (p * 16 / 9 + 1) & ~1u;
+	} else if (strcmp(aspect, "9:16") == 0) {
+		w = p;
+		h = (p * 16 / 9 + 1) & ~1u;
+	} else if (strcmp(aspect, "1:1") == 0)
+		w = h = p;
+	else
+		return mi_err_set(err, EX_DATAERR,
+		    "params.aspect_ratio '%s' not one of 16:9, 9:16, 1:1",
+		    aspect);
+	if (*ref && resolve_ref(ref, file, sizeof(file), err) == -1)
+		return -1;
+	return mi_gen_video(prompt, *ref ? file : NULL, secs, w, h, loop, prog,
+	    path, err);
+}
+
+int
+mi_gen_request(const char *media_type, const char *prompt, jv params,
+    const struct mi_gen_progress *prog, const char *path,
+    struct mi_err *err)
+{
+	jv_kind k = jv_get_kind(params);
+	int rc;
+
+	if (prompt == NULL)
+		prompt = "";
+	if (k != JV_KIND_OBJECT && k != JV_KIND_NULL &&
+	    k != JV_KIND_INVALID) {
+		jv_free(params);
+		return mi_err_set(err, EX_DATAERR, "params is not an object");
+	}
+	if (media_type == NULL)
+		rc = mi_err_set(err, EX_DATAERR, "missing media_type");
+	else if (strcmp(media_type, "image") == 0)
+		rc = req_image(prompt, params, 0, path, err);
+	else if (strcmp(media_type, "texture") == 0)
+		rc = req_image(prompt, params, 1, path, err);
+	else if (strcmp(media_type, "environment_map") == 0)
+		rc = req_hdr(prompt, params, path, err);
+	else if (strcmp(media_type, "model_3d") == 0)
+		rc = req_glb(prompt, params, path, err);
+	else if (strcmp(media_type, "audio_sfx") == 0)
+		rc = req_sfx(prompt, params, path, err);
+	else if (strcmp(media_type, "audio_bgm") == 0)
+		rc = req_bgm(prompt, params, path, err);
+	else if (strcmp(media_type, "video") == 0)
+		rc = req_video(prompt, params, prog, path, err);
+	else
+		rc = mi_err_set(err, EX_DATAERR, "unknown media_type '%s'",
+		    media_type);
+	jv_free(params);
+	return rc;
+}
