@@ -56,6 +56,13 @@ bin/%: cmd/%.o libcommon/libcommon.a
 
 -include $(LIB_OBJS:.o=.d) $(CMD_SRCS:.c=.d)
 
+# The compiled-in share directory follows PREFIX: paths.o is rebuilt when
+# SHAREDIR changes (make install PREFIX=... after a plain make).
+SHAREDIR_STAMP := $(shell mkdir -p .build && \
+	{ echo '$(SHAREDIR)' | cmp -s - .build/sharedir || \
+	  echo '$(SHAREDIR)' > .build/sharedir; } && echo .build/sharedir)
+libcommon/paths.o: $(SHAREDIR_STAMP)
+
 # The dependency step: installs what is missing (Debian packages, npm
 # modules for the browser tests); does nothing when everything is present.
 deps:
@@ -98,7 +105,7 @@ lint:
 	clang-format --dry-run -Werror $(LIB_SRCS) $(CMD_SRCS) libcommon/*.h
 
 clean:
-	rm -rf bin libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
+	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
 
 .PHONY: all check demo demo-stop deps install uninstall lint clean
 .SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)
