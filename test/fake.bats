@@ -124,6 +124,7 @@ fstat() {
 	run -0 curl -sS -w ' %{http_code}' -X POST "$FAKE_URL/meshy/openapi/v2/text-to-3d" \
 	    -H 'Authorization: Bearer wrong' -d '{"mode":"preview","prompt":"x"}'
 	assert_output '{"message":"Invalid API key."} 401'
+	tail -n 1 "$FAKE_LOG" | jq -e '.event=="create" and .accepted==false and .status==401 and .provider=="meshy"'
 	run -0 curl -sS -w ' %{http_code}' "$FAKE_URL/meshy/openapi/v1/balance"
 	assert_output --partial ' 401'
 }

@@ -718,9 +718,15 @@ def meshy_task(ctx, job):
 def route_meshy(ctx, parts):
     fake = ctx.fake
     ctx.provider = "meshy"
-    if ctx.bearer() != fake.key:
-        return J(401, {"message": "Invalid API key."})
     p = "/".join(parts)
+    if ctx.bearer() != fake.key:
+        if p in ("openapi/v2/text-to-3d", "openapi/v1/image-to-3d"):
+            ctx.event = "create" if ctx.method == "POST" else "list"
+            if ctx.method == "POST":
+                ctx.accepted = False
+        elif len(parts) == 4 and ctx.method == "GET":
+            ctx.event = "poll"
+        return J(401, {"message": "Invalid API key."})
     if p == "openapi/v1/balance" and ctx.method == "GET":
         return J(200, {"balance": 1000})
     if p in ("openapi/v2/text-to-3d", "openapi/v1/image-to-3d"):
