@@ -352,3 +352,29 @@ du_files() {
 	ASSET_STORAGE_DIR= run -78 --separate-stderr mi-cost --storage
 	[[ $stderr == *"ASSET_STORAGE_DIR"* ]]
 }
+
+@test "examples/cost-report.cron: each line writes its day's CSV" {
+	local dir=$BATS_TEST_TMPDIR/reports d line
+	mkdir -p "$dir"
+	d=$(date -u -d yesterday +%F)
+	# Yesterday's jobs, so that the nightly report has rows.
+	sql "INSERT INTO app.generation_jobs (tenant_id, run_id, run_step_id,
+	    provider_id, provider_job_id, media_type, status, poll_interval_ms,
+	    timeout_ms, input_params, cost_usd, cost_source, created_at, result_uri)
+	    VALUES ('org_y', gen_random_uuid(), gen_random_uuid(), 'meshy', 'y',
+	    'model_3d', 'completed', 1000, 60000, '{}', 0.2, 'provider',
+	    '${d}T12:00:00Z', 'https://x/y')"
+	# The command part of each cron line, as cron's sh would run it.
+	while read -r line; do
+		MI_REPORT_DIR=$dir run -0 sh -c "$line"
+	done < <(grep -E '^[0-9*]' "$BATS_TEST_DIRNAME/../examples/cost-report.cron" |
+	    cut -d' ' -f6- | sed 's/\\%/%/g')
+	[ -f "$dir/cost-$d.csv" ] && [ -f "$dir/storage-$d.csv" ]
+	[ -z "$(find "$dir" -name '.*.csv')" ]
+	run -0 cat "$dir/cost-$d.csv"
+	[ "${#lines[@]}" -eq 2 ]
+	[[ ${lines[0]} == tenant_id,provider_id,media_type,model,jobs,* ]]
+	[[ ${lines[1]} == org_y,meshy,model_3d,meshy,1,1,0,0,0,0,0.2,0.2,* ]]
+	run -0 head -1 "$dir/storage-$d.csv"
+	assert_output tenant_id,type,artifacts,files,logical_bytes,physical_bytes,allocated_bytes,saved_bytes,saved_pct
+}
