@@ -77,7 +77,4 @@ dedup=$(jq -s 'map(select(.deduplicated == true)) | length' "$out/artifacts.ndjs
 failed=$(jq -s 'map(select(.error)) | length' "$out/artifacts.ndjson")
 echo
 echo "$n artifacts, $dedup deduplicated, $failed failed"
-if [ -n "${MI_PUBLIC_URL:-}" ]; then
-	echo "viewer: $MI_PUBLIC_URL (see examples/viewer/)"
-fi
 [ "$failed" -eq 0 ]

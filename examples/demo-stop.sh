@@ -7,4 +7,8 @@ if [ -f "$dir/mi-serve.pid" ]; then
 	kill "$(cat "$dir/mi-serve.pid")" 2>/dev/null
 	rm -f "$dir/mi-serve.pid"
 fi
+if [ -f "$dir/viewer.pid" ]; then
+	kill "$(cat "$dir/viewer.pid")" 2>/dev/null
+	rm -f "$dir/viewer.pid"
+fi
 pg_stop "$dir/pg"

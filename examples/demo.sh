@@ -46,3 +46,20 @@ if [ -x "$top/bin/mi-serve" ] &&
 fi
 
 sh "$top/examples/campaign.sh" "$dir"
+
+# The viewer: a Three.js page with the run's model, HDRI, floor, music and
+# sound effects, served from its own origin like a game would be.
+vport=${MI_DEMO_VIEWER_PORT:-8089}
+mkdir -p "$dir/viewer"
+cp "$top/examples/viewer/index.html" "$top/examples/viewer/viewer.js" "$dir/viewer/"
+if [ -d "$top/test/node_modules/three" ]; then
+	ln -sfn "$top/test/node_modules/three" "$dir/viewer/three"
+fi
+jq -s 'map(select(.error == null) | {(.type): (.signed_url // .uri)}) | add' \
+    "$dir/artifacts.ndjson" > "$dir/viewer/assets.json"
+if ! curl -fsS "http://127.0.0.1:$vport/index.html" >/dev/null 2>&1; then
+	(cd "$dir/viewer" && nohup python3 -m http.server "$vport" \
+	    --bind 127.0.0.1 >"$dir/viewer.log" 2>&1 &
+	    echo $! > "$dir/viewer.pid")
+fi
+echo "viewer: http://127.0.0.1:$vport/index.html"
