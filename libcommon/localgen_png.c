@@ -345,7 +345,7 @@ mi_gen_image(const char *prompt, unsigned w, unsigned h, int seamless,
 		return mi_err_set(err, EX_SOFTWARE, "out of memory");
 	rc = mi_gen_picture(prompt, w, h, seamless, px, err);
 	if (rc == 0)
-		rc = mi_gen_png_encode(px, w, h, 3, 3, &png, err);
+		rc = mi_gen_png_encode(px, w, h, 3, 1, &png, err);
 	free(px);
 	if (rc == 0)
 		rc = mi_gen_write_file(path, png.buf, png.len, err);
