@@ -242,3 +242,43 @@ race() {
 	run -0 race check org_locked 0.25 6 1
 	[ "$(grep -c '^granted$' <<<"$output")" -eq 1 ]
 }
+
+# Requests for mi-submit: N images of tenant $1 with provider $2.
+requests() {
+	local i
+	for ((i = 0; i < $3; i++)); do
+		printf '{"tenant_id":"%s","run_id":"%s","run_step_id":"%s","media_type":"image","artifact_type":"image","prompt":"budget %d","params":{"width":512,"height":512},"provider_id":"%s"}\n' \
+		    "$1" "$(uuid)" "$(uuid)" "$i" "$2"
+	done
+}
+
+@test "concurrent mi-submit processes never exceed the budget" {
+	command -v mi-submit >/dev/null ||
+	    { echo "mi-submit is not built: bin/mi-submit is needed"; false; }
+	local provider=${MI_BUDGET_TEST_PROVIDER:-local} est n=5 i
+	# The provider's estimate for one request, from a job without budget.
+	requests org_est "$provider" 1 | mi-submit >/dev/null
+	est=$(sql "SELECT cost_usd FROM app.generation_jobs WHERE tenant_id = 'org_est'")
+	[ -n "$est" ] && awk -v e="$est" 'BEGIN { exit !(e > 0) }' ||
+	    { echo "provider '$provider' estimates no cost ($est)"; false; }
+	# Room for n requests and half of another.
+	mi-cost --set-budget org_sub "$(awk -v e="$est" -v n=$n 'BEGIN { printf "%.4f", e * (n + 0.5) }')" >/dev/null
+	for i in 0 1 2 3; do
+		requests org_sub "$provider" 4 >"$BATS_TEST_TMPDIR/req.$i"
+	done
+	for i in 0 1 2 3; do
+		mi-submit <"$BATS_TEST_TMPDIR/req.$i" >"$BATS_TEST_TMPDIR/out.$i" 2>/dev/null &
+	done
+	wait
+	run -0 jq -s -e --argjson n $n '
+	    length == 16 and
+	    (map(select(.error == null)) | length) == $n and
+	    (map(select(.error.code == "BUDGET_EXCEEDED")) | length) == 16 - $n and
+	    all(.[] | select(.error); .error.message | test("budget of tenant .org_sub.*spent.*remaining"))' \
+	    <(cat "$BATS_TEST_TMPDIR"/out.*)
+	# The database agrees: n jobs went to the provider, within the limit.
+	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE tenant_id = 'org_sub'
+	    AND error_code IS DISTINCT FROM 'BUDGET_EXCEEDED'")" -eq $n ]
+	run -0 --separate-stderr mi-cost --budgets --tenant org_sub
+	run -0 jq -e '.spent_usd <= .monthly_limit_usd and .remaining_usd >= 0' <<<"$output"
+}
