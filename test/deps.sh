@@ -14,21 +14,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 for f in "$here"/deps.d/*.txt; do
 	[ -f "$f" ] && PKGS="$PKGS $(grep -v '^#' "$f")"
 done
+have_node=
+if command -v node >/dev/null && command -v npm >/dev/null; then
+	have_node=1
+fi
 missing=
-for p in $PKGS; do
+for p in $(echo $PKGS | tr ' ' '\n' | sort -u); do
+	# Node.js may come from another source than Debian; any will do.
+	case $p in
+	nodejs|npm) [ -n "$have_node" ] && continue ;;
+	esac
 	s=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
 	case $s in
 	*" installed") ;;
 	*) missing="$missing $p" ;;
 	esac
 done
-# Node.js may come from another source than Debian; any node/npm will do.
-case $missing in
-*nodejs*|*npm*)
-	if command -v node >/dev/null && command -v npm >/dev/null; then
-		missing=$(echo "$missing" | sed 's/ nodejs//; s/ npm//')
-	fi ;;
-esac
 
 if [ -n "$missing" ]; then
 	if [ "$(id -u)" != 0 ]; then
