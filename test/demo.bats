@@ -1,0 +1,62 @@
+#!/usr/bin/env bats
+# make demo's script: a whole campaign offline through the real pipeline,
+# served by mi-serve; every printed URL works; a second run stores nothing
+# new.
+
+load test_helper
+
+setup_file() {
+	export MI_DEMO_DIR="$BATS_FILE_TMPDIR/demo"
+	export MI_DEMO_PG_PORT=$(free_port) MI_DEMO_PORT=$(free_port)
+	export MI_DEMO_VIEWER_PORT=$(free_port)
+	top=$(dirname "$BATS_TEST_DIRNAME")
+	sh "$top/examples/demo.sh" >"$BATS_FILE_TMPDIR/run1.out" \
+	    2>"$BATS_FILE_TMPDIR/run1.err" || {
+		cat "$BATS_FILE_TMPDIR/run1.out" "$BATS_FILE_TMPDIR/run1.err" >&3
+		return 1
+	}
+}
+
+teardown_file() {
+	sh "$(dirname "$BATS_TEST_DIRNAME")/examples/demo-stop.sh" || true
+}
+
+@test "the demo generates every asset of the campaign" {
+	arts="$MI_DEMO_DIR/artifacts.ndjson"
+	run jq -s -r 'map(.type) | sort | join(" ")' "$arts"
+	assert_output "bgm brand_logo environment_map floor_texture intro_video outcome_lose_video outcome_win_video prize_wheel sfx_click sfx_lose sfx_spin sfx_win"
+	jq -e -s 'all(.error == null)' "$arts"
+	jq -e -s 'map(select(.type == "prize_wheel"))[0].metadata.mime_type == "model/gltf-binary"' "$arts"
+	jq -e -s 'map(select(.type == "environment_map"))[0].metadata.mime_type == "image/vnd.radiance"' "$arts"
+	jq -e -s 'map(select(.type == "intro_video"))[0].metadata.mime_type == "video/mp4"' "$arts"
+	grep -q "12 artifacts, 0 deduplicated, 0 failed" "$BATS_FILE_TMPDIR/run1.out"
+}
+
+@test "every URL the demo prints answers through mi-serve with the stored bytes" {
+	urls=$(grep -o 'http://127.0.0.1:[0-9]*/api/assets/[^[:space:]]*' "$BATS_FILE_TMPDIR/run1.out")
+	[ "$(echo "$urls" | wc -l)" = 12 ]
+	for u in $urls; do
+		path=${u#http://127.0.0.1:*/api/assets/}; path=${path%%\?*}
+		curl -fsS -o "$BATS_TEST_TMPDIR/got" "$u"
+		cmp "$BATS_TEST_TMPDIR/got" "$MI_DEMO_DIR/store/$path"
+		h=$(sha256sum "$BATS_TEST_TMPDIR/got" | cut -c1-64)
+		[[ $path == *"/$h."* ]]
+	done
+	grep -q "viewer: http://127.0.0.1:$MI_DEMO_VIEWER_PORT/index.html" "$BATS_FILE_TMPDIR/run1.out"
+	curl -fsS "http://127.0.0.1:$MI_DEMO_VIEWER_PORT/assets.json" | jq -e '.prize_wheel and .environment_map'
+}
+
+
+@test "running the demo again stores nothing new" {
+	before=$(find "$MI_DEMO_DIR/store" -type f | wc -l)
+	top=$(dirname "$BATS_TEST_DIRNAME")
+	run sh "$top/examples/demo.sh"
+	assert_success
+	assert_output --partial "12 artifacts, 12 deduplicated, 0 failed"
+	[ "$(find "$MI_DEMO_DIR/store" -type f | wc -l)" = "$before" ]
+}
+
+@test "the cost report of the run is printed" {
+	grep -q "local" "$BATS_FILE_TMPDIR/run1.out"
+	grep -q "cost of this run:" "$BATS_FILE_TMPDIR/run1.out"
+}
