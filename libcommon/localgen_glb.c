@@ -818,13 +818,13 @@ paint_swatch(const struct look *lk, unsigned k, double su, double sv,
 		break;
 	default: {
 		/* A backdrop: dusk gradient with a scatter of lights. */
-		unsigned c, gx = (unsigned)(su * 60), gy = (unsigned)(sv * 30);
-		double fx = su * 60 - gx - 0.5, fy = sv * 30 - gy - 0.5;
+		unsigned c, gx = (unsigned)(su * 48), gy = (unsigned)(sv * 20);
+		double fx = su * 48 - gx - 0.5, fy = sv * 20 - gy - 0.5;
 
 		for (c = 0; c < 3; c++)
 			p->rgb[c] = lk->col[2][c] * (0.2 + 0.5 * sv);
 		p->rough = 0.7;
-		if (hash1(gx * 131 + gy) > 0.8 && fx * fx + fy * fy < 0.04)
+		if (hash1(gx * 131 + gy) > 0.9 && fx * fx + fy * fy < 0.06)
 			memcpy(p->rgb, (double[3]){ 1, 0.95, 0.8 },
 			    sizeof(p->rgb));
 		break;

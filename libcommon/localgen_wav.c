@@ -20,59 +20,83 @@
 
 enum tab { T_SINE, T_SAW, T_SQUARE, T_TRI, T_KEYS, T_STRINGS, T_NTABS };
 
+/* Harmonic limits of the band-limited copies of each table. */
+static const unsigned harm_limit[] = { 10, 6, 3, 1 };
+#define NLIMITS (sizeof(harm_limit) / sizeof(harm_limit[0]))
+
 struct synth {
 	float *buf;
 	size_t n;
 	double rate;
 	uint32_t noise;
-	float tab[T_NTABS][TABN + 1];
+	float tab[T_NTABS][NLIMITS][TABN + 1];
 };
+
+/* Fills one table: one cycle of timbre t with at most nh harmonics. */
+static void
+fill_table(float *tab, enum tab t, unsigned nh)
+{
+	double peak = 0;
+	unsigned i, k;
+
+	for (i = 0; i <= TABN; i++) {
+		double ph = 2 * M_PI * i / TABN, v = 0;
+
+		for (k = 1; k <= nh; k++) {
+			double a = 0;
+
+			switch (t) {
+			case T_SINE:
+				a = k == 1;
+				break;
+			case T_SAW:
+				a = 1.0 / k;
+				break;
+			case T_SQUARE:
+				a = k % 2 ? 1.0 / k : 0;
+				break;
+			case T_TRI:
+				a = k % 2 ? ((k / 2) % 2 ? -1.0 : 1.0) / (k * k) : 0;
+				break;
+			case T_KEYS:
+				a = k <= 4 ? 1.0 / (k * k * 0.8) : 0;
+				break;
+			case T_STRINGS:
+				a = k <= 8 ? 1.0 / k * (k == 2 ? 1.3 : 1) : 0;
+				break;
+			default:
+				break;
+			}
+			v += a * sin(k * ph);
+		}
+		tab[i] = (float)v;
+		if (fabs(v) > peak)
+			peak = fabs(v);
+	}
+	for (i = 0; i <= TABN; i++)
+		tab[i] = (float)(tab[i] / peak);
+}
 
 static void
 synth_tables(struct synth *s)
 {
-	unsigned t, i, k;
+	unsigned t, l;
 
-	for (t = 0; t < T_NTABS; t++) {
-		double peak = 0;
+	for (t = 0; t < T_NTABS; t++)
+		for (l = 0; l < NLIMITS; l++)
+			fill_table(s->tab[t][l], (enum tab)t, harm_limit[l]);
+}
 
-		for (i = 0; i <= TABN; i++) {
-			double ph = 2 * M_PI * i / TABN, v = 0;
+/* The richest copy of table t whose harmonics at freq stay below Nyquist. */
+static const float *
+table(const struct synth *s, enum tab t, double freq)
+{
+	unsigned l;
 
-			for (k = 1; k <= 10; k++) {
-				double a = 0;
-
-				switch (t) {
-				case T_SINE:
-					a = k == 1;
-					break;
-				case T_SAW:
-					a = 1.0 / k;
-					break;
-				case T_SQUARE:
-					a = k % 2 ? 1.0 / k : 0;
-					break;
-				case T_TRI:
-					a = k % 2 ? ((k / 2) % 2 ? -1.0 : 1.0) /
-					    (k * k) : 0;
-					break;
-				case T_KEYS:
-					a = k <= 4 ? 1.0 / (k * k * 0.8) : 0;
-					break;
-				case T_STRINGS:
-					a = k <= 8 ? 1.0 / k * (k == 2 ? 1.3 :
-					    1) : 0;
-					break;
-				}
-				v += a * sin(k * ph);
-			}
-			s->tab[t][i] = (float)v;
-			if (fabs(v) > peak)
-				peak = fabs(v);
-		}
-		for (i = 0; i <= TABN; i++)
-			s->tab[t][i] = (float)(s->tab[t][i] / peak);
-	}
+	for (l = 0; l + 1 < NLIMITS; l++)
+		if (freq * harm_limit[l] < s->rate * 0.45)
+			break;
+	return s->tab[t][l];
 }
 
 static int
@@ -152,6 +176,8 @@ play(struct synth *s, const struct voice *v, double t0, double dur,
 	double ph = 0, total = dur + v->rel;
 	double kdec = v->decay > 0 ? exp(-1 / (v->decay * s->rate)) : 1;
 	double lvl = 1;
+	const float *tab = table(s, v->tab, freq * (v->glide > 1 ? v->glide :
+	    1));
 
 	if (!span(s, t0, total, &a, &b))
 		return;
@@ -169,9 +195,9 @@ play(struct synth *s, const struct voice *v, double t0, double dur,
 		if (v->glide != 0 && v->glide != 1)
 			f *= pow(v->glide, t / total);
 		if (v->vib > 0)
-			f *= 1 + v->vib * lookup(s->tab[T_SINE],
+			f *= 1 + v->vib * lookup(s->tab[T_SINE][NLIMITS - 1],
 			    fmod(5.5 * t, 1.0)) * fmin(1, t / 0.3);
-		x = lookup(s->tab[v->tab], ph);
+		x = lookup(tab, ph);
 		ph += f / s->rate;
 		ph -= floor(ph);
 		if (v->drive > 0) {
@@ -225,7 +251,8 @@ thump(struct synth *s, double t0, double amp, double f0, double f1,
 	if (!span(s, t0, tau * 6, &a, &b))
 		return;
 	for (i = a; i < b; i++) {
-		s->buf[i] += (float)(lookup(s->tab[T_SINE], ph) * lvl * amp);
+		s->buf[i] += (float)(lookup(s->tab[T_SINE][NLIMITS - 1], ph) *
+		    lvl * amp);
 		ph += (f1 + (f0 - f1) * fl) / s->rate;
 		ph -= floor(ph);
 		lvl *= kdec;
@@ -643,9 +670,9 @@ drums(struct song *m, struct mi_gen_rng *r, double t, unsigned beat,
 		if (fill && beat == 0)
 			hiss(s, t, 1.5, 0.35, 0.5, 0, 9000, 3000);
 	} else if (strcmp(g, "jazz") == 0) {
-		hiss(s, t, 0.5, 0.18, 0.25, 0, 0, 5000);
+		hiss(s, t, 0.4, 0.1, 0.15, 0, 0, 5000);
 		if (beat % 2)
-			hiss(s, t + sw, 0.3, 0.12, 0.15, 0, 0, 5000);
+			hiss(s, t + sw, 0.3, 0.07, 0.1, 0, 0, 5000);
 		if (beat % 2)
 			hiss(s, t, 0.05, 0.1, 0.03, 0, 0, 4000);
 		if (beat == 0)
@@ -781,7 +808,7 @@ bar(struct song *m, double t, const struct chord *c, int full,
 			continue;
 		if (i + 1 < 8 && mel[i + 1] < 0)
 			len = b;	/* a rest after a note holds it */
-		play(s, &lead, at, len * 0.9, midi_hz(m->key + 24 + mel[i]));
+		play(s, &lead, at, len * 0.9, midi_hz(m->key + 12 + mel[i]));
 	}
 }
 

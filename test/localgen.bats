@@ -2,7 +2,8 @@
 # The built-in local generators, through mi-generate: every media type is
 # checked by an independent tool (pngcheck and a zlib decoder for PNG,
 # soxi for WAV, ffprobe/ffmpeg for MP4, the Khronos glTF validator for GLB,
-# a Python RGBE decoder for .hdr), plus determinism and error handling.
+# a Python RGBE decoder and three.js's loader for .hdr), plus determinism
+# and error handling.
 
 bats_require_minimum_version 1.5.0
 load test_helper
@@ -110,6 +111,10 @@ psnr() {
 	echo "$output"
 	jq -e '.width == 512 and .height == 256 and .bytes_left == 0 and
 	    .max > 10 and .min >= 0' <<<"$output"
+	# three.js loads it as a browser viewer would.
+	run -0 node "$FX/hdr_three.mjs" "$OUT/env.hdr"
+	jq -e '.width == 512 and .height == 256 and .pixels == 131072 and
+	    .max > 10' <<<"$output"
 	run -65 --separate-stderr gen environment_map 'x' "$OUT/e.exr" \
 	    format=exr
 	[[ $stderr == *"format 'exr' not supported"* ]]
