@@ -1,0 +1,894 @@
+/*
+ * mi-serve - the asset host: GET/HEAD /api/assets/{tenant}/{run}/{type}/
+ * {sha256}.{ext} from the store, for a Bearer JWT of that tenant or a
+ * signed URL; OPTIONS preflight, /healthz, /metrics.  Runs in the
+ * foreground until SIGTERM or SIGINT, then exits 0 after in-flight answers
+ * end.  With --sign it prints a signed URL and exits.  Exits 64 on bad
+ * usage, 69 when it cannot listen, 78 on bad configuration.
+ *
+ * Every refusal (no credentials, a bad, expired or foreign token, a bad
+ * or expired signature, a path outside the grammar) is answered exactly as
+ * a file that does not exist: 404 with the same headers and body.  The
+ * decision is made before any file system call.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "err.h"
+#include "hash.h"
+#include "httpd.h"
+#include "jwt.h"
+#include "mime.h"
+#include "names.h"
+#include "sign.h"
+#include "banned.h"
+
+static const char usage[] =
+    "usage: mi-serve [-v] [--access-log] [--listen ADDR:PORT] [--root DIR]\n"
+    "                [--threads N]\n"
+    "       mi-serve --sign URI [--ttl SECONDS]\n"
+    "  -a, --access-log      one line per request on stderr\n"
+    "  -l, --listen ADDR:PORT  where to listen (default 127.0.0.1:8080)\n"
+    "  -r, --root DIR        the store (default $ASSET_STORAGE_DIR)\n"
+    "  -s, --sign URI        print URI signed with $MI_URL_SIGNING_KEY\n"
+    "  -t, --ttl SECONDS     lifetime of a signed URL (default 86400)\n"
+    "  -T, --threads N       worker threads (default 2)\n"
+    "  -v, --verbose         say more on stderr\n"
+    "      --help            this text\n"
+    "      --version         print the version";
+
+#define IMMUTABLE "private, max-age=31536000, immutable"
+#define TEXT "text/plain; charset=utf-8"
+#define JWT_CACHE 64
+
+/* Why a request was refused, for the log and /metrics. */
+enum refusal {
+	R_PATH, R_NO_CREDENTIALS, R_BAD_TOKEN, R_EXPIRED_TOKEN,
+	R_WRONG_TENANT, R_BAD_SIGNATURE, R_EXPIRED_SIGNATURE, R_NREFUSAL
+};
+static const char *const refusal_name[] = {
+	"path", "no_credentials", "bad_token", "expired_token",
+	"wrong_tenant", "bad_signature", "expired_signature"
+};
+
+struct tenant_stat {
+	char name[256];
+	atomic_llong bytes;
+	atomic_llong requests;
+};
+
+struct server {
+	int rootfd;
+	const char *root;
+	struct mi_jwt *jwt;
+	char *sign_key;
+	int cors_any, cors_set;
+	char **origins;
+	size_t norigins;
+	const char *metrics_token;
+	int access_log;
+	struct mi_httpd *httpd;
+	atomic_llong refused[R_NREFUSAL];
+	pthread_mutex_t lock;	/* the tenant table */
+	struct tenant_stat **tenants;
+	size_t ntenants, tenants_cap;
+};
+
+struct jwt_entry {
+	char *token;
+	size_t len;
+	long long until;
+	char tenant[256];
+};
+
+static _Thread_local struct jwt_entry jwt_cache[JWT_CACHE];
+static _Thread_local struct tenant_stat *last_tenant;
+static int use_openat2 = 1;
+
+static uint64_t
+fnv1a(const char *s, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;
+
+	while (n-- > 0)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+/* The stats of a tenant, created on first use; entries never move. */
+static struct tenant_stat *
+tenant_stat(struct server *s, const char *tenant)
+{
+	struct tenant_stat *t = last_tenant, **grown;
+	size_t i, mask;
+
+	if (t != NULL && strcmp(t->name, tenant) == 0)
+		return t;
+	pthread_mutex_lock(&s->lock);
+	if (s->ntenants * 2 >= s->tenants_cap) {
+		size_t cap = s->tenants_cap ? s->tenants_cap * 2 : 64;
+
+		if ((grown = calloc(cap, sizeof(*grown))) == NULL) {
+			pthread_mutex_unlock(&s->lock);
+			return NULL;
+		}
+		for (i = 0; i < s->tenants_cap; i++) {
+			size_t j;
+
+			if ((t = s->tenants[i]) == NULL)
+				continue;
+			j = fnv1a(t->name, strlen(t->name)) & (cap - 1);
+			while (grown[j] != NULL)
+				j = (j + 1) & (cap - 1);
+			grown[j] = t;
+		}
+		free(s->tenants);
+		s->tenants = grown;
+		s->tenants_cap = cap;
+	}
+	mask = s->tenants_cap - 1;
+	for (i = fnv1a(tenant, strlen(tenant)) & mask; s->tenants[i] != NULL;
+	    i = (i + 1) & mask)
+		if (strcmp(s->tenants[i]->name, tenant) == 0)
+			break;
+	if ((t = s->tenants[i]) == NULL && (t = calloc(1, sizeof(*t))) !=
+	    NULL) {
+		snprintf(t->name, sizeof(t->name), "%s", tenant);
+		s->tenants[i] = t;
+		s->ntenants++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	last_tenant = t;
+	return t;
+}
+
+/*
+ * Verifies a Bearer token, remembering good ones per thread: the same
+ * token comes with every request of a page, and a hit is an exact byte
+ * comparison with a token that was verified before.
+ */
+static int
+token_tenant(struct server *s, const char *tok, long long now, char *tenant,
+    size_t tenantsz, enum refusal *why)
+{
+	struct mi_err err = MI_ERR_INIT;
+	size_t len = strlen(tok);
+	struct jwt_entry *e = &jwt_cache[fnv1a(tok, len) % JWT_CACHE];
+	long long until;
+
+	if (e->token != NULL && e->len == len && memcmp(e->token, tok,
+	    len) == 0 && now <= e->until) {
+		snprintf(tenant, tenantsz, "%s", e->tenant);
+		return 0;
+	}
+	if (s->jwt == NULL || mi_jwt_verify(s->jwt, tok, len, now, tenant,
+	    tenantsz, &until, &err) == -1) {
+		*why = strcmp(err.msg, "expired") == 0 ? R_EXPIRED_TOKEN :
+		    R_BAD_TOKEN;
+		return -1;
+	}
+	free(e->token);
+	if ((e->token = strdup(tok)) != NULL) {
+		e->len = len;
+		e->until = until;
+		snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
+	}
+	return 0;
+}
+
+/*
+ * The value of key in the query; NULL when absent.  A key given twice is
+ * ambiguous and counts as invalid (*dup set).
+ */
+static const char *
+query_param(const char *q, const char *key, char *out, size_t outsz,
+    int *dup)
+{
+	size_t klen = strlen(key), n;
+	const char *found = NULL;
+
+	while (*q) {
+		n = strcspn(q, "&");
+		if (n > klen && strncmp(q, key, klen) == 0 && q[klen] == '=') {
+			if (found != NULL)
+				*dup = 1;
+			if (n - klen - 1 >= outsz)
+				*dup = 1;
+			else {
+				memcpy(out, q + klen + 1, n - klen - 1);
+				out[n - klen - 1] = '\0';
+			}
+			found = out;
+		}
+		q += n + (q[n] == '&');
+	}
+	return found;
+}
+
+/*
+ * Access-Control-Allow-Origin: decided from the configuration, the
+ * request's Origin and its form (signed URL or not) only, never from the
+ * outcome, so refusals and missing files look alike here too.
+ */
+static const char *
+cors_origin(const struct server *s, const struct mi_http_req *req,
+    int signed_form)
+{
+	const char *o = mi_http_header(req, "Origin");
+	size_t i;
+
+	if (!s->cors_set)
+		return signed_form ? "*" : NULL;
+	if (s->cors_any)
+		return "*";
+	if (o == NULL)
+		return NULL;
+	for (i = 0; i < s->norigins; i++)
+		if (strcmp(s->origins[i], o) == 0)
+			return o;
+	return NULL;
+}
+
+static void
+common_headers(const struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, const char *type)
+{
+	const char *origin = cors_origin(s, req,
+	    strstr(req->query, "sig=") != NULL);
+
+	mi_http_resp_header(r, "Content-Type", type);
+	mi_http_resp_header(r, "X-Content-Type-Options", "nosniff");
+	mi_http_resp_header(r, "Cross-Origin-Resource-Policy", "cross-origin");
+	if (origin != NULL) {
+		mi_http_resp_header(r, "Access-Control-Allow-Origin", origin);
+		if (req->method != MI_HTTP_OPTIONS)
+			mi_http_resp_header(r, "Access-Control-Expose-Headers",
+			    "Content-Length, Content-Range, Accept-Ranges, "
+			    "ETag");
+	}
+	mi_http_resp_header(r, "Vary", "Origin");
+}
+
+/* A short text answer with the common headers. */
+static void
+text_answer(const struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, int status, const char *body)
+{
+	mi_http_resp_status(r, status);
+	common_headers(s, req, r, TEXT);
+	mi_http_resp_header(r, "Cache-Control", "no-store");
+	if (status == 405)
+		mi_http_resp_header(r, "Allow", "GET, HEAD, OPTIONS");
+	mi_http_resp_body(r, body, strlen(body), NULL);
+}
+
+/* The one answer for a refusal and for a missing file. */
+static void
+not_found(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, int why)
+{
+	if (why >= 0 && why < R_NREFUSAL) {
+		atomic_fetch_add_explicit(&s->refused[why], 1,
+		    memory_order_relaxed);
+		mi_http_resp_note(r, refusal_name[why]);
+	} else
+		mi_http_resp_note(r, "missing");
+	text_answer(s, req, r, 404, "not found\n");
+}
+
+static void
+preflight(const struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r)
+{
+	mi_http_resp_status(r, 204);
+	common_headers(s, req, r, TEXT);
+	mi_http_resp_header(r, "Access-Control-Allow-Methods",
+	    "GET, HEAD, OPTIONS");
+	mi_http_resp_header(r, "Access-Control-Allow-Headers",
+	    "Authorization, Range, If-None-Match, If-Range");
+	mi_http_resp_header(r, "Access-Control-Max-Age", "86400");
+}
+
+/*
+ * Opens tenant/run/type/hash.ext below the root, following no symbolic
+ * link at all (the store makes none) and never leaving the root.
+ */
+static int
+open_asset(const struct server *s, const struct mi_asset_path *p)
+{
+	char rel[700];
+	struct open_how how;
+	int fd, dfd, i;
+	const char *parts[3];
+	long r;
+
+	if ((size_t)snprintf(rel, sizeof(rel), "%s/%s/%s/%s.%s", p->tenant,
+	    p->run, p->type, p->hash, p->ext) >= sizeof(rel))
+		return -1;
+	if (use_openat2) {
+		memset(&how, 0, sizeof(how));
+		how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
+		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		    RESOLVE_NO_MAGICLINKS;
+		r = syscall(SYS_openat2, s->rootfd, rel, &how, sizeof(how));
+		if (r >= 0 || (errno != ENOSYS && errno != EPERM))
+			return (int)r;
+		use_openat2 = 0;
+	}
+	/* Kernels before 5.6: one component at a time, none followed. */
+	parts[0] = p->tenant;
+	parts[1] = p->run;
+	parts[2] = p->type;
+	dfd = s->rootfd;
+	for (i = 0; i < 3; i++) {
+		int next = openat(dfd, parts[i], O_RDONLY | O_DIRECTORY |
+		    O_NOFOLLOW | O_CLOEXEC);
+
+		if (dfd != s->rootfd)
+			close(dfd);
+		if (next == -1)
+			return -1;
+		dfd = next;
+	}
+	snprintf(rel, sizeof(rel), "%s.%s", p->hash, p->ext);
+	fd = openat(dfd, rel, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK |
+	    O_NOFOLLOW);
+	close(dfd);
+	return fd;
+}
+
+/* Whether If-None-Match lists the entity tag (weak comparison). */
+static int
+none_match(const char *v, const char *etag)
+{
+	size_t n = strlen(etag), k;
+
+	while (*v) {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (*v == '*')
+			return 1;
+		if (strncmp(v, "W/", 2) == 0)
+			v += 2;
+		k = strcspn(v, ",");
+		while (k > 0 && (v[k - 1] == ' ' || v[k - 1] == '\t'))
+			k--;
+		if (k == n && strncmp(v, etag, n) == 0)
+			return 1;
+		v += strcspn(v, ",");
+	}
+	return 0;
+}
+
+static int
+digits(const char **p, long long *out)
+{
+	const char *s = *p;
+	long long n = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (n > (LLONG_MAX - 9) / 10)
+			return -1;
+		n = n * 10 + (*s - '0');
+	}
+	*p = s;
+	*out = n;
+	return 0;
+}
+
+/*
+ * One "bytes=" range against size.  Returns 1 with [*from, *to] for a
+ * satisfiable range, 0 when the header is to be ignored (malformed, or
+ * several ranges: the whole file is sent), -1 when unsatisfiable.
+ */
+static int
+parse_range(const char *v, long long size, long long *from, long long *to)
+{
+	long long a, b;
+
+	if (strncasecmp(v, "bytes", 5) != 0)
+		return 0;
+	v += 5;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (*v++ != '=')
+		return 0;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strchr(v, ',') != NULL)
+		return 0;
+	if (*v == '-') {
+		v++;
+		if (digits(&v, &b) == -1 || *v != '\0')
+			return 0;
+		if (b == 0 || size == 0)
+			return -1;
+		*from = b >= size ? 0 : size - b;
+		*to = size - 1;
+		return 1;
+	}
+	if (digits(&v, &a) == -1 || *v++ != '-')
+		return 0;
+	if (*v == '\0')
+		b = LLONG_MAX;
+	else if (digits(&v, &b) == -1 || *v != '\0' || b < a)
+		return 0;
+	if (a >= size)
+		return -1;
+	*from = a;
+	*to = b >= size ? size - 1 : b;
+	return 1;
+}
+
+/* Authorises the request for p's tenant; -1 with *why when refused. */
+static int
+authorise(struct server *s, const struct mi_http_req *req,
+    const struct mi_asset_path *p, int *why)
+{
+	char exp[32], sig[80], tenant[256];
+	const char *e, *g, *auth;
+	long long now = (long long)time(NULL);
+	enum refusal r = R_BAD_TOKEN;
+	int dup = 0;
+
+	e = query_param(req->query, "exp", exp, sizeof(exp), &dup);
+	g = query_param(req->query, "sig", sig, sizeof(sig), &dup);
+	if (e != NULL || g != NULL) {
+		if (dup || s->sign_key == NULL ||
+		    !mi_sign_check(s->sign_key, req->path, e, g, now)) {
+			*why = e != NULL && strtoll(e, NULL, 10) < now &&
+			    s->sign_key != NULL ? R_EXPIRED_SIGNATURE :
+			    R_BAD_SIGNATURE;
+			return -1;
+		}
+		return 0;
+	}
+	if ((auth = mi_http_header(req, "Authorization")) == NULL) {
+		*why = R_NO_CREDENTIALS;
+		return -1;
+	}
+	if (strncasecmp(auth, "Bearer ", 7) != 0) {
+		*why = R_BAD_TOKEN;
+		return -1;
+	}
+	for (auth += 7; *auth == ' '; auth++)
+		;
+	if (token_tenant(s, auth, now, tenant, sizeof(tenant), &r) == -1) {
+		*why = r;
+		return -1;
+	}
+	if (strcmp(tenant, p->tenant) != 0) {
+		*why = R_WRONG_TENANT;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+serve_asset(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r)
+{
+	struct mi_asset_path p;
+	const struct mi_mime *m;
+	struct tenant_stat *t;
+	const char *v;
+	char etag[80], cr[96];
+	long long from, to;
+	struct stat st;
+	int fd, why, k;
+
+	if (mi_asset_path_parse(req->path, &p, NULL) == -1) {
+		not_found(s, req, r, R_PATH);
+		return;
+	}
+	if (authorise(s, req, &p, &why) == -1) {
+		not_found(s, req, r, why);
+		return;
+	}
+	/* Only now does the request reach the file system. */
+	if ((fd = open_asset(s, &p)) == -1) {
+		not_found(s, req, r, -1);
+		return;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		not_found(s, req, r, -1);
+		return;
+	}
+	m = mi_mime_by_ext(p.ext);
+	snprintf(etag, sizeof(etag), "\"%s\"", p.hash);
+	if ((t = tenant_stat(s, p.tenant)) != NULL) {
+		atomic_fetch_add_explicit(&t->requests, 1,
+		    memory_order_relaxed);
+		mi_http_resp_tally(r, &t->bytes);
+	}
+	common_headers(s, req, r, m->type);
+	mi_http_resp_header(r, "ETag", etag);
+	mi_http_resp_header(r, "Cache-Control", IMMUTABLE);
+	mi_http_resp_header(r, "Accept-Ranges", "bytes");
+	mi_http_resp_note(r, "ok");
+	if ((v = mi_http_header(req, "If-None-Match")) != NULL &&
+	    none_match(v, etag)) {
+		close(fd);
+		mi_http_resp_status(r, 304);
+		return;
+	}
+	/* A Range is ignored when malformed or when If-Range differs. */
+	k = 0;
+	if ((v = mi_http_header(req, "Range")) != NULL) {
+		k = parse_range(v, st.st_size, &from, &to);
+		if ((v = mi_http_header(req, "If-Range")) != NULL &&
+		    strcmp(v, etag) != 0)
+			k = 0;
+	}
+	if (k == 0) {
+		mi_http_resp_status(r, 200);
+		mi_http_resp_file(r, fd, 0, st.st_size);
+		return;
+	}
+	if (k == -1) {
+		close(fd);
+		snprintf(cr, sizeof(cr), "bytes */%lld",
+		    (long long)st.st_size);
+		mi_http_resp_status(r, 416);
+		mi_http_resp_header(r, "Content-Range", cr);
+		mi_http_resp_body(r, "range not satisfiable\n", 22, NULL);
+		return;
+	}
+	snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", from, to,
+	    (long long)st.st_size);
+	mi_http_resp_status(r, 206);
+	mi_http_resp_header(r, "Content-Range", cr);
+	mi_http_resp_file(r, fd, from, to - from + 1);
+}
+
+static void
+serve_metrics(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r)
+{
+	struct mi_buf b = MI_BUF_INIT;
+	struct mi_httpd_stats st;
+	const char *auth;
+	size_t i, n;
+	char *text;
+	int code;
+
+	/* Tenant names are not for everyone: loopback or a token. */
+	auth = mi_http_header(req, "Authorization");
+	if (s->metrics_token != NULL ? auth == NULL ||
+	    strncasecmp(auth, "Bearer ", 7) != 0 ||
+	    !mi_str_ct_equal(auth + 7, s->metrics_token) :
+	    !req->peer_loopback) {
+		not_found(s, req, r, R_NO_CREDENTIALS);
+		return;
+	}
+	mi_httpd_stats(s->httpd, &st);
+	mi_buf_adds(&b, "# HELP mi_serve_requests_total Requests answered, "
+	    "by status.\n# TYPE mi_serve_requests_total counter\n");
+	for (code = 100; code < 600; code++)
+		if (st.requests[code] > 0)
+			mi_buf_addf(&b, "mi_serve_requests_total{status=\"%d\"} "
+			    "%lld\n", code, st.requests[code]);
+	mi_buf_addf(&b, "# HELP mi_serve_bytes_sent_total Body bytes sent.\n"
+	    "# TYPE mi_serve_bytes_sent_total counter\n"
+	    "mi_serve_bytes_sent_total %lld\n"
+	    "# HELP mi_serve_open_connections Connections open now.\n"
+	    "# TYPE mi_serve_open_connections gauge\n"
+	    "mi_serve_open_connections %lld\n"
+	    "# HELP mi_serve_connections_accepted_total Connections accepted."
+	    "\n# TYPE mi_serve_connections_accepted_total counter\n"
+	    "mi_serve_connections_accepted_total %lld\n",
+	    st.bytes_sent, st.open_conns, st.accepted);
+	mi_buf_adds(&b, "# HELP mi_serve_refused_total Asset requests "
+	    "refused, by reason.\n# TYPE mi_serve_refused_total counter\n");
+	for (i = 0; i < R_NREFUSAL; i++)
+		mi_buf_addf(&b, "mi_serve_refused_total{reason=\"%s\"} %lld\n",
+		    refusal_name[i], atomic_load(&s->refused[i]));
+	mi_buf_adds(&b, "# HELP mi_serve_tenant_bytes_sent_total Body bytes "
+	    "sent, by tenant.\n"
+	    "# TYPE mi_serve_tenant_bytes_sent_total counter\n");
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->tenants_cap; i++)
+		if (s->tenants[i] != NULL)
+			mi_buf_addf(&b, "mi_serve_tenant_bytes_sent_total"
+			    "{tenant=\"%s\"} %lld\n", s->tenants[i]->name,
+			    atomic_load(&s->tenants[i]->bytes));
+	mi_buf_adds(&b, "# HELP mi_serve_tenant_requests_total Asset "
+	    "requests served, by tenant.\n"
+	    "# TYPE mi_serve_tenant_requests_total counter\n");
+	for (i = 0; i < s->tenants_cap; i++)
+		if (s->tenants[i] != NULL)
+			mi_buf_addf(&b, "mi_serve_tenant_requests_total"
+			    "{tenant=\"%s\"} %lld\n", s->tenants[i]->name,
+			    atomic_load(&s->tenants[i]->requests));
+	pthread_mutex_unlock(&s->lock);
+	text = mi_buf_detach(&b, &n);
+	mi_http_resp_status(r, 200);
+	common_headers(s, req, r, "text/plain; version=0.0.4; charset=utf-8");
+	mi_http_resp_header(r, "Cache-Control", "no-store");
+	mi_http_resp_body(r, text, n, free);
+}
+
+static void
+handle(void *arg, const struct mi_http_req *req, struct mi_http_resp *r)
+{
+	static const char prefix[] = "/api/assets/";
+	struct server *s = arg;
+	int asset = strncmp(req->path, prefix, sizeof(prefix) - 1) == 0;
+
+	if (req->error) {
+		text_answer(s, req, r, req->error, req->error == 505 ?
+		    "HTTP version not supported\n" : "bad request\n");
+		return;
+	}
+	if (req->method == MI_HTTP_OPTIONS && (asset ||
+	    strcmp(req->path, "*") == 0)) {
+		preflight(s, req, r);
+		return;
+	}
+	if (!asset && strcmp(req->path, "/healthz") != 0 &&
+	    strcmp(req->path, "/metrics") != 0) {
+		not_found(s, req, r, R_PATH);
+		return;
+	}
+	if (req->method != MI_HTTP_GET && req->method != MI_HTTP_HEAD) {
+		text_answer(s, req, r, 405, "method not allowed\n");
+		return;
+	}
+	if (asset)
+		serve_asset(s, req, r);
+	else if (strcmp(req->path, "/metrics") == 0)
+		serve_metrics(s, req, r);
+	else
+		text_answer(s, req, r, 200, "ok\n");
+}
+
+/* The access log: never the query (it may hold a signature). */
+static void
+log_request(void *arg, const struct mi_http_req *req, int status,
+    long long sent, const char *note, long long usec)
+{
+	struct server *s = arg;
+	char when[32];
+	struct tm tm;
+	time_t t;
+
+	if (!s->access_log)
+		return;
+	t = time(NULL);
+	gmtime_r(&t, &tm);
+	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	fprintf(stderr, "%s %s \"%s %s\" %d %lld %lldus %s\n", when,
+	    req->peer ? req->peer : "-", req->method_name[0] ?
+	    req->method_name : "-", req->path[0] ? req->path : "-", status,
+	    sent, usec, note[0] ? note : "-");
+}
+
+static void
+parse_origins(struct server *s, const char *list)
+{
+	char *copy, *p, *save = NULL;
+
+	if (list == NULL || *list == '\0')
+		return;
+	s->cors_set = 1;
+	if ((copy = strdup(list)) == NULL)
+		mi_die(EX_OSERR, "out of memory");
+	for (p = strtok_r(copy, ", ", &save); p != NULL;
+	    p = strtok_r(NULL, ", ", &save)) {
+		if (strcmp(p, "*") == 0) {
+			s->cors_any = 1;
+			continue;
+		}
+		s->origins = realloc(s->origins,
+		    (s->norigins + 1) * sizeof(*s->origins));
+		if (s->origins == NULL)
+			mi_die(EX_OSERR, "out of memory");
+		s->origins[s->norigins++] = p;
+	}
+}
+
+/* Reads the environment; dies 78 on what cannot work. */
+static void
+configure(struct server *s, const char *root)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_jwt_opts jo;
+	const char *k;
+
+	if (root == NULL && ((root = getenv("ASSET_STORAGE_DIR")) == NULL ||
+	    *root == '\0'))
+		mi_die(EX_CONFIG, "no store: give --root or set "
+		    "ASSET_STORAGE_DIR");
+	if ((s->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		mi_die(EX_CONFIG, "unable to open store '%s': %s", root,
+		    strerror(errno));
+	s->root = root;
+	memset(&jo, 0, sizeof(jo));
+	jo.secret = getenv("MI_JWT_SECRET");
+	jo.public_key_file = getenv("MI_JWT_PUBLIC_KEY");
+	jo.issuer = getenv("MI_JWT_ISSUER");
+	jo.audience = getenv("MI_JWT_AUDIENCE");
+	jo.tenant_claim = getenv("MI_JWT_TENANT_CLAIM");
+	jo.leeway_s = -1;
+	if ((jo.secret && *jo.secret) ||
+	    (jo.public_key_file && *jo.public_key_file)) {
+		if ((s->jwt = mi_jwt_new(&jo, &err)) == NULL)
+			mi_die_err(&err);
+	}
+	if ((k = mi_sign_key()) != NULL && (s->sign_key = strdup(k)) == NULL)
+		mi_die(EX_OSERR, "out of memory");
+	if (s->jwt == NULL && s->sign_key == NULL)
+		mi_die(EX_CONFIG, "no credentials configured: set MI_JWT_SECRET, "
+		    "MI_JWT_PUBLIC_KEY or MI_URL_SIGNING_KEY");
+	if ((k = getenv("MI_METRICS_TOKEN")) != NULL && *k)
+		s->metrics_token = k;
+	parse_origins(s, getenv("MI_CORS_ORIGINS"));
+}
+
+static int
+serve(const char *listen, const char *root, int threads, int access_log)
+{
+	static struct server s;
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_httpd_opts o;
+	sigset_t set;
+	int sig;
+
+	s.access_log = access_log;
+	pthread_mutex_init(&s.lock, NULL);
+	configure(&s, root);
+	/* Workers inherit a mask without these: only sigwait sees them. */
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	memset(&o, 0, sizeof(o));
+	o.listen = listen;
+	o.threads = threads;
+	o.handler = handle;
+	o.done = log_request;
+	o.arg = &s;
+	if ((s.httpd = mi_httpd_start(&o, &err)) == NULL)
+		mi_die_err(&err);
+	mi_verbose("listening on %s (port %d), serving '%s'", listen,
+	    mi_httpd_port(s.httpd), s.root);
+	do {
+		if (sigwait(&set, &sig) != 0)
+			sig = SIGTERM;
+	} while (sig != SIGTERM && sig != SIGINT);
+	mi_verbose("stopping on signal %d", sig);
+	mi_httpd_stop(s.httpd);
+	mi_jwt_free(s.jwt);
+	return 0;
+}
+
+/* --sign: the path of URI (which may be a full URL) with exp and sig. */
+static int
+sign(const char *uri, long long ttl)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_asset_path p;
+	const char *key, *path = uri, *pub = "";
+	char out[2400];
+	int plen = 0;
+
+	if ((key = mi_sign_key()) == NULL)
+		mi_die(EX_CONFIG, "MI_URL_SIGNING_KEY is not set");
+	if (strncmp(uri, "http://", 7) == 0 ||
+	    strncmp(uri, "https://", 8) == 0) {
+		path = strchr(uri + (uri[4] == 's' ? 8 : 7), '/');
+		if (path == NULL)
+			path = "";
+		pub = uri;
+		plen = (int)(path - uri);
+	} else if (getenv("MI_PUBLIC_URL") != NULL) {
+		pub = getenv("MI_PUBLIC_URL");
+		plen = (int)strlen(pub);
+		while (plen > 0 && pub[plen - 1] == '/')
+			plen--;
+	}
+	if (mi_asset_path_parse(path, &p, &err) == -1)
+		mi_die(EX_DATAERR, "'%s' is not an asset URI: %s", uri,
+		    err.msg);
+	if (mi_sign_url(key, path, (long long)time(NULL) + ttl, out,
+	    sizeof(out), &err) == -1)
+		mi_die_err(&err);
+	printf("%.*s%s\n", plen, pub, out);
+	mi_close_stdout();
+	return 0;
+}
+
+static long long
+default_ttl(void)
+{
+	const char *t = getenv("MI_URL_TTL");
+	unsigned long long v;
+
+	if (t != NULL && mi_parse_uint(t, 1, 315360000, &v) == 0)
+		return (long long)v;
+	return 86400;
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "access-log", no_argument, NULL, 'a' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "listen", required_argument, NULL, 'l' },
+		{ "root", required_argument, NULL, 'r' },
+		{ "sign", required_argument, NULL, 's' },
+		{ "threads", required_argument, NULL, 'T' },
+		{ "ttl", required_argument, NULL, 't' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+	const char *listen = "127.0.0.1:8080", *root = NULL, *uri = NULL;
+	unsigned long long v, threads = 2;
+	long long ttl = -1;
+	int c, access_log = 0;
+
+	mi_setprogname(argv[0]);
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, "al:r:s:T:t:v", opts,
+	    NULL)) != -1) {
+		switch (c) {
+		case 'a':
+			access_log = 1;
+			break;
+		case 'h':
+			mi_usage(usage, 0);
+		case 'l':
+			listen = optarg;
+			break;
+		case 'r':
+			root = optarg;
+			break;
+		case 's':
+			uri = optarg;
+			break;
+		case 'T':
+			if (mi_parse_uint(optarg, 1, 64, &threads) == -1)
+				mi_die(EX_USAGE, "bad --threads '%s'", optarg);
+			break;
+		case 't':
+			if (mi_parse_uint(optarg, 1, 315360000, &v) == -1)
+				mi_die(EX_USAGE, "bad --ttl '%s'", optarg);
+			ttl = (long long)v;
+			break;
+		case 'v':
+			mi_verbosity++;
+			break;
+		case 'V':
+			mi_version();
+		default:
+			mi_bad_option(usage, argv[optind - 1]);
+		}
+	}
+	if (optind != argc || (ttl != -1 && uri == NULL))
+		mi_usage(usage, EX_USAGE);
+	if (uri != NULL)
+		return sign(uri, ttl != -1 ? ttl : default_ttl());
+	return serve(listen, root, (int)threads, access_log);
+}
