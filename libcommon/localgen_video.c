@@ -146,6 +146,7 @@ mi_gen_video(const char *prompt, const char *ref_image, double seconds,
     const char *path, struct mi_err *err)
 {
 	char dir[4096], still[4200], logpath[4200], vf[1024], frames_s[16];
+	char input[4200];
 	const char *args[48], *tmp = getenv("TMPDIR");
 	struct mi_gen_rng r;
 	unsigned frames, sw, sh, n = 0;
@@ -217,6 +218,12 @@ mi_gen_video(const char *prompt, const char *ref_image, double seconds,
 		goto out;
 	}
 	snprintf(frames_s, sizeof(frames_s), "%u", frames);
+	/* "file:" keeps ffmpeg from reading a name as a protocol or URL. */
+	if ((size_t)snprintf(input, sizeof(input), "file:%s", ref_image) >=
+	    sizeof(input)) {
+		rc = mi_err_set(err, EX_DATAERR, "reference image name too long");
+		goto out;
+	}
 
 	args[n++] = "ffmpeg";
 	args[n++] = "-nostdin";
@@ -228,7 +235,7 @@ mi_gen_video(const char *prompt, const char *ref_image, double seconds,
 	args[n++] = "pipe:1";
 	args[n++] = "-y";
 	args[n++] = "-i";
-	args[n++] = ref_image;
+	args[n++] = input;
 	args[n++] = "-vf";
 	args[n++] = vf;
 	args[n++] = "-frames:v";
@@ -240,6 +247,9 @@ mi_gen_video(const char *prompt, const char *ref_image, double seconds,
 	args[n++] = "veryfast";
 	args[n++] = "-crf";
 	args[n++] = "21";
+	/* x264's output depends on its thread count: fix it for determinism. */
+	args[n++] = "-threads";
+	args[n++] = "4";
 	args[n++] = "-pix_fmt";
 	args[n++] = "yuv420p";
 	/* Same input, same bytes: no timestamps or version strings. */
