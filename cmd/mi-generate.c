@@ -163,7 +163,7 @@ fail:
 
 /* One request from the stream; returns 0, or -1 after an error record. */
 static int
-one_record(struct opts *o, jv req)
+one_record(struct opts *o, jv req, unsigned long recno)
 {
 	struct mi_err err = MI_ERR_INIT;
 	jv type, prompt, out;
@@ -180,8 +180,10 @@ one_record(struct opts *o, jv req)
 	}
 	type = jv_object_get(jv_copy(req), jv_string("media_type"));
 	prompt = jv_object_get(jv_copy(req), jv_string("prompt"));
-	if (jv_get_kind(type) != JV_KIND_STRING)
+	if (!jv_is_valid(type) || jv_get_kind(type) == JV_KIND_NULL)
 		mi_err_set(&err, EX_DATAERR, "missing key 'media_type'");
+	else if (jv_get_kind(type) != JV_KIND_STRING)
+		mi_err_set(&err, EX_DATAERR, "key 'media_type' is not a string");
 	else if (jv_is_valid(prompt) && jv_get_kind(prompt) !=
 	    JV_KIND_STRING && jv_get_kind(prompt) != JV_KIND_NULL)
 		mi_err_set(&err, EX_DATAERR, "key 'prompt' is not a string");
@@ -192,7 +194,7 @@ one_record(struct opts *o, jv req)
 	jv_free(prompt);
 	if (!jv_is_valid(out)) {
 		jv_free(out);
-		mi_warn("record %lu: %s", o->done + 1, err.msg);
+		mi_warn("record %lu: %s", recno, err.msg);
 		mi_json_write(stdout, mi_json_error(req, mi_err_name(&err),
 		    err.msg, err.code == EX_TEMPFAIL));
 		return -1;
@@ -230,7 +232,7 @@ stream(struct opts *o)
 			failed = 1;
 			continue;
 		}
-		if (one_record(o, req) == -1)
+		if (one_record(o, req, mi_json_count(in)) == -1)
 			failed = 1;
 	}
 	mi_json_in_free(in);
