@@ -47,6 +47,9 @@ int mi_gen_model(const char *prompt, const char *shape,
 /* WAV, PCM 16-bit 44100 Hz mono, 0.5..5 s; sfx_type as in MI_GEN_SFX_TYPES. */
 int mi_gen_sfx(const char *prompt, const char *sfx_type, double seconds,
     const char *path, struct mi_err *err);
+/* Music as mi_gen_bgm, any length from 1 to 600 s (video soundtracks). */
+int mi_gen_soundtrack(const char *prompt, const char *genre, double seconds,
+    const char *path, struct mi_err *err);
 /* A natural length in seconds for an sfx_type (1 for unknown types). */
 double mi_gen_sfx_default(const char *sfx_type);
 /* WAV, PCM 16-bit 22050 Hz mono, 30..120 s; genre as in MI_GEN_GENRES. */
@@ -62,6 +65,23 @@ int mi_gen_bgm(const char *prompt, const char *genre, double seconds,
 int mi_gen_video(const char *prompt, const char *ref_image, double seconds,
     unsigned w, unsigned h, int loop, const struct mi_gen_progress *prog,
     const char *path, struct mi_err *err);
+
+/* A scene of a video: an image (NULL: generated) shown for seconds. */
+struct mi_gen_scene {
+	const char *image;	/* any image ffmpeg reads, or NULL */
+	const char *caption;	/* drawn near the bottom; NULL: none */
+	double seconds;		/* at least 1 when there are several */
+};
+
+/*
+ * Like mi_gen_video for 1..8 scenes joined by half-second crossfades; the
+ * video lasts the sum of their seconds (4..15).  loop applies to a single
+ * scene.  genre (MI_GEN_GENRES, or NULL for none) adds a music track (AAC)
+ * of the video's length.
+ */
+int mi_gen_video_scenes(const char *prompt, const struct mi_gen_scene *scenes,
+    unsigned n, unsigned w, unsigned h, int loop, const char *genre,
+    const struct mi_gen_progress *prog, const char *path, struct mi_err *err);
 
 /*
  * Generic entry: media_type and a params object as in SPEC.md requests

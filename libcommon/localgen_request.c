@@ -185,9 +185,9 @@ param(jv params, const char *key, jv_kind want, jv *out, struct mi_err *err)
 	}
 	if (k != want && !(want == JV_KIND_TRUE && k == JV_KIND_FALSE)) {
 		jv_free(v);
-		return mi_err_set(err, EX_DATAERR, "params.%s is not a %s", key,
-		    want == JV_KIND_NUMBER ? "number" : want == JV_KIND_STRING ?
-		    "string" : "boolean");
+		return mi_err_set(err, EX_DATAERR, "params.%s is not a%s", key,
+		    want == JV_KIND_NUMBER ? " number" : want == JV_KIND_STRING ?
+		    " string" : want == JV_KIND_ARRAY ? "n array" : " boolean");
 	}
 	*out = v;
 	return 1;
@@ -391,15 +391,81 @@ req_bgm(const char *prompt, jv params, const char *path, struct mi_err *err)
 	return mi_gen_bgm(prompt, g, secs, path, err);
 }
 
+/* Up to 8 scenes of params.scenes, with their strings copied. */
+struct scenes {
+	struct mi_gen_scene sc[8];
+	char image[8][4096], caption[8][512];
+	unsigned n;
+};
+
+static int
+parse_scenes(jv list, double secs, struct scenes *out, struct mi_err *err)
+{
+	double given = 0;
+	unsigned k, unset = 0;
+	int len = jv_array_length(jv_copy(list));
+
+	if (len < 1 || len > 8)
+		return mi_err_set(err, EX_DATAERR,
+		    "params.scenes has %d scenes, not 1..8", len);
+	out->n = (unsigned)len;
+	for (k = 0; k < out->n; k++) {
+		jv s = jv_array_get(jv_copy(list), (int)k);
+		char ref[4096] = "", key[32];
+		double d = 0;
+		int r;
+
+		if (jv_get_kind(s) != JV_KIND_OBJECT) {
+			jv_free(s);
+			return mi_err_set(err, EX_DATAERR,
+			    "params.scenes[%u] is not an object", k);
+		}
+		out->caption[k][0] = '\0';
+		r = param_str(s, "image", ref, sizeof(ref), err);
+		if (r == 0)
+			r = param_str(s, "reference_image", ref, sizeof(ref),
+			    err);
+		if (r >= 0)
+			r = param_str(s, "caption", out->caption[k],
+			    sizeof(out->caption[k]), err);
+		if (r >= 0 && (r = param_num(s, "duration", &d, err)) == 0)
+			r = param_num(s, "duration_sec", &d, err);
+		jv_free(s);
+		snprintf(key, sizeof(key), "params.scenes[%u]", k);
+		if (r < 0)
+			return mi_err_prefix(err, "%s", key);
+		if (*ref && resolve_ref(ref, out->image[k],
+		    sizeof(out->image[k]), err) == -1)
+			return mi_err_prefix(err, "%s", key);
+		out->sc[k].image = *ref ? out->image[k] : NULL;
+		out->sc[k].caption = out->caption[k][0] ? out->caption[k] : NULL;
+		out->sc[k].seconds = d;
+		if (d > 0)
+			given += d;
+		else
+			unset++;
+	}
+	/* Scenes without a duration share what duration_sec leaves. */
+	for (k = 0; k < out->n; k++)
+		if (out->sc[k].seconds <= 0)
+			out->sc[k].seconds = (secs - given) / unset;
+	return 0;
+}
+
 static int
 req_video(const char *prompt, jv params, const struct mi_gen_progress *prog,
     const char *path, struct mi_err *err)
 {
+	static const char *const genres[] = { "electronic", "orchestral",
+		"rock", "jazz", "ambient", "pop", "hip-hop", NULL };
 	char res[16] = "720p", aspect[16] = "16:9", ref[4096] = "";
-	char file[4096];
+	char genre[32] = "";
+	const char *music = NULL;
+	struct scenes *sc;
 	double secs = 8;
 	unsigned p, w, h;
-	int loop = 0;
+	int loop = 0, rc, want = 0;
+	jv list = jv_invalid();
 
 	if (param_num(params, "duration_sec", &secs, err) < 0 ||
 	    param_str(params, "resolution", res, sizeof(res), err) < 0 ||
@@ -407,6 +473,26 @@ req_video(const char *prompt, jv params, const struct mi_gen_progress *prog,
 	    param_bool(params, "loop", &loop, err) < 0 ||
 	    param_str(params, "reference_image", ref, sizeof(ref), err) < 0)
 		return -1;
+	/* music: true (a genre the prompt names) or a genre. */
+	if ((rc = param(params, "music", JV_KIND_STRING, &list, NULL)) == 1) {
+		snprintf(genre, sizeof(genre), "%s", jv_string_value(list));
+		jv_free(list);
+		list = jv_invalid();
+		for (p = 0; genres[p] && strcmp(genres[p], genre) != 0; p++)
+			;
+		if (genres[p] == NULL)
+			return mi_err_set(err, EX_DATAERR,
+			    "params.music '%s' not true, false or one of "
+			    MI_GEN_GENRES, genre);
+		music = genre;
+	} else if (param_bool(params, "music", &want, err) < 0)
+		return mi_err_set(err, EX_DATAERR,
+		    "params.music is not a boolean or a genre");
+	else if (want) {
+		music = prompt_pick(prompt, genres);
+		music = music ? music : "electronic";
+	}
+	jv_free(list);
 	if (strcmp(res, "480p") == 0)
 		p = 480;
 	else if (strcmp(res, "720p") == 0)
@@ -429,10 +515,27 @@ req_video(const char *prompt, jv params, const struct mi_gen_progress *prog,
 		return mi_err_set(err, EX_DATAERR,
 		    "params.aspect_ratio '%s' not one of 16:9, 9:16, 1:1",
 		    aspect);
-	if (*ref && resolve_ref(ref, file, sizeof(file), err) == -1)
-		return -1;
-	return mi_gen_video(prompt, *ref ? file : NULL, secs, w, h, loop, prog,
-	    path, err);
+	if ((sc = calloc(1, sizeof(*sc))) == NULL)
+		return mi_err_set(err, EX_SOFTWARE, "out of memory");
+	if ((rc = param(params, "scenes", JV_KIND_ARRAY, &list, err)) == 1) {
+		rc = parse_scenes(list, secs, sc, err);
+		jv_free(list);
+	} else if (rc == 0) {
+		/* One scene: the reference image, or a generated picture. */
+		sc->n = 1;
+		sc->sc[0].seconds = secs;
+		rc = 0;
+		if (*ref && resolve_ref(ref, sc->image[0], sizeof(sc->image[0]),
+		    err) == -1)
+			rc = -1;
+		else if (*ref)
+			sc->sc[0].image = sc->image[0];
+	}
+	if (rc == 0)
+		rc = mi_gen_video_scenes(prompt, sc->sc, sc->n, w, h, loop,
+		    music, prog, path, err);
+	free(sc);
+	return rc;
 }
 
 int

@@ -812,9 +812,9 @@ bar(struct song *m, double t, const struct chord *c, int full,
 	}
 }
 
-int
-mi_gen_bgm(const char *prompt, const char *genre, double seconds,
-    const char *path, struct mi_err *err)
+static int
+bgm_render(const char *prompt, const char *genre, double seconds,
+    double lo, double hi, const char *path, struct mi_err *err)
 {
 	struct mi_gen_rng r;
 	struct song m;
@@ -830,9 +830,9 @@ mi_gen_bgm(const char *prompt, const char *genre, double seconds,
 		return mi_err_set(err, EX_DATAERR,
 		    "unknown genre '%s' (one of " MI_GEN_GENRES ")",
 		    genre ? genre : "");
-	if (!(seconds >= 30 - 1e-9 && seconds <= 120 + 1e-9))
+	if (!(seconds >= lo - 1e-9 && seconds <= hi + 1e-9))
 		return mi_err_set(err, EX_DATAERR,
-		    "bgm duration %g s out of range 30..120", seconds);
+		    "music duration %g s out of range %g..%g", seconds, lo, hi);
 	mi_gen_rng_seed(&r, prompt, genre);
 	m.beat = 60 / mi_gen_rng_range(&r, m.g->bpm_lo, m.g->bpm_hi);
 	m.key = 48 + (int)mi_gen_rng_below(&r, 12);
@@ -876,4 +876,18 @@ mi_gen_bgm(const char *prompt, const char *genre, double seconds,
 	free(m.s->buf);
 	free(m.s);
 	return rc;
+}
+
+int
+mi_gen_bgm(const char *prompt, const char *genre, double seconds,
+    const char *path, struct mi_err *err)
+{
+	return bgm_render(prompt, genre, seconds, 30, 120, path, err);
+}
+
+int
+mi_gen_soundtrack(const char *prompt, const char *genre, double seconds,
+    const char *path, struct mi_err *err)
+{
+	return bgm_render(prompt, genre, seconds, 1, 600, path, err);
 }

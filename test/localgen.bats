@@ -276,6 +276,27 @@ psnr() {
 	    reference_image=/api/assets/org_x/../../etc/passwd
 }
 
+@test "video: scenes with captions, crossfades and a music track" {
+	run -0 gen image 'lucky seven' "$OUT/scene.png" width=640 height=512
+	run -0 gen video 'grand opening' "$OUT/scenes.mp4" resolution=480p \
+	    music=true "scenes=[{\"caption\":\"Spin to win!\",\"duration\":3},
+	    {\"image\":\"$OUT/scene.png\",\"caption\":\"Gold\"},{}]" \
+	    duration_sec=9
+	run -0 ffprobe -v error -show_entries stream=codec_name,nb_frames \
+	    -show_entries format=duration -of json "$OUT/scenes.mp4"
+	echo "$output"
+	jq -e '[.streams[].codec_name] == ["h264","aac"] and
+	    .streams[0].nb_frames == "270" and
+	    (.format.duration | tonumber - 9 | fabs < 0.1)' <<<"$output"
+	run -0 python3 "$FX/mp4_boxes.py" "$OUT/scenes.mp4"
+	[[ $output == *moov*mdat* ]]
+	run -65 gen video 'x' "$OUT/b.mp4" 'scenes=[{"duration":0.5},{}]'
+	run -65 gen video 'x' "$OUT/b.mp4" 'scenes=[{},{},{},{},{},{},{},{},{}]'
+	run -65 gen video 'x' "$OUT/b.mp4" 'scenes=[{"duration":9},{"duration":9}]'
+	run -65 gen video 'x' "$OUT/b.mp4" 'scenes=[{"image":"/nonexistent.png"}]'
+	run -65 gen video 'x' "$OUT/b.mp4" music=polka
+}
+
 @test "video: ffmpeg missing is 69, ffmpeg failing is 70" {
 	MI_FFMPEG=/nonexistent/ffmpeg run -69 --separate-stderr \
 	    gen video 'x' "$OUT/n.mp4"
