@@ -87,7 +87,9 @@ int mi_gen_video_scenes(const char *prompt, const struct mi_gen_scene *scenes,
  * Generic entry: media_type and a params object as in SPEC.md requests
  * (consumes params; null means defaults).  Unknown params are ignored.
  * A reference_image of the form ".../api/assets/{tenant}/..." is read from
- * $ASSET_STORAGE_DIR; any other value is taken as a file path.
+ * $ASSET_STORAGE_DIR; any other value is taken as a file path.  Beyond
+ * SPEC.md: model_3d takes "shape"; video takes "scenes" ([{image, caption,
+ * duration}]) and "music" (true or a genre).
  */
 int mi_gen_request(const char *media_type, const char *prompt, jv params,
     const struct mi_gen_progress *prog, const char *path,
@@ -123,7 +125,7 @@ double mi_gen_rng_range(struct mi_gen_rng *r, double lo, double hi);
 /* Uniform integer in [0, n). */
 unsigned mi_gen_rng_below(struct mi_gen_rng *r, unsigned n);
 
-/* True when word occurs in text as a case-insensitive substring. */
+/* True when a word of text starts with word, ignoring case. */
 int mi_gen_has_word(const char *text, const char *word);
 
 /*

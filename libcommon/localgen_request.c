@@ -87,8 +87,10 @@ mi_gen_has_word(const char *text, const char *word)
 
 	if (text == NULL || n == 0)
 		return 0;
+	/* At the start of a word: "spinning" has "spin", "design" no "sign". */
 	for (p = text; *p; p++)
-		if (strncasecmp(p, word, n) == 0)
+		if ((p == text || !isalnum((unsigned char)p[-1])) &&
+		    strncasecmp(p, word, n) == 0)
 			return 1;
 	return 0;
 }
