@@ -1,0 +1,94 @@
+/*
+ * http.h - the HTTP client (libcurl): one-shot exchanges and many at once
+ * over a curl multi handle that keeps connections alive between them.
+ *
+ * Every exchange sets CURLOPT_NOSIGNAL and reports network failures in
+ * resp->err with the curl error text.  Secrets travel only in the
+ * auth_headers of a request, which go to the request's own origin (scheme,
+ * host, port) and never to another one a redirect leads to; nothing here
+ * logs a header, and URLs never carry a key.  A request is copied when it
+ * starts: the caller may free it at once.  A body goes to the sink
+ * (downloads, spool files) only when the final status is 2xx; anything
+ * else is kept in resp->body, capped, so an error page can be read.
+ */
+#ifndef MI_HTTP_H
+#define MI_HTTP_H
+
+#include <stddef.h>
+#include <jv.h>
+
+#include "buf.h"
+#include "err.h"
+
+struct mi_http_resp;
+
+/* Gets the 2xx body in chunks; returns 0, or -1 with err to abort. */
+typedef int (*mi_http_sink)(void *arg, const struct mi_http_resp *resp,
+    const void *data, size_t len, struct mi_err *err);
+
+struct mi_http_req {
+	const char *method;		/* "GET" when NULL */
+	const char *url;
+	const char *const *headers;	/* "Name: value", NULL-terminated */
+	const char *const *auth_headers;	/* same origin only */
+	const void *body;		/* sent with its length; may be NULL */
+	size_t bodylen;
+	long timeout_ms;		/* whole exchange; 0: 60 s; <0: none */
+	long connect_timeout_ms;	/* 0: 10 s */
+	int follow;			/* follow redirects (at most 10) */
+	size_t max_body;		/* cap of the kept body; 0: 16 MiB */
+	mi_http_sink sink;		/* may be NULL */
+	void *sink_arg;
+};
+
+struct mi_http_resp {
+	long status;			/* 0: no answer */
+	int net_error;			/* no complete answer: see err */
+	int sent;			/* the request went out (even partly) */
+	int timed_out;
+	int sink_failed;		/* the sink aborted: err is its error */
+	long long retry_after_ms;	/* Retry-After, -1 when absent */
+	long long content_length;	/* -1 when unknown */
+	long long received;		/* body bytes, sink or buffer */
+	char content_type[128];
+	jv headers;			/* lower-cased names of the last answer */
+	struct mi_buf body;
+	struct mi_err err;
+};
+
+void mi_http_resp_init(struct mi_http_resp *resp);
+void mi_http_resp_release(struct mi_http_resp *resp);
+
+/* One exchange, waiting for it.  Returns 0 when an answer came (any
+ * status), -1 on a network failure or an aborting sink (resp->err). */
+int mi_http_do(const struct mi_http_req *req, struct mi_http_resp *resp);
+
+/*
+ * Many exchanges at once.  done(arg, resp) runs inside mi_http_multi_wait
+ * when an exchange ends; resp is valid during the call only (the callee
+ * may take resp->body with mi_buf_detach and resp->headers by setting it
+ * to jv_null()).
+ */
+struct mi_http_multi;
+typedef void (*mi_http_done)(void *arg, struct mi_http_resp *resp);
+
+/* max_per_host: connections kept to one host (0: 8). */
+struct mi_http_multi *mi_http_multi_new(int max_per_host,
+    struct mi_err *err);
+void mi_http_multi_free(struct mi_http_multi *m);
+int mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
+    mi_http_done done, void *arg, struct mi_err *err);
+/* Exchanges under way. */
+int mi_http_multi_count(const struct mi_http_multi *m);
+/*
+ * Runs the exchanges for at most timeout_ms, returning early when one
+ * ends or when one of fds (may be NULL) becomes readable.  Returns the
+ * number of ready fds, or -1 with err.
+ */
+int mi_http_multi_wait(struct mi_http_multi *m, const int *fds, int nfds,
+    long timeout_ms, struct mi_err *err);
+
+/* Percent-encodes s (RFC 3986 unreserved characters kept) onto buf. */
+int mi_http_escape(struct mi_buf *buf, const char *s);
+
+#endif

@@ -1,0 +1,524 @@
+/*
+ * jobs.c - the SQL of generation jobs.  Each operation is one statement
+ * (the claim is one transaction) whose parameters are text: jsonb for
+ * rows and patches, array literals for batches, so a batch of thousands
+ * of jobs costs one round trip.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "budget.h"
+#include "buf.h"
+#include "jobs.h"
+#include "json.h"
+#include "banned.h"
+
+static char owner[256];
+
+const char *
+mi_jobs_owner(void)
+{
+	char host[128];
+	unsigned nonce;
+	FILE *fp;
+
+	if (owner[0])
+		return owner;
+	if (gethostname(host, sizeof(host)) == -1)
+		snprintf(host, sizeof(host), "localhost");
+	host[sizeof(host) - 1] = '\0';
+	nonce = (unsigned)mi_now_ms() ^ (unsigned)getpid();
+	if ((fp = fopen("/dev/urandom", "r")) != NULL) {
+		if (fread(&nonce, sizeof(nonce), 1, fp) != 1)
+			nonce ^= (unsigned)time(NULL);
+		fclose(fp);
+	}
+	snprintf(owner, sizeof(owner), "%s@%s:%ld:%08x", mi_getprogname(),
+	    host, (long)getpid(), nonce);
+	return owner;
+}
+
+long
+mi_jobs_lease_ms(void)
+{
+	const char *s = getenv("MI_LEASE_MS");
+	unsigned long long v;
+
+	if (s && mi_parse_uint(s, 100, 86400000ULL, &v) == 0)
+		return (long)v;
+	return 30000;
+}
+
+long long
+mi_jobs_time_ms(const char *ts)
+{
+	int y, mo, d, h, mi, n = 0, oh = 0, om = 0;
+	double sec;
+	struct tm tm;
+	const char *p;
+	long long ms;
+	char sign;
+
+	if (ts == NULL || sscanf(ts, "%d-%d-%dT%d:%d:%lf%n", &y, &mo, &d, &h,
+	    &mi, &sec, &n) < 6)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	ms = (long long)timegm(&tm) * 1000 + (long long)(sec * 1000);
+	p = ts + n;
+	sign = *p;
+	if ((sign == '+' || sign == '-') &&
+	    sscanf(p + 1, "%d:%d", &oh, &om) >= 1) {
+		long long off = ((long long)oh * 60 + om) * 60000;
+
+		ms += sign == '+' ? -off : off;
+	}
+	return ms;
+}
+
+/* A PostgreSQL array literal of the strings, numbers and nulls of a. */
+static char *
+array_literal(jv a)
+{
+	struct mi_buf b = MI_BUF_INIT;
+	int i, n = jv_array_length(jv_copy(a));
+
+	mi_buf_adds(&b, "{");
+	for (i = 0; i < n; i++) {
+		jv v = jv_array_get(jv_copy(a), i);
+		const char *s;
+
+		if (i > 0)
+			mi_buf_adds(&b, ",");
+		if (jv_get_kind(v) == JV_KIND_STRING) {
+			mi_buf_adds(&b, "\"");
+			for (s = jv_string_value(v); *s; s++) {
+				if (*s == '"' || *s == '\\')
+					mi_buf_adds(&b, "\\");
+				mi_buf_add(&b, s, 1);
+			}
+			mi_buf_adds(&b, "\"");
+		} else if (jv_get_kind(v) == JV_KIND_NUMBER)
+			mi_buf_addf(&b, "%.0f", jv_number_value(v));
+		else
+			mi_buf_adds(&b, "NULL");
+		jv_free(v);
+	}
+	if (mi_buf_adds(&b, "}") == -1) {
+		mi_buf_release(&b);
+		return NULL;
+	}
+	return mi_buf_detach(&b, NULL);
+}
+
+static const char insert_sql[] =
+    "INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
+    " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
+    " artifact_type, skill_id, request, fallback, previous_job_id,"
+    " cost_usd, cost_source, lease_owner, lease_expires_at)"
+    " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
+    "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
+    "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"
+    "  coalesce(f->'input_params', '{}'), f->>'artifact_type',"
+    "  f->>'skill_id', coalesce(f->'request', '{}'),"
+    "  coalesce(f->'fallback', '[]'), (f->>'previous_job_id')::uuid,"
+    "  (f->>'cost_usd')::numeric, 'estimate',"
+    "  CASE WHEN $2 <> '' THEN $2 END,"
+    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END"
+    " FROM (SELECT $1::jsonb AS f) x"
+    " RETURNING to_jsonb(j)";
+
+jv
+mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err)
+{
+	const char *params[3];
+	char lease[32], *text = mi_json_dump(f);
+	jv row;
+
+	jv_free(f);
+	if (text == NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = text;
+	params[1] = owned ? mi_jobs_owner() : "";
+	params[2] = lease;
+	row = mi_db_json1(db, insert_sql, 3, params, err);
+	free(text);
+	return row;
+}
+
+static const char claim_sql[] =
+    "SELECT json_build_object('id', c.job_id, 'estimate', c.estimate)"
+    " FROM app.mi_claim_slots($1, $2, $3::int, $4) c";
+
+static const char take_slot_sql[] =
+    "UPDATE app.generation_jobs j SET status = 'processing',"
+    " started_at = now(), cost_source = 'estimate',"
+    " lease_expires_at = now() + $3::int * interval '1 ms',"
+    " updated_at = now()"
+    " WHERE j.id = $1::uuid AND j.lease_owner = $2"
+    " RETURNING to_jsonb(j)";
+
+static const char over_budget_sql[] =
+    "UPDATE app.generation_jobs j SET status = 'failed',"
+    " error_code = 'BUDGET_EXCEEDED', error_message = $3,"
+    " completed_at = now(), lease_owner = NULL, lease_expires_at = NULL,"
+    " updated_at = now()"
+    " WHERE j.id = $1::uuid AND j.lease_owner = $2"
+    " RETURNING to_jsonb(j)";
+
+jv
+mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
+    int limit, struct mi_err *err)
+{
+	const char *params[4];
+	char lim[16], lease[32];
+	jv cand, out = jv_array();
+	int i, n;
+
+	snprintf(lim, sizeof(lim), "%d", limit);
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	if (mi_db_begin(db, err) == -1) {
+		jv_free(out);
+		return jv_invalid();
+	}
+	params[0] = tenant;
+	params[1] = provider;
+	params[2] = lim;
+	params[3] = mi_jobs_owner();
+	cand = mi_db_json(db, claim_sql, 4, params, err);
+	if (!jv_is_valid(cand))
+		goto fail;
+	n = jv_array_length(jv_copy(cand));
+	for (i = 0; i < n; i++) {
+		jv c = jv_array_get(jv_copy(cand), i), row;
+		struct mi_err berr = MI_ERR_INIT;
+		const char *id = NULL;
+		double est = 0;
+		int b;
+
+		mi_json_str(c, "id", &id, 1, NULL);
+		mi_json_num(c, "estimate", &est, 0, NULL);
+		b = mi_budget_check(db, tenant, provider, est, id, &berr);
+		if (b == -1) {
+			*err = berr;
+			jv_free(c);
+			goto fail;
+		}
+		params[0] = id;
+		params[1] = mi_jobs_owner();
+		params[2] = b == 1 ? berr.msg : lease;
+		row = mi_db_json1(db, b == 1 ? over_budget_sql : take_slot_sql,
+		    3, params, err);
+		jv_free(c);
+		if (!jv_is_valid(row))
+			goto fail;
+		if (jv_get_kind(row) == JV_KIND_OBJECT)
+			out = jv_array_append(out, row);
+		else
+			jv_free(row);
+	}
+	jv_free(cand);
+	if (mi_db_commit(db, err) == -1) {
+		jv_free(out);
+		return jv_invalid();
+	}
+	return out;
+fail:
+	jv_free(cand);
+	jv_free(out);
+	mi_db_rollback(db);
+	return jv_invalid();
+}
+
+static const char patch_sql[] =
+    "UPDATE app.generation_jobs j SET"
+    " status = coalesce(p->>'status', j.status),"
+    " provider_job_id = CASE WHEN p ? 'provider_job_id'"
+    "  THEN p->>'provider_job_id' ELSE j.provider_job_id END,"
+    " provider_state = CASE WHEN jsonb_typeof(p->'provider_state') ="
+    "  'object' THEN j.provider_state || (p->'provider_state')"
+    "  ELSE j.provider_state END,"
+    " progress = coalesce((p->>'progress')::int, j.progress),"
+    " attempts = coalesce((p->>'attempts')::int, j.attempts),"
+    " result_uri = coalesce(p->>'result_uri', j.result_uri),"
+    " result_expires_at = CASE WHEN p ? 'result_expires_ms' THEN"
+    "  to_timestamp((p->>'result_expires_ms')::double precision / 1000)"
+    "  ELSE j.result_expires_at END,"
+    " cost_usd = CASE WHEN p ? 'cost_usd' THEN (p->>'cost_usd')::numeric"
+    "  ELSE j.cost_usd END,"
+    " cost_source = coalesce(p->>'cost_source', j.cost_source),"
+    " error_code = CASE WHEN p ? 'error_code' THEN p->>'error_code'"
+    "  ELSE j.error_code END,"
+    " error_message = CASE WHEN p ? 'error_message'"
+    "  THEN p->>'error_message' ELSE j.error_message END,"
+    " submit_unknown = coalesce((p->>'submit_unknown')::boolean,"
+    "  j.submit_unknown),"
+    " submit_count = j.submit_count + coalesce((p->>'submit_add')::int, 0),"
+    " started_at = CASE WHEN p ? 'started' THEN coalesce(j.started_at,"
+    "  now()) ELSE j.started_at END,"
+    " completed_at = CASE WHEN p->>'status' IN ('completed', 'failed',"
+    "  'timed_out') THEN now() ELSE j.completed_at END,"
+    " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN"
+    "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)"
+    "  ELSE j.next_poll_at END,"
+    " artifact_id = CASE WHEN p ? 'artifact_id'"
+    "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END,"
+    " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL"
+    "  ELSE j.lease_owner END,"
+    " lease_expires_at = CASE WHEN (p->>'release')::boolean THEN NULL"
+    "  ELSE now() + $3::int * interval '1 ms' END,"
+    " updated_at = now()"
+    " FROM (SELECT $2::jsonb AS p) x"
+    " WHERE j.id = $1::uuid AND j.lease_owner = $4"
+    " RETURNING to_jsonb(j)";
+
+jv
+mi_jobs_patch(struct mi_db *db, const char *id, jv patch, struct mi_err *err)
+{
+	const char *params[4];
+	char lease[32], *text = mi_json_dump(patch);
+	jv row;
+
+	jv_free(patch);
+	if (text == NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = id;
+	params[1] = text;
+	params[2] = lease;
+	params[3] = mi_jobs_owner();
+	row = mi_db_json1(db, patch_sql, 4, params, err);
+	free(text);
+	return row;
+}
+
+static const char take_sql[] =
+    "UPDATE app.generation_jobs j SET lease_owner = $3,"
+    " lease_expires_at = now() + $4::int * interval '1 ms',"
+    " updated_at = now()"
+    " FROM unnest($1::uuid[], $2::text[]) AS t(id, prev)"
+    " WHERE j.id = t.id"
+    "  AND (j.status IN ('pending', 'processing') OR ($5 AND"
+    "   j.status = 'completed' AND j.artifact_id IS NULL))"
+    "  AND (j.lease_owner IS NULL OR j.lease_owner = t.prev"
+    "   OR j.lease_owner = $3 OR j.lease_expires_at IS NULL"
+    "   OR j.lease_expires_at < now())"
+    " RETURNING to_jsonb(j)";
+
+jv
+mi_jobs_take(struct mi_db *db, jv pairs, int completed, struct mi_err *err)
+{
+	jv ids = jv_array(), prev = jv_array(), rows;
+	const char *params[5];
+	char lease[32], *a, *b;
+	int i, n = jv_array_length(jv_copy(pairs));
+
+	for (i = 0; i < n; i++) {
+		jv p = jv_array_get(jv_copy(pairs), i);
+
+		ids = jv_array_append(ids, jv_array_get(jv_copy(p), 0));
+		prev = jv_array_append(prev, jv_array_get(p, 1));
+	}
+	jv_free(pairs);
+	a = array_literal(ids);
+	b = array_literal(prev);
+	jv_free(ids);
+	jv_free(prev);
+	if (a == NULL || b == NULL) {
+		free(a);
+		free(b);
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = a;
+	params[1] = b;
+	params[2] = mi_jobs_owner();
+	params[3] = lease;
+	params[4] = completed ? "true" : "false";
+	rows = mi_db_json(db, take_sql, 5, params, err);
+	free(a);
+	free(b);
+	return rows;
+}
+
+jv
+mi_jobs_get(struct mi_db *db, jv ids, struct mi_err *err)
+{
+	const char *params[1];
+	char *a = array_literal(ids);
+	jv rows;
+
+	jv_free(ids);
+	if (a == NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	params[0] = a;
+	rows = mi_db_json(db, "SELECT to_jsonb(j) FROM app.generation_jobs j"
+	    " WHERE j.id = ANY($1::uuid[])", 1, params, err);
+	free(a);
+	return rows;
+}
+
+jv
+mi_jobs_renew(struct mi_db *db, jv ids, struct mi_err *err)
+{
+	const char *params[3];
+	char lease[32], *a = array_literal(ids);
+	jv rows;
+
+	jv_free(ids);
+	if (a == NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = a;
+	params[1] = mi_jobs_owner();
+	params[2] = lease;
+	rows = mi_db_json(db, "UPDATE app.generation_jobs j"
+	    " SET lease_expires_at = now() + $3::int * interval '1 ms'"
+	    " WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $2"
+	    " RETURNING to_jsonb(j.id)", 3, params, err);
+	free(a);
+	return rows;
+}
+
+int
+mi_jobs_release(struct mi_db *db, jv ids, struct mi_err *err)
+{
+	const char *params[2];
+	char *a = array_literal(ids);
+	int r;
+
+	jv_free(ids);
+	if (a == NULL)
+		return mi_err_set(err, EX_OSERR, "out of memory");
+	params[0] = a;
+	params[1] = mi_jobs_owner();
+	r = mi_db_exec(db, "UPDATE app.generation_jobs j"
+	    " SET lease_owner = NULL, lease_expires_at = NULL,"
+	    " updated_at = now()"
+	    " WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $2",
+	    2, params, NULL, err);
+	free(a);
+	return r;
+}
+
+int
+mi_jobs_flush(struct mi_db *db, jv ids, jv attempts, jv progress,
+    jv next_ms, struct mi_err *err)
+{
+	const char *params[6];
+	char lease[32], *a = array_literal(ids), *b = array_literal(attempts);
+	char *c = array_literal(progress), *d = array_literal(next_ms);
+	int r;
+
+	jv_free(ids);
+	jv_free(attempts);
+	jv_free(progress);
+	jv_free(next_ms);
+	if (a == NULL || b == NULL || c == NULL || d == NULL) {
+		r = mi_err_set(err, EX_OSERR, "out of memory");
+		goto out;
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = a;
+	params[1] = b;
+	params[2] = c;
+	params[3] = d;
+	params[4] = mi_jobs_owner();
+	params[5] = lease;
+	r = mi_db_exec(db, "UPDATE app.generation_jobs j"
+	    " SET attempts = t.attempts, progress = t.progress,"
+	    " next_poll_at = to_timestamp(t.next_ms / 1000.0),"
+	    " lease_expires_at = now() + $6::int * interval '1 ms',"
+	    " updated_at = now()"
+	    " FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bigint[])"
+	    "  AS t(id, attempts, progress, next_ms)"
+	    " WHERE j.id = t.id AND j.lease_owner = $5", 6, params, NULL, err);
+out:
+	free(a);
+	free(b);
+	free(c);
+	free(d);
+	return r;
+}
+
+jv
+mi_jobs_adopt(struct mi_db *db, int n, struct mi_err *err)
+{
+	const char *params[3];
+	char lim[16], lease[32];
+
+	snprintf(lim, sizeof(lim), "%d", n);
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = lim;
+	params[1] = mi_jobs_owner();
+	params[2] = lease;
+	return mi_db_json(db, "UPDATE app.generation_jobs j"
+	    " SET lease_owner = $2,"
+	    " lease_expires_at = now() + $3::int * interval '1 ms',"
+	    " updated_at = now()"
+	    " WHERE j.id IN (SELECT q.id FROM app.generation_jobs q"
+	    "  WHERE q.status = 'pending' AND (q.lease_expires_at IS NULL"
+	    "   OR q.lease_expires_at < now())"
+	    "  ORDER BY q.created_at LIMIT $1::int FOR UPDATE SKIP LOCKED)"
+	    " RETURNING to_jsonb(j)", 3, params, err);
+}
+
+int
+mi_jobs_cooling(struct mi_db *db, const char *provider, struct mi_err *err)
+{
+	const char *params[1] = { provider };
+	jv v = mi_db_json1(db, "SELECT to_jsonb(h.cooldown_until > now())"
+	    " FROM app.provider_health h WHERE h.provider_id = $1", 1,
+	    params, err);
+	int r;
+
+	if (!jv_is_valid(v))
+		return -1;
+	r = jv_get_kind(v) == JV_KIND_TRUE;
+	jv_free(v);
+	return r;
+}
+
+int
+mi_jobs_provider_failed(struct mi_db *db, const char *provider,
+    int allowed_fails, long window_ms, long cooldown_ms, const char *what,
+    struct mi_err *err)
+{
+	const char *params[5];
+	char a[16], w[32], c[32];
+	jv v;
+	int r;
+
+	snprintf(a, sizeof(a), "%d", allowed_fails);
+	snprintf(w, sizeof(w), "%ld", window_ms);
+	snprintf(c, sizeof(c), "%ld", cooldown_ms);
+	params[0] = provider;
+	params[1] = a;
+	params[2] = w;
+	params[3] = c;
+	params[4] = what;
+	v = mi_db_json1(db, "SELECT to_jsonb(app.mi_provider_failed($1,"
+	    " $2::int, $3::int, $4::int, $5))", 5, params, err);
+	if (!jv_is_valid(v))
+		return -1;
+	r = jv_get_kind(v) == JV_KIND_TRUE;
+	jv_free(v);
+	return r;
+}

@@ -1,0 +1,126 @@
+/*
+ * transport.h - how mi talks to a provider: a small table of transports.
+ *
+ *   http   asynchronous HTTP: a create answered with a job id, then polls
+ *          until the answer says completed or failed, then a download;
+ *   sync   synchronous HTTP: the create's answer is the result, raw bytes
+ *          (ElevenLabs) or base64 inside JSON (Gemini image), spooled to
+ *          a file;
+ *   local  the built-in generators (localgen.h), run on a thread into a
+ *          spool file.
+ *
+ * A transport turns requests into outcomes; it never touches the
+ * database.  Every operation is asynchronous on a struct mi_loop (a curl
+ * multi handle plus the local generator threads): it starts, and its
+ * callback later gets one outcome, an object (consumed by the callback):
+ *
+ *   {"status": "processing", "provider_job_id"?, "progress"?, "state"?,
+ *    "poll_now"?, "create"?: <HTTP request of a follow-up create>}
+ *   {"status": "completed", "result": {"url"|"file", "ext"?, "mime_type"?,
+ *    "expires_at"? (epoch ms), "metadata"?}, "cost_usd"?, "state"?}
+ *   {"status": "failed", "error": {"code", "message", "retryable"},
+ *    "cost_usd"?}
+ *   {"status": "retry", "error": {...}, "retry_after_ms"?}   transient:
+ *    the same exchange may be tried again (429, 5xx, network)
+ *   {"status": "unknown", "error": {...}}   a create went out and no
+ *    answer came back: it must not be sent again blindly
+ *
+ * The input of every operation is the object given to the definition's
+ * jq functions: {"request", "job": {"id", "media_type", "provider_job_id",
+ * "provider_state", "attempts"}, "reference"?}.
+ */
+#ifndef MI_TRANSPORT_H
+#define MI_TRANSPORT_H
+
+#include <limits.h>
+#include <jv.h>
+
+#include "err.h"
+#include "http.h"
+#include "provider.h"
+
+struct mi_loop;
+
+/* Gets the outcome (consumed). */
+typedef void (*mi_outcome_cb)(void *arg, jv outcome);
+
+struct mi_transport {
+	const char *name;
+	int polled;		/* jobs are polled after the create */
+	/* The create of a job; spool is where a result file goes. */
+	int (*submit)(struct mi_loop *l, struct mi_provider *p, jv input,
+	    const char *spool, mi_outcome_cb cb, void *arg,
+	    struct mi_err *err);
+	/* One poll of a created job. */
+	int (*poll)(struct mi_loop *l, struct mi_provider *p, jv input,
+	    mi_outcome_cb cb, void *arg, struct mi_err *err);
+};
+
+/* The transport of p (never NULL for a loaded definition). */
+const struct mi_transport *mi_transport_of(const struct mi_provider *p);
+
+struct mi_loop *mi_loop_new(struct mi_err *err);
+void mi_loop_free(struct mi_loop *l);
+/* Operations under way. */
+int mi_loop_busy(const struct mi_loop *l);
+/* Runs operations (their callbacks) for at most timeout_ms, returning
+ * early when one ends or one of fds is readable; returns the number of
+ * ready fds, or -1. */
+int mi_loop_wait(struct mi_loop *l, const int *fds, int nfds,
+    long timeout_ms, struct mi_err *err);
+
+/*
+ * Sends an HTTP request object built by a definition ({"method", "url" or
+ * "path", "query", "headers", "json" or "body", "auth", "timeout_ms"}),
+ * then runs the definition's function after (submitted, polled) on the
+ * input plus "response" ({"status", "headers", "body", "content_type",
+ * "retry_after_ms"?, "file"?}), and gives its outcome to cb.  create: the
+ * request is a create (an answer lost after sending is "unknown").
+ * spool: a 2xx body is written to this file; JSON is read back into
+ * "body", anything else stays there and "file" names it.
+ */
+int mi_transport_send(struct mi_loop *l, struct mi_provider *p, jv httpreq,
+    jv input, const char *after, int create, const char *spool,
+    mi_outcome_cb cb, void *arg, struct mi_err *err);
+/* Runs the definition's fn (submit, poll) on input to get the request,
+ * then mi_transport_send. */
+int mi_transport_call_send(struct mi_loop *l, struct mi_provider *p,
+    jv input, const char *fn, const char *after, int create,
+    const char *spool, mi_outcome_cb cb, void *arg, struct mi_err *err);
+
+/*
+ * Streams the result of a completed job into sink, waiting for it: a
+ * spool file (result_uri "file://" under the spool directory) is read; a
+ * URL is downloaded with the request of the definition's `download`
+ * (redirects followed, the key sent only when the definition asks).
+ * resp (initialised by the caller) gets the HTTP answer.  Returns 0, or
+ * -1 with err: EX_NOINPUT when the result is gone (a 403/404/410 answer
+ * or a missing spool file), EX_TEMPFAIL for network failures and 5xx,
+ * EX_PROTOCOL for other answers, the sink's error when it aborted.
+ */
+int mi_transport_fetch(struct mi_provider *p, jv input, const char *uri,
+    mi_http_sink sink, void *arg, struct mi_http_resp *resp,
+    struct mi_err *err);
+
+/* The spool directory: $MI_SPOOL_DIR or $ASSET_STORAGE_DIR/.spool,
+ * created on demand. */
+int mi_spool_dir(char *out, size_t outsz, struct mi_err *err);
+/* spool dir + "/" + name into out. */
+int mi_spool_path(const char *name, char *out, size_t outsz,
+    struct mi_err *err);
+
+/* An outcome of the given status with error {code, message, retryable}. */
+jv mi_outcome_error(const char *status, const char *code, const char *msg,
+    int retryable);
+
+/* For the transports: the HTTP side of the loop, and background work:
+ * work(arg) runs on a thread of its own, then done(arg) runs inside
+ * mi_loop_wait on the caller's thread. */
+struct mi_http_multi *mi_loop_http(struct mi_loop *l);
+int mi_loop_spawn(struct mi_loop *l, void (*work)(void *),
+    void (*done)(void *), void *arg, struct mi_err *err);
+extern const struct mi_transport mi_transport_http;
+extern const struct mi_transport mi_transport_sync;
+extern const struct mi_transport mi_transport_local;
+
+#endif

@@ -1,0 +1,90 @@
+# mi.jq - what every provider definition starts with (mi-providers(5)).
+# Defaults for the functions mi calls, which a definition overrides by
+# defining the same name, and helpers to build outcomes and check
+# requests.  Every function's input is an object holding .provider (the
+# effective metadata), .request, and, depending on the function, .job,
+# .response and .reference.
+
+# The functions mi calls.
+def validate: [];
+def cost: 0;
+def submit: error("\(.provider.id) has no submit");
+def submitted: error("\(.provider.id) has no submitted");
+def poll: error("\(.provider.id) is not polled");
+def polled: error("\(.provider.id) is not polled");
+def download:
+  {method: "GET", url: .job.provider_state.result.url,
+   auth: (.provider.download_auth // false)};
+def lookup: null;
+
+# Outcomes.
+def processing($id; $state):
+  {status: "processing", provider_job_id: $id, state: $state};
+def progressing($progress): {status: "processing", progress: $progress};
+def completed($result): {status: "completed", result: $result};
+def failed($code; $message; $retryable):
+  {status: "failed",
+   error: {code: $code, message: $message, retryable: $retryable}};
+def failed($message): failed("PROVIDER_ERROR"; $message; false);
+def retry($message):
+  {status: "retry",
+   error: {code: "PROVIDER_UNAVAILABLE", message: $message,
+           retryable: true}};
+
+# Answers.
+def ok: .response.status >= 200 and .response.status < 300;
+def body_message:
+  .response.body as $b
+  | if ($b | type) == "object" then
+      ($b.message // $b.msg // $b.error.message // $b.detail.message
+       // $b.detail // $b.error // $b)
+    elif ($b | type) == "string" then $b[0:300]
+    else "" end
+  | if type == "string" then . else tojson end;
+# The usual reading of a non-2xx answer: 429 and 5xx are worth another
+# try, a refused key is a configuration error, the rest is final.
+def http_failure:
+  .response.status as $s
+  | "\(.provider.id): HTTP \($s): \(body_message)" as $m
+  | if $s == 429 or $s >= 500 then retry($m)
+    elif $s == 401 or $s == 403 then
+      failed("CONFIG_ERROR";
+        "\(.provider.id) refused the key in \(.provider.auth.env): HTTP \($s)";
+        false)
+    else failed("PROVIDER_ERROR"; $m; false) end;
+
+# Checks of a request: each gives an array of messages, empty when fine.
+def param($k): .request.params[$k];
+def need_prompt($max):
+  .request.prompt as $p
+  | if ($p | type) != "string" or ($p | length) == 0 then
+      ["a prompt is required"]
+    elif ($p | length) > $max then ["the prompt is longer than \($max) characters"]
+    else [] end;
+def number_param($k; $lo; $hi):
+  param($k) as $v
+  | if $v == null then []
+    elif ($v | type) != "number" or $v < $lo or $v > $hi then
+      ["params.\($k) must be a number from \($lo) to \($hi)"]
+    else [] end;
+def int_param($k; $lo; $hi):
+  param($k) as $v
+  | if $v == null then []
+    elif ($v | type) != "number" or $v != ($v | floor) or $v < $lo
+         or $v > $hi then
+      ["params.\($k) must be a whole number from \($lo) to \($hi)"]
+    else [] end;
+def enum_param($k; $allowed):
+  param($k) as $v
+  | if $v == null or ($allowed | any(. == $v)) then []
+    else ["params.\($k) must be one of \($allowed | map(tostring) | join(", "))"]
+    end;
+def bool_param($k):
+  param($k) as $v
+  | if $v == null or ($v | type) == "boolean" then []
+    else ["params.\($k) must be true or false"] end;
+
+# The request's parameter k, or a default.
+def p($k; $default): .request.params[$k] // $default;
+# Epoch milliseconds of an ISO 8601 time (seconds precision), or null.
+def iso_ms: (sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 * 1000)? // null;
