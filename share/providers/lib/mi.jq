@@ -84,6 +84,8 @@ def bool_param($k):
   | if $v == null or ($v | type) == "boolean" then []
     else ["params.\($k) must be true or false"] end;
 
+# An object without its null members.
+def compact: with_entries(select(.value != null));
 # The request's parameter k, or a default.
 def p($k; $default): .request.params[$k] // $default;
 # Epoch milliseconds of an ISO 8601 time (seconds precision), or null.

@@ -1,0 +1,89 @@
+# fal.jq - fal.ai's queue, for any model hosted there: submit to
+# queue.fal.run/{model}, poll the status URL until COMPLETED, then read
+# the result from the response URL (COMPLETED alone is not success).  The
+# model per media type is configuration.
+
+def provider: {
+  id: "fal",
+  name: "fal.ai queue",
+  media_types: ["image", "texture", "video", "audio_sfx", "audio_bgm",
+                "model_3d"],
+  transport: "http",
+  base_url: "https://queue.fal.run",
+  auth: {header: "Authorization", prefix: "Key ", env: "FAL_KEY"},
+  models: {image: "fal-ai/flux/dev", texture: "fal-ai/flux/dev",
+           video: "fal-ai/wan-t2v", audio_sfx: "fal-ai/stable-audio",
+           audio_bgm: "fal-ai/stable-audio", model_3d: "fal-ai/trellis"},
+  poll_interval_ms: 2000,
+  timeout_ms: 300000,
+  concurrency: {default: 5, video: 2, model_3d: 2},
+  prices: {image: 0.025, texture: 0.025, video: 0.40, audio_sfx: 0.02,
+           audio_bgm: 0.05, model_3d: 0.02}
+};
+
+def model: .provider.model // .provider.models[.request.media_type];
+
+def validate:
+  (if .request.media_type == "model_3d" then
+     (if .request.params.reference_image then []
+      else ["fal's 3D model needs params.reference_image"] end)
+   else need_prompt(4000) end)
+  + int_param("width"; 512; 4096) + int_param("height"; 512; 4096)
+  + number_param("duration_sec"; 0.5; 120);
+
+def cost: .provider.prices[.request.media_type] // 0;
+
+def submit:
+  {method: "POST", path: "/\(model)",
+   json: ({prompt: .request.prompt,
+           image_size: (if .request.params.width then
+                          {width: .request.params.width,
+                           height: (.request.params.height // .request.params.width)}
+                        else null end),
+           seconds_total: .request.params.duration_sec,
+           image_url: (.reference.url // (if .reference.data then
+             "data:\(.reference.mime_type);base64,\(.reference.data)"
+             else null end))} | compact)};
+
+def submitted:
+  .response.body as $b
+  | if ok | not then http_failure
+    elif ($b.request_id | type) != "string" then
+      failed("fal: the answer has no request_id")
+    else processing($b.request_id;
+                    {status_url: $b.status_url, response_url: $b.response_url})
+    end;
+
+def poll:
+  if .job.provider_state.phase == "result" then
+    {method: "GET", url: .job.provider_state.response_url}
+  else {method: "GET", url: .job.provider_state.status_url} end;
+
+def output:
+  .images[0] // .image // .video // .model_mesh // .audio // .audio_file;
+
+def polled:
+  .response.body as $b
+  | if .job.provider_state.phase == "result" then
+      if ok then
+        ($b | output) as $o
+        | if ($o.url // "") == "" then failed("fal: the result holds no file")
+          else completed({url: $o.url, mime_type: $o.content_type,
+                          metadata: {request_id: .job.provider_job_id,
+                                     model: model, seed: $b.seed}})
+          end
+      elif .response.status == 400 then
+        # Not ready after all: back to the status.
+        {status: "processing", state: {phase: "status"}}
+      elif .response.status == 422 then
+        failed("PROVIDER_ERROR";
+               "fal: \(.response.headers["x-fal-error-type"] // "error"): \(($b.detail // [])[0].msg? // body_message)";
+               false)
+      else http_failure end
+    elif ok | not then http_failure
+    elif $b.status == "COMPLETED" then
+      if $b.error then
+        failed("PROVIDER_ERROR"; "fal: \($b.error_type // "error"): \($b.error)"; false)
+      else {status: "processing", progress: 95, state: {phase: "result"},
+            poll_now: true} end
+    else progressing(if $b.status == "IN_PROGRESS" then 50 else 5 end) end;

@@ -1,0 +1,120 @@
+# meshy.jq - Meshy (https://docs.meshy.ai): text to 3D as a preview, then
+# a refine that textures it (PBR maps unless params.pbr is false), or
+# image to 3D from params.reference_image.  Results are GLB; Meshy keeps
+# them 3 days (expires_at, epoch milliseconds).
+
+def provider: {
+  id: "meshy",
+  name: "Meshy",
+  media_types: ["model_3d"],
+  transport: "http",
+  base_url: "https://api.meshy.ai",
+  auth: {header: "Authorization", prefix: "Bearer ", env: "MESHY_API_KEY"},
+  model: "latest",
+  poll_interval_ms: 10000,
+  timeout_ms: 600000,
+  concurrency: 2,
+  result_ttl_s: 259200,
+  # Credits per task (Meshy-6) and what a credit costs.
+  prices: {usd_per_credit: 0.02, preview: 20, refine: 10,
+           image_textured: 30, image_untextured: 20}
+};
+
+def pbr: .request.params.pbr // true;
+def refine: .request.params.refine // true;
+def polycount: .request.params.max_triangles // 30000;
+def prompt_of: .request.prompt // "";
+
+def validate:
+  (if .request.params.reference_image then [] else need_prompt(600) end)
+  + int_param("max_triangles"; 100; 50000)
+  + bool_param("pbr") + bool_param("refine");
+
+def cost:
+  .provider.prices as $p
+  | (if .request.params.reference_image then
+       (if refine then $p.image_textured else $p.image_untextured end)
+     else $p.preview + (if refine then $p.refine else 0 end) end)
+    * $p.usd_per_credit;
+
+def submit:
+  if .reference then
+    {method: "POST", path: "/openapi/v1/image-to-3d",
+     json: ({image_url: (.reference.url
+               // "data:\(.reference.mime_type);base64,\(.reference.data)"),
+             ai_model: .provider.model, topology: "triangle",
+             target_polycount: polycount, should_remesh: true,
+             should_texture: refine, enable_pbr: (refine and pbr),
+             texture_prompt: (if prompt_of == "" then null
+                              else prompt_of[0:600] end)} | compact)}
+  else
+    {method: "POST", path: "/openapi/v2/text-to-3d",
+     json: {mode: "preview", prompt: prompt_of, ai_model: .provider.model,
+            topology: "triangle", target_polycount: polycount,
+            should_remesh: true}}
+  end;
+
+# The answer to a create: the preview, the refine or the image-to-3d.
+def submitted:
+  if ok | not then http_failure
+  elif (.response.body.result | type) != "string" then
+    failed("meshy: the create's answer has no task id")
+  elif .job.provider_state.stage == "refine" then
+    processing(.response.body.result; {refine_task_id: .response.body.result})
+  else
+    processing(.response.body.result;
+      {stage: (if .reference then "image" else "preview" end)})
+  end;
+
+def task_path:
+  if .job.provider_state.stage == "image" then "/openapi/v1/image-to-3d"
+  else "/openapi/v2/text-to-3d" end;
+
+def poll: {method: "GET", path: "\(task_path)/\(.job.provider_job_id)"};
+
+# Progress over both tasks when a refine follows the preview.
+def overall($t):
+  if .job.provider_state.stage == "preview" and refine then ($t.progress // 0) / 2
+  elif .job.provider_state.stage == "refine" then 50 + ($t.progress // 0) / 2
+  else $t.progress // 0 end | floor;
+
+def polled:
+  .response.body as $t
+  | if ok | not then http_failure
+    elif $t.status == "SUCCEEDED" then
+      if .job.provider_state.stage == "preview" and refine then
+        {status: "processing", progress: 50,
+         state: {stage: "refine", preview_task_id: $t.id,
+                 preview_credits: ($t.consumed_credits // .provider.prices.preview)},
+         create: {method: "POST", path: "/openapi/v2/text-to-3d",
+                  json: ({mode: "refine", preview_task_id: $t.id,
+                          enable_pbr: pbr, ai_model: .provider.model,
+                          texture_prompt: (if prompt_of == "" then null
+                                           else prompt_of[0:600] end)}
+                         | compact)}}
+      elif ($t.model_urls.glb // "") == "" then
+        failed("meshy: the task succeeded without a GLB")
+      else
+        completed({url: $t.model_urls.glb, ext: "glb",
+                   mime_type: "model/gltf-binary",
+                   expires_at: (if ($t.expires_at // 0) > 0 then $t.expires_at
+                                else null end),
+                   metadata: {task_id: $t.id, type: $t.type,
+                              preview_task_id: .job.provider_state.preview_task_id,
+                              thumbnail_url: $t.thumbnail_url,
+                              texture_urls: $t.texture_urls,
+                              model_urls: $t.model_urls,
+                              consumed_credits: $t.consumed_credits}})
+        + (if $t.consumed_credits then
+             {cost_usd: (($t.consumed_credits
+                          + (.job.provider_state.preview_credits // 0))
+                         * .provider.prices.usd_per_credit)}
+           else {} end)
+      end
+    elif $t.status == "FAILED" or $t.status == "CANCELED" then
+      ($t.task_error.message // "") as $m
+      # Meshy refunds failed tasks; a busy server is worth another task.
+      | failed("PROVIDER_ERROR"; "meshy: task \($t.status | ascii_downcase): \($m)";
+               ($m | test("busy|try again"; "i")))
+        + {cost_usd: 0}
+    else progressing(overall($t)) end;

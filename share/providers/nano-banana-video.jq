@@ -1,0 +1,106 @@
+# nano-banana-video.jq - Veo through the Gemini API: text or a first frame
+# (params.reference_image) to video, as a long-running operation polled
+# until "done" (absent while running).  The video download needs the key;
+# Google deletes it after 2 days.
+
+def provider: {
+  id: "nano-banana-video",
+  name: "Google Veo (Gemini API)",
+  media_types: ["video"],
+  transport: "http",
+  base_url: "https://generativelanguage.googleapis.com",
+  auth: {header: "x-goog-api-key", prefix: "", env: "GEMINI_API_KEY"},
+  download_auth: true,
+  model: "veo-3.0-fast-generate-001",
+  poll_interval_ms: 10000,
+  timeout_ms: 420000,
+  concurrency: 2,
+  result_ttl_s: 172800,
+  # Dollars per second of output, by model and resolution.
+  prices: {"veo-3.0-fast-generate-001": {"720p": 0.10, "1080p": 0.12},
+           "veo-3.1-fast-generate-preview": {"720p": 0.10, "1080p": 0.12},
+           "veo-3.0-generate-001": {"default": 0.40},
+           "veo-3.1-generate-preview": {"default": 0.40},
+           "veo-2.0-generate-001": {"default": 0.35},
+           "default": {"default": 0.40}}
+};
+
+def veo2: .provider.model | startswith("veo-2");
+def duration: .request.params.duration_sec // 8;
+def resolution: .request.params.resolution // "720p";
+
+def validate:
+  (if .request.params.reference_image then [] else need_prompt(4000) end)
+  + (duration as $d
+     | if veo2 then
+         (if ($d | type) != "number" or $d < 5 or $d > 8 or $d != ($d | floor)
+          then ["params.duration_sec must be 5 to 8 seconds for \(.provider.model)"]
+          else [] end)
+       elif [4, 6, 8] | index([$d]) then []
+       else ["params.duration_sec must be 4, 6 or 8 for \(.provider.model)"] end)
+  + enum_param("resolution"; if veo2 then ["720p"] else ["720p", "1080p"] end)
+  + (if resolution == "1080p" and duration != 8 then
+       ["1080p needs params.duration_sec 8"] else [] end)
+  + enum_param("aspect_ratio"; ["16:9", "9:16"])
+  + bool_param("loop")
+  + (.request.params.reference_image as $r
+     | if $r and ($r | test("/api/assets/") | not) then
+         ["params.reference_image must be a stored asset"] else [] end);
+
+def cost:
+  (.provider.prices[.provider.model] // .provider.prices.default) as $m
+  | ($m[resolution] // $m.default // 0.40) * duration;
+
+# Loop intent travels in the prompt: Veo has no loop parameter.
+def prompt_text:
+  (.request.prompt // "")
+  + (if .request.params.loop then
+       ". Seamless loop: the last frame matches the first, continuous motion, no cuts."
+     else "" end);
+
+def submit:
+  {method: "POST",
+   path: "/v1beta/models/\(.provider.model):predictLongRunning",
+   json: {instances: [{prompt: prompt_text}
+                      + (if .reference.data then
+                           {image: {bytesBase64Encoded: .reference.data,
+                                    mimeType: .reference.mime_type}}
+                         else {} end)],
+          parameters: ({aspectRatio: (.request.params.aspect_ratio // "16:9"),
+                        durationSeconds: duration,
+                        resolution: resolution,
+                        negativePrompt: .request.params.negative_prompt,
+                        personGeneration: "allow_adult"} | compact)}};
+
+# Google's error envelope: a bad key is a 400 with reason API_KEY_INVALID.
+def google_failure:
+  if [.response.body.error.details[]?.reason] | index(["API_KEY_INVALID"]) then
+    failed("CONFIG_ERROR"; "\(.provider.id) refused the key in \(.provider.auth.env)"; false)
+  else http_failure end;
+
+def submitted:
+  if ok | not then google_failure
+  elif (.response.body.name | type) != "string" then
+    failed("veo: the answer has no operation name")
+  else processing(.response.body.name; {operation: .response.body.name}) end;
+
+def poll: {method: "GET", path: "/v1beta/\(.job.provider_job_id)"};
+
+def polled:
+  .response.body as $op
+  | if ok | not then google_failure
+    elif ($op.done // false) | not then {status: "processing"}
+    elif $op.error then
+      failed("PROVIDER_ERROR"; "veo: \($op.error.message // "generation failed")"; false)
+    else
+      ($op.response.generateVideoResponse // {}) as $r
+      | (($r.generatedSamples // [])[0].video.uri) as $uri
+      | if $uri then
+          completed({url: $uri, ext: "mp4", mime_type: "video/mp4",
+                     metadata: {operation: $op.name, model: .provider.model}})
+        elif ($r.raiMediaFilteredCount // 0) > 0 then
+          failed("PROVIDER_ERROR";
+                 "veo filtered the video: \(($r.raiMediaFilteredReasons // []) | join("; "))";
+                 false)
+        else failed("veo: the operation ended without a video") end
+    end;
