@@ -293,8 +293,8 @@ artifact_meta(jv job, struct mi_provider *p)
 	return m;
 }
 
-/* Fails a job whose result cannot be used. */
-static void
+/* Fails a job whose result cannot be used; returns its row. */
+static jv
 fail_job(struct ctx *c, const char *id, const char *code, const char *msg)
 {
 	struct mi_err err = MI_ERR_INIT;
@@ -307,7 +307,7 @@ fail_job(struct ctx *c, const char *id, const char *code, const char *msg)
 	row = mi_jobs_patch(c->db, id, p, &err);
 	if (!jv_is_valid(row))
 		mi_die_err(&err);
-	jv_free(row);
+	return row;
 }
 
 static void
@@ -387,8 +387,9 @@ fetch_one(struct ctx *c, jv job)
 	struct mi_store_result res;
 	struct mi_provider *p;
 	const char *st = NULL, *prov = NULL, *aid = NULL, *id = NULL;
-	const char *uri = NULL;
-	char idbuf[40], ext[16] = "";
+	const char *uri = NULL, *s = NULL;
+	char idbuf[40], ext[16] = "", tenant[256] = "", run[40] = "";
+	char type[128] = "";
 	jv row, done, art, extra, r;
 
 	if (mi_json_has_error(job)) {
@@ -453,11 +454,18 @@ fetch_one(struct ctx *c, jv job)
 		emit_error(c, job, "CONFIG_ERROR", err.msg, 0);
 		return;
 	}
+	/* The row may be replaced (a fresh result URL): copy its names. */
 	memset(&req, 0, sizeof(req));
-	mi_json_str(job, "tenant_id", &req.tenant, 1, NULL);
-	mi_json_str(job, "run_id", &req.run, 1, NULL);
-	if (mi_json_str(job, "artifact_type", &req.type, 0, NULL) != 1)
-		mi_json_str(job, "media_type", &req.type, 1, NULL);
+	if (mi_json_str(job, "tenant_id", &s, 1, NULL) == 1)
+		snprintf(tenant, sizeof(tenant), "%s", s);
+	if (mi_json_str(job, "run_id", &s, 1, NULL) == 1)
+		snprintf(run, sizeof(run), "%s", s);
+	if (mi_json_str(job, "artifact_type", &s, 0, NULL) == 1 ||
+	    mi_json_str(job, "media_type", &s, 1, NULL) == 1)
+		snprintf(type, sizeof(type), "%s", s);
+	req.tenant = tenant;
+	req.run = run;
+	req.type = type;
 	r = jv_object_get(jv_object_get(jv_copy(job),
 	    jv_string("provider_state")), jv_string("result"));
 	if (jv_get_kind(r) == JV_KIND_OBJECT) {
@@ -482,9 +490,15 @@ fetch_one(struct ctx *c, jv job)
 		/* A result that came and cannot be used fails the job;
 		 * one that may come later keeps it for another try. */
 		if (err.code == EX_PROTOCOL || err.code == EX_NOINPUT ||
-		    err.code == EX_DATAERR)
-			fail_job(c, idbuf, code, err.msg);
-		else
+		    err.code == EX_DATAERR) {
+			jv failed = fail_job(c, idbuf, code, err.msg);
+
+			if (jv_get_kind(failed) == JV_KIND_OBJECT) {
+				jv_free(job);
+				job = failed;
+			} else
+				jv_free(failed);
+		} else
 			release(c, idbuf);
 		emit_error(c, job, code, err.msg, err.code == EX_TEMPFAIL ||
 		    err.code == EX_IOERR);

@@ -53,7 +53,7 @@ clear_progress(struct ctx *c)
 }
 
 static void
-emit(void *arg, jv rec)
+emit(void *arg, jv rec, int passed)
 {
 	struct ctx *c = arg;
 	jv e = jv_object_get(jv_copy(rec), jv_string("error"));
@@ -65,9 +65,10 @@ emit(void *arg, jv rec)
 		mi_json_str(e, "code", &code, 0, NULL);
 		mi_json_str(e, "message", &msg, 0, NULL);
 		mi_json_str(rec, "id", &id, 0, NULL);
-		mi_warn("job %s: %s: %s", id, code, msg);
+		if (!passed)
+			mi_warn("job %s: %s: %s", id, code, msg);
 		c->failed = 1;
-		if (strcmp(code, "CONFIG_ERROR") == 0)
+		if (!passed && strcmp(code, "CONFIG_ERROR") == 0)
 			c->config = 1;
 	}
 	jv_free(e);

@@ -42,7 +42,7 @@ on_signal(int sig)
 }
 
 static void
-emit(void *arg, jv rec)
+emit(void *arg, jv rec, int passed)
 {
 	struct ctx *c = arg;
 	jv e = jv_object_get(jv_copy(rec), jv_string("error"));
@@ -52,9 +52,10 @@ emit(void *arg, jv rec)
 
 		mi_json_str(e, "code", &code, 0, NULL);
 		mi_json_str(e, "message", &msg, 0, NULL);
-		mi_warn("%s: %s", code, msg);
+		if (!passed)
+			mi_warn("%s: %s", code, msg);
 		c->failed = 1;
-		if (strcmp(code, "CONFIG_ERROR") == 0)
+		if (!passed && strcmp(code, "CONFIG_ERROR") == 0)
 			c->config = 1;
 	}
 	jv_free(e);

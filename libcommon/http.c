@@ -170,8 +170,8 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
 	    jv_string(value));
 	x->nheaders++;
 	if (strcmp(name, "content-type") == 0)
-		snprintf(r->content_type, sizeof(r->content_type), "%s",
-		    value);
+		snprintf(r->content_type, sizeof(r->content_type), "%.*s",
+		    (int)sizeof(r->content_type) - 1, value);
 	else if (strcmp(name, "content-length") == 0)
 		r->content_length = strtoll(value, NULL, 10);
 	else if (strcmp(name, "retry-after") == 0)
@@ -482,7 +482,8 @@ finish(struct mi_http_multi *m, struct xfer *x, CURLcode rc)
 		if (!r->sink_failed && !x->too_big) {
 			r->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
 			mi_err_set(&r->err, rc == CURLE_PARTIAL_FILE ?
-			    EX_PROTOCOL : EX_TEMPFAIL, "%s",
+			    EX_PROTOCOL : EX_TEMPFAIL, "%s%s",
+			    rc == CURLE_PARTIAL_FILE ? "truncated answer: " : "",
 			    x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
 		}
 	}

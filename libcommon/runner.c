@@ -60,7 +60,7 @@ struct rjob {
 	char *followup;		/* a follow-up create's request */
 	int phase, busy, lost, tries, attempts, progress, dirty, accepted;
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
-	long interval;
+	long interval, timeout;
 	int heap;
 	struct rjob *hnext;	/* hash chain */
 	struct rjob *wnext;	/* group's waiting list */
@@ -407,6 +407,7 @@ job_new(struct mi_runner *r, jv row, struct mi_err *err)
 	j->accepted = j->pjid != NULL;
 	if (mi_json_num(row, "timeout_ms", &d, 0, NULL) != 1 || d <= 0)
 		d = (double)mi_provider_timeout_ms(j->p, media);
+	j->timeout = (long)d;
 	mi_json_str(row, "started_at", &started, 0, NULL);
 	if (started) {
 		long long t0 = mi_jobs_time_ms(started);
@@ -460,7 +461,14 @@ static void
 emit(struct mi_runner *r, jv rec)
 {
 	r->finished++;
-	r->o.emit(r->o.arg, rec);
+	r->o.emit(r->o.arg, rec, 0);
+}
+
+/* A record that arrived with an error goes out untouched. */
+static void
+pass(struct mi_runner *r, jv rec)
+{
+	r->o.emit(r->o.arg, rec, 1);
 }
 
 /* The row with "error" from its error_code and error_message. */
@@ -794,7 +802,7 @@ mi_runner_request(struct mi_runner *r, jv req)
 	jv cand, fb, route, params;
 
 	if (mi_json_has_error(req)) {
-		emit(r, req);
+		pass(r, req);
 		return;
 	}
 	if (jv_get_kind(req) != JV_KIND_OBJECT) {
@@ -937,7 +945,7 @@ finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
 	jv p = jv_object(), cost, row;
 	int retryable = 0, allowed;
 	long window, cooldown;
-	char code_s[40];
+	char code_s[40], msg_s[300];
 
 	if (jv_get_kind(e) == JV_KIND_OBJECT) {
 		mi_json_str(e, "code", &code, 0, NULL);
@@ -945,6 +953,8 @@ finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
 		mi_json_bool(e, "retryable", &retryable, 0, NULL);
 	}
 	snprintf(code_s, sizeof(code_s), "%s", code);
+	snprintf(msg_s, sizeof(msg_s), "%s", msg);
+	msg = msg_s;
 	p = jv_object_set(p, jv_string("status"), jv_string(status));
 	p = jv_object_set(p, jv_string("error_code"), jv_string(code));
 	p = jv_object_set(p, jv_string("error_message"), jv_string(msg));
@@ -1263,8 +1273,7 @@ on_created(void *arg, jv out)
 			return;
 		}
 		error_text(out, msg, sizeof(msg));
-		note(r, MI_NOTE_VERBOSE, "job %s: %s: %s; retrying", j->id,
-		    mi_provider_id(j->p), msg);
+		note(r, MI_NOTE_VERBOSE, "job %s: %s; retrying", j->id, msg);
 		row = patch(r, j, obj1("submit_unknown", jv_false()));
 		if (jv_get_kind(row) == JV_KIND_OBJECT)
 			schedule(r, j, P_CREATE, mi_now_ms() + backoff(j, out,
@@ -1276,24 +1285,25 @@ on_created(void *arg, jv out)
 	if (strcmp(st, "unknown") == 0) {
 		jv p = jv_object();
 
+		char full[400];
+
 		error_text(out, msg, sizeof(msg));
 		jv_free(out);
+		snprintf(full, sizeof(full), "%s; the create may have been "
+		    "accepted: it is not sent again (mi-recover reconciles "
+		    "it)", msg);
 		p = jv_object_set(p, jv_string("error_code"),
 		    jv_string("TIMEOUT"));
 		p = jv_object_set(p, jv_string("error_message"),
-		    jv_string("the create's outcome is unknown"));
+		    jv_string(full));
 		p = jv_object_set(p, jv_string("release"), jv_true());
 		row = patch(r, j, p);
 		if (jv_get_kind(row) != JV_KIND_OBJECT) {
 			jv_free(row);
 			return;
 		}
-		note(r, MI_NOTE_WARN, "job %s: %s: %s; the create may have "
-		    "been accepted: not sending it again (mi-recover "
-		    "reconciles it)", j->id, mi_provider_id(j->p), msg);
 		drop(r, j);
-		emit(r, mi_json_error(row, "TIMEOUT", "the create's outcome "
-		    "is unknown; mi-recover reconciles it", 1));
+		emit(r, mi_json_error(row, "TIMEOUT", full, 1));
 		return;
 	}
 	finish_failed(r, j, out, "failed");
@@ -1475,8 +1485,8 @@ do_create(struct mi_runner *r, struct rjob *j)
 		const char *s = NULL;
 
 		mi_json_str(row, "started_at", &s, 0, NULL);
-		j->deadline = mi_now_ms() + (mi_jobs_time_ms(s) +
-		    mi_provider_timeout_ms(j->p, j->media) - mi_wall_ms());
+		j->deadline = mi_now_ms() + (mi_jobs_time_ms(s) + j->timeout -
+		    mi_wall_ms());
 	}
 	jv_free(row);
 	in = job_input(j);
@@ -1530,9 +1540,8 @@ do_poll(struct mi_runner *r, struct rjob *j)
 	if (j->deadline && mi_now_ms() >= j->deadline) {
 		char msg[120];
 
-		snprintf(msg, sizeof(msg), "no result from %s within %lld s",
-		    mi_provider_id(j->p), (long long)mi_provider_timeout_ms(
-		    j->p, j->media) / 1000);
+		snprintf(msg, sizeof(msg), "no result from %s within %.1f s",
+		    mi_provider_id(j->p), j->timeout / 1000.0);
 		finish_failed(r, j, mi_outcome_error("timed_out", "TIMEOUT",
 		    msg, 1), "timed_out");
 		return;
@@ -1625,7 +1634,7 @@ mi_runner_job(struct mi_runner *r, jv job)
 	const char *id = NULL, *st = NULL, *owner = NULL;
 
 	if (mi_json_has_error(job)) {
-		emit(r, job);
+		pass(r, job);
 		return;
 	}
 	if (jv_get_kind(job) != JV_KIND_OBJECT ||

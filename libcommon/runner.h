@@ -31,7 +31,8 @@ enum {
 struct mi_runner_opts {
 	int final;		/* to a final state; else until submitted */
 	int no_wait;		/* a job finding no free slot stays queued */
-	void (*emit)(void *arg, jv record);
+	/* passed: the record came in with its error and goes out as is */
+	void (*emit)(void *arg, jv record, int passed);
 	void (*note)(void *arg, int level, const char *msg);
 	void *arg;
 };

@@ -216,7 +216,10 @@ build(struct mi_provider *p, jv r, int dflt_auth, struct built *b,
 	b->req.headers = (const char *const *)b->hdr;
 	b->req.body = b->body.buf;
 	b->req.bodylen = b->body.len;
-	b->req.timeout_ms = tmo > 0 ? (long)tmo : 30000;
+	/* An exchange takes seconds, and never longer than a job. */
+	b->req.timeout_ms = tmo > 0 ? (long)tmo :
+	    mi_provider_timeout_ms(p, NULL) < 30000 ?
+	    mi_provider_timeout_ms(p, NULL) : 30000;
 	b->req.follow = 1;
 	return 0;
 }
@@ -371,12 +374,19 @@ sent(void *arg, struct mi_http_resp *r)
 	}
 	if (x->spool && !r->net_error && r->status >= 200 && r->status < 300)
 		spooled_body(x, r);
-	if (r->net_error && r->status == 0) {
+	if (r->net_error) {
 		char msg[300];
 
 		snprintf(msg, sizeof(msg), "%s: %s", mi_provider_id(x->p),
 		    r->err.msg);
-		if (x->create && r->sent)
+		/*
+		 * A create that went out and got no whole answer may have
+		 * been accepted: it must not be sent again blindly.  A
+		 * synchronous create whose answer broke off after its status
+		 * line did reach the provider, and only a new create can
+		 * bring the result.
+		 */
+		if (x->create && r->sent && (r->status == 0 || !x->spool))
 			out = mi_outcome_error("unknown", "TIMEOUT", msg, 1);
 		else
 			out = mi_outcome_error("retry", r->timed_out ?

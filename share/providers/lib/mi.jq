@@ -36,8 +36,10 @@ def ok: .response.status >= 200 and .response.status < 300;
 def body_message:
   .response.body as $b
   | if ($b | type) == "object" then
-      ($b.message // $b.msg // $b.error.message // $b.detail.message
-       // $b.detail // $b.error // $b)
+      ([$b.message, $b.msg, ($b.error | objects | .message),
+        ($b.error | strings), ($b.detail | objects | .message),
+        ($b.detail | strings)]
+       | map(select(. != null)) | .[0]) // ($b | tojson)
     elif ($b | type) == "string" then $b[0:300]
     else "" end
   | if type == "string" then . else tojson end;
@@ -47,6 +49,9 @@ def http_failure:
   .response.status as $s
   | "\(.provider.id): HTTP \($s): \(body_message)" as $m
   | if $s == 429 or $s >= 500 then retry($m)
+    elif ($s == 401 or $s == 403) and
+         (body_message | test("credit|balance|quota|billing"; "i")) then
+      failed("PROVIDER_ERROR"; "\(.provider.id): out of credits: \(body_message)"; false)
     elif $s == 401 or $s == 403 then
       failed("CONFIG_ERROR";
         "\(.provider.id) refused the key in \(.provider.auth.env): HTTP \($s)";
