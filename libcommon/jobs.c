@@ -118,11 +118,19 @@ array_literal(jv a)
 	return mi_buf_detach(&b, NULL);
 }
 
+/*
+ * The insert takes the lock the claims of its tenant and provider take,
+ * and stamps created_at once it holds it: so the order of created_at is
+ * the order in which claims see the jobs, and first come, first served is
+ * exact even for jobs written at the same moment by different processes.
+ */
 static const char insert_sql[] =
-    "INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
+    "WITH l AS (SELECT pg_advisory_xact_lock(hashtextextended("
+    "  ($1::jsonb->>'tenant_id') || '/' || ($1::jsonb->>'provider_id'), 0)))"
+    " INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
     " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
     " artifact_type, skill_id, request, fallback, previous_job_id,"
-    " cost_usd, cost_source, lease_owner, lease_expires_at)"
+    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at)"
     " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
     "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
     "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"
@@ -131,8 +139,9 @@ static const char insert_sql[] =
     "  coalesce(f->'fallback', '[]'), (f->>'previous_job_id')::uuid,"
     "  (f->>'cost_usd')::numeric, 'estimate',"
     "  CASE WHEN $2 <> '' THEN $2 END,"
-    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END"
-    " FROM (SELECT $1::jsonb AS f) x"
+    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END,"
+    "  clock_timestamp()"
+    " FROM l, (SELECT $1::jsonb AS f) x"
     " RETURNING to_jsonb(j)";
 
 jv
@@ -162,7 +171,7 @@ static const char claim_sql[] =
 
 static const char take_slot_sql[] =
     "UPDATE app.generation_jobs j SET status = 'processing',"
-    " started_at = now(), cost_source = 'estimate',"
+    " started_at = clock_timestamp(), cost_source = 'estimate',"
     " lease_expires_at = now() + $3::int * interval '1 ms',"
     " updated_at = now()"
     " WHERE j.id = $1::uuid AND j.lease_owner = $2"

@@ -62,14 +62,16 @@ CREATE TRIGGER generation_jobs_slot
 	EXECUTE FUNCTION app.generation_jobs_slot_notify();
 
 -- The slot claim, in the caller's transaction.  Serialises the claims of
--- one tenant and provider with a transaction-scoped advisory lock, so the
--- count of live slots is exact however many processes claim; then returns
--- the jobs of p_owner among the oldest waiting jobs that fit in the free
--- slots (first come, first served: a younger job never overtakes an older
--- one that is waiting).  The rows are locked; the caller sets them to
+-- one tenant and provider with a transaction-scoped advisory lock (the
+-- insert of a job takes it too), so the count of live slots is exact
+-- however many processes claim.  Of the oldest waiting jobs that fit in
+-- the free slots it returns those of p_owner that come before any other
+-- owner's: a job never starts before an older one that is still waiting.
+-- When it leaves free slots to the next owner in line, it wakes that
+-- owner (NOTIFY at commit).  The rows are locked; the caller sets them to
 -- processing (or failed, when over budget) before committing.  A waiting
 -- job is one whose lease is live; queued jobs without an owner wait for a
--- worker to adopt them (mi_jobs_adopt, FOR UPDATE SKIP LOCKED).
+-- worker to adopt them (FOR UPDATE SKIP LOCKED, in mi_jobs_adopt).
 CREATE FUNCTION app.mi_claim_slots(p_tenant text, p_provider text,
     p_limit integer, p_owner text)
 RETURNS TABLE (job_id uuid, estimate numeric)
@@ -77,6 +79,9 @@ LANGUAGE plpgsql AS $$
 DECLARE
 	lim integer;
 	used integer;
+	h record;
+	mine integer := 0;
+	others integer := 0;
 BEGIN
 	PERFORM pg_advisory_xact_lock(
 	    hashtextextended(p_tenant || '/' || p_provider, 0));
@@ -90,17 +95,27 @@ BEGIN
 	IF used >= lim THEN
 		RETURN;
 	END IF;
-	RETURN QUERY
-	SELECT h.id, h.cost_usd FROM (
-		SELECT j.id, j.cost_usd, j.lease_owner, j.created_at
+	FOR h IN
+		SELECT j.id, j.cost_usd, j.lease_owner
 		  FROM app.generation_jobs j
 		 WHERE j.tenant_id = p_tenant AND j.provider_id = p_provider
 		   AND j.status = 'pending' AND j.lease_expires_at > now()
 		 ORDER BY j.created_at, j.id
 		 LIMIT lim - used
-		 FOR UPDATE) h
-	 WHERE h.lease_owner = p_owner
-	 ORDER BY h.created_at, h.id;
+		 FOR UPDATE
+	LOOP
+		IF others = 0 AND h.lease_owner = p_owner THEN
+			mine := mine + 1;
+			job_id := h.id;
+			estimate := h.cost_usd;
+			RETURN NEXT;
+		ELSE
+			others := others + 1;
+		END IF;
+	END LOOP;
+	IF mine > 0 AND others > 0 THEN
+		PERFORM pg_notify('mi_slot', p_tenant || '/' || p_provider);
+	END IF;
 END
 $$;
 
