@@ -421,13 +421,15 @@ conn_write(struct conn *c)
 {
 	ssize_t n;
 	size_t want, from;
-	int more;
 
+	/*
+	 * No MSG_MORE before sendfile: measured here, corking the head made
+	 * each sendfile of 256 KiB cost twice the CPU (the pages are then
+	 * appended to a partly built segment instead of going out as is).
+	 */
 	while (c->out_off < c->out_len) {
 		want = c->out_len - c->out_off;
-		more = c->body_left > 0 || c->mem_len > 0 ? MSG_MORE : 0;
-		n = send(c->fd, c->out + c->out_off, want,
-		    MSG_NOSIGNAL | more);
+		n = send(c->fd, c->out + c->out_off, want, MSG_NOSIGNAL);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
