@@ -20,9 +20,9 @@ def provider: {
            image_textured: 30, image_untextured: 20}
 };
 
-def pbr: .request.params.pbr // true;
-def refine: .request.params.refine // true;
-def polycount: .request.params.max_triangles // 30000;
+def pbr: p("pbr"; true);
+def refine: p("refine"; true);
+def polycount: p("max_triangles"; 30000);
 def prompt_of: .request.prompt // "";
 
 def validate:

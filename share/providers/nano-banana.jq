@@ -25,8 +25,7 @@ def ratios: [["1:1", 1], ["2:3", 2/3], ["3:2", 1.5], ["3:4", 0.75],
 def aspect:
   ((.request.params.width // 1024) / (.request.params.height // 1024)) as $r
   | ratios | min_by((.[1] - $r) | if . < 0 then -. else . end) | .[0];
-def seamless:
-  .request.params.seamless // (.request.media_type == "texture");
+def seamless: p("seamless"; .request.media_type == "texture");
 
 def validate:
   need_prompt(8000)

@@ -43,7 +43,7 @@ def cost: .provider.prices.per_generation;
 def submit:
   {method: "POST", path: "/api/v1/generate",
    json: ({customMode: false,
-           instrumental: (.request.params.instrumental // true),
+           instrumental: p("instrumental"; true),
            model: .provider.model,
            prompt: description,
            callBackUrl: .provider.callback_url} | compact)};

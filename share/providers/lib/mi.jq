@@ -91,7 +91,9 @@ def bool_param($k):
 
 # An object without its null members.
 def compact: with_entries(select(.value != null));
-# The request's parameter k, or a default.
-def p($k; $default): .request.params[$k] // $default;
+# The request's parameter k, or a default when it is absent or null
+# (unlike jq's //, a false value is kept).
+def p($k; $default):
+  .request.params[$k] as $v | if $v == null then $default else $v end;
 # Epoch milliseconds of an ISO 8601 time (seconds precision), or null.
 def iso_ms: (sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 * 1000)? // null;

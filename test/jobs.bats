@@ -1,0 +1,210 @@
+#!/usr/bin/env bats
+# mi-submit, mi-poll, mi-fetch: options, exit codes, records, validation
+# before anything is spent, leases and hand-over between the programs,
+# the local provider end to end.
+
+load test_helper
+load jobs_helper
+
+setup_file() {
+	jobs_setup_file
+}
+
+teardown_file() {
+	fake_stop
+}
+
+@test "--help, --version and bad usage of the three programs" {
+	local p
+	for p in mi-submit mi-poll mi-fetch; do
+		run -0 $p --help
+		assert_line --index 0 --partial "usage: $p"
+		run -0 $p --version
+		assert_output "$p 0.1.0"
+		run -64 --separate-stderr $p --bogus
+		[[ $stderr == *"$p: unknown option '--bogus'"* ]]
+		[ -z "$output" ]
+		run -64 --separate-stderr $p extra
+		[[ $stderr == *"unexpected argument 'extra'"* ]]
+	done
+}
+
+@test "the local provider makes every media type, end to end" {
+	local in
+	in=$(req local image "a red wheel" '{"width":512,"height":512}')
+	in+=$'\n'$(req local texture "moss" '{"width":512,"height":512}')
+	in+=$'\n'$(req local audio_sfx "a click" '{"sfx_type":"click","duration_sec":0.5}')
+	in+=$'\n'$(req local audio_bgm "calm" '{"genre":"ambient","duration_sec":30}')
+	in+=$'\n'$(req local model_3d "a coin" '{"max_triangles":2000}')
+	in+=$'\n'$(req local environment_map "a sky" '{"width":256}')
+	in+=$'\n'$(req local video "a spinning wheel" '{"duration_sec":4,"resolution":"480p"}')
+	run -0 pipeline <<<"$in"
+	[ "${#lines[@]}" -eq 7 ]
+	jqok -s 'map(.uri | capture("/(?<t>[a-z_0-9]+)/[0-9a-f]{64}\\.(?<e>[a-z0-9]+)$")
+	    | "\(.t).\(.e)") | sort == ["audio_bgm.wav", "audio_sfx.wav",
+	    "environment_map.hdr", "image.png", "model_3d.glb", "texture.png",
+	    "video.mp4"]' "$output"
+	jqok -s 'all(.metadata.provider_id == "local" and
+	    .metadata.cost_usd == 0 and (.metadata.job_id | length) == 36)' \
+	    "$output"
+	# Each job is completed and linked to its artifact; no spool file
+	# is left behind.
+	run -0 sql "SELECT count(*) FROM app.generation_jobs
+	    WHERE provider_id = 'local' AND status = 'completed'
+	      AND artifact_id IS NOT NULL AND lease_owner IS NULL"
+	assert_output 7
+	run -0 find "$ASSET_STORAGE_DIR/.spool" -type f
+	assert_output ''
+}
+
+@test "mi-submit writes the job row before calling the provider, then processing with the provider's id" {
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'a wheel' '{"refine":false}')"
+	jqok '.status == "processing" and .provider_id == "meshy" and
+	    (.provider_job_id | length) > 0 and .submit_count == 1 and
+	    .submit_unknown == false and .cost_usd == 0.4 and
+	    .cost_source == "estimate" and .poll_interval_ms == 50' "$output"
+	[[ $stderr == *"meshy model_3d, estimated cost \$0.4000"* ]]
+	run -0 --separate-stderr mi-poll <<<"$output"
+	jqok '.status == "completed" and .progress == 100 and
+	    .attempts >= 1 and (.result_uri | startswith("http")) and
+	    (.result_expires_at | length) > 0 and .cost_source == "provider"' \
+	    "$output"
+}
+
+@test "validation errors come before anything is spent: no row, no create" {
+	local before in
+	before=$(stat '.attempts_by_prompt | length')
+	in=$(req nano-banana-video video "v1" '{"duration_sec":10}')
+	in+=$'\n'$(req nano-banana-video video "v2" '{"resolution":"480p"}')
+	in+=$'\n'$(req nano-banana-video video "v3" '{"aspect_ratio":"1:1"}')
+	in+=$'\n'$(req meshy model_3d "m1" '{"max_triangles":60000}')
+	in+=$'\n'$(req elevenlabs-sfx audio_sfx "s1" '{"duration_sec":6}')
+	in+=$'\n'$(req suno audio_bgm "" '{"duration_sec":60}')
+	in+=$'\n'$(req meshy video "m2")
+	in+=$'\n'$(req no-such-provider image "x")
+	in+=$'\n'$(jq -c 'del(.tenant_id)' <<<"$(req local image x)")
+	in+=$'\n'$(jq -c '.run_id = "not-a-uuid"' <<<"$(req local image x)")
+	run -1 --separate-stderr mi-submit <<<"$in"
+	[ "${#lines[@]}" -eq 10 ]
+	jqok -s 'all(.error.code == "VALIDATION_ERROR" and
+	    .error.retryable == false)' "$output"
+	run -0 jq -s -r '.[].error.message' <<<"$output"
+	assert_line --index 0 --partial "duration_sec must be 4, 6 or 8"
+	assert_line --index 1 --partial "resolution must be one of 720p, 1080p"
+	assert_line --index 2 --partial "aspect_ratio must be one of 16:9, 9:16"
+	assert_line --index 3 --partial "max_triangles must be a whole number from 100 to 50000"
+	assert_line --index 4 --partial "duration_sec must be a number from 0.5 to 5"
+	assert_line --index 5 --partial "a prompt is required"
+	assert_line --index 6 --partial "provider 'meshy' does not make video"
+	assert_line --index 7 --partial "unknown provider 'no-such-provider'"
+	assert_line --index 8 --partial "missing key 'tenant_id'"
+	assert_line --index 9 --partial "UUID"
+	run -0 job_count v1
+	assert_output 0
+	[ "$(stat '.attempts_by_prompt | length')" = "$before" ]
+}
+
+@test "bad JSON and error records: reported or passed through, never dropped" {
+	run -1 --separate-stderr mi-submit <<<'{"tenant_id":
+{"error":{"code":"X","message":"m","retryable":false},"a":1}'
+	[ "${#lines[@]}" -eq 2 ]
+	jqok -s '.[0].error.code == "INVALID_JSON" and
+	    .[1] == {"error":{"code":"X","message":"m","retryable":false},"a":1}' \
+	    "$output"
+	run -1 --separate-stderr mi-poll <<<'[1]
+{"error":{"code":"X","message":"m","retryable":false}}'
+	jqok -s '.[0].error.code == "VALIDATION_ERROR" and
+	    .[1].error.code == "X"' "$output"
+	[[ $stderr != *"X: m"* ]]
+	run -1 --separate-stderr mi-fetch <<<'{"id":"x"}
+{"error":{"code":"X","message":"m","retryable":false}}'
+	jqok -s '.[0].error.code == "VALIDATION_ERROR" and
+	    .[1].error.code == "X"' "$output"
+}
+
+@test "a missing key is a CONFIG_ERROR naming the variable, exit 78, no row" {
+	MESHY_API_KEY= run -78 --separate-stderr mi-submit <<<"$(req meshy model_3d 'keyless')"
+	jqok '.error.code == "CONFIG_ERROR" and
+	    (.error.message | contains("MESHY_API_KEY is not set"))' "$output"
+	run -0 job_count keyless
+	assert_output 0
+}
+
+@test "a wrong key is a CONFIG_ERROR naming the variable, not the key" {
+	MESHY_API_KEY=wrong-key-987 run -78 --separate-stderr \
+	    mi-submit <<<"$(req meshy model_3d 'wrong key')"
+	jqok '.status == "failed" and .error.code == "CONFIG_ERROR"
+	    and (.error.message | contains("MESHY_API_KEY"))' "$output"
+	[[ $output != *wrong-key-987* && $stderr != *wrong-key-987* ]]
+	run -0 job_sql "error_code || ' ' || cost_usd" 'wrong key'
+	assert_output 'CONFIG_ERROR 0.0000'
+}
+
+@test "no database: exit 69" {
+	DATABASE_URL=postgresql://postgres@127.0.0.1:1/none run -69 \
+	    --separate-stderr mi-submit <<<"$(req local image x)"
+	[[ $stderr == *"unable to connect to the database"* ]]
+	DATABASE_URL=postgresql://postgres@127.0.0.1:1/none run -69 mi-poll </dev/null
+	DATABASE_URL=postgresql://postgres@127.0.0.1:1/none run -69 mi-fetch </dev/null
+	DATABASE_URL= run -78 mi-submit </dev/null
+}
+
+@test "mi-poll takes jobs over only from the owner named in the record" {
+	local job other
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'held' '{"refine":false}' )"
+	job=$output
+	# Another live worker holds the lease: the record is given back.
+	sql "UPDATE app.generation_jobs SET lease_owner = 'someone-else',
+	    lease_expires_at = now() + interval '1 minute'
+	    WHERE id = '$(jq -r .id <<<"$job")'"
+	run -1 --separate-stderr mi-poll <<<"$job"
+	jqok '.error.code == "TIMEOUT" and .error.retryable and
+	    (.error.message | contains("held by someone-else"))' "$output"
+	# Its lease expires: the job is free to take.
+	sql "UPDATE app.generation_jobs SET lease_expires_at = now()
+	    WHERE id = '$(jq -r .id <<<"$job")'"
+	run -0 --separate-stderr mi-poll <<<"$job"
+	jqok '.status == "completed"' "$output"
+	# A record of a job that is final meanwhile comes out as it is now.
+	run -0 --separate-stderr mi-poll <<<"$job"
+	jqok '.status == "completed"' "$output"
+	other=$(jq -c '.id = "00000000-0000-4000-8000-000000000000"' <<<"$job")
+	run -1 --separate-stderr mi-poll <<<"$other"
+	jqok '.error.code == "NOT_FOUND"' "$output"
+}
+
+@test "mi-fetch is idempotent: a stored job gives its artifact again" {
+	local job art
+	run -0 --separate-stderr mi-submit <<<"$(req local image 'twice' '{"width":512,"height":512}')"
+	job=$output
+	run -0 --separate-stderr mi-fetch <<<"$job"
+	art=$output
+	run -0 --separate-stderr mi-fetch <<<"$job"
+	jqok ".id == $(jq .id <<<"$art") and .deduplicated" "$output"
+	run -1 --separate-stderr mi-fetch <<<"$(jq -c '.status = "processing"' <<<"$job")"
+	jqok '.error.code == "VALIDATION_ERROR"' "$output"
+}
+
+@test "SIGTERM releases the jobs in hand at once and exits 75" {
+	local pid job rc
+	mkfifo "$BATS_TEST_TMPDIR/in"
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'long [never]' '{"refine":false}')"
+	job=$output
+	mi-poll <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" \
+	    2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	exec 7>"$BATS_TEST_TMPDIR/in"
+	echo "$job" >&7
+	sleep 0.5
+	run -0 job_sql "lease_owner LIKE 'mi-poll@%'" 'long [never]'
+	assert_output t
+	kill -TERM $pid
+	rc=0
+	wait $pid || rc=$?
+	exec 7>&-
+	[ "$rc" -eq 75 ]
+	grep -q 'stopped by signal 15; jobs in hand released' \
+	    "$BATS_TEST_TMPDIR/err"
+	run -0 job_sql "status || ' ' || (lease_owner IS NULL)" 'long [never]'
+	assert_output 'processing true'
+}
