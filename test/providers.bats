@@ -1,0 +1,220 @@
+#!/usr/bin/env bats
+# Every shipped provider definition end to end against the fake provider
+# server: mi-submit | mi-poll | mi-fetch, the requests the provider saw,
+# the rows, the stored file's type, the cost; and no key anywhere.
+
+load test_helper
+load jobs_helper
+
+KEY=sk-live-7f3a9c1e5b20d4e8
+
+setup_file() {
+	jobs_setup_file --key "$KEY"
+}
+
+teardown_file() {
+	fake_stop
+}
+
+# The log entries of the fake for a prompt (as given, markers included).
+creates_for() {
+	jq -c --arg p "$1" 'select(.event == "create" and
+	    ((.body | tostring) | contains($p)))' "$FAKE_LOG"
+}
+
+# run_one PROVIDER MEDIA PROMPT [PARAMS]: the pipeline for one request;
+# sets art (the artifact record) and file (its path in the store).
+run_one() {
+	run -0 pipeline <<<"$(req "$@")"
+	[ "${#lines[@]}" -eq 1 ]
+	art=$output
+	file=$(stored_path "$art")
+	[ -f "$file" ]
+}
+
+@test "meshy: text to 3D, preview then refine with PBR, GLB stored, credits as cost" {
+	run_one meshy model_3d "a prize wheel" '{"max_triangles":20000}'
+	jqok '.type == "model_3d" and (.uri | endswith(".glb")) and
+	    .metadata.mime_type == "model/gltf-binary" and
+	    .metadata.provider_id == "meshy" and .metadata.cost_usd == 0.6 and
+	    .metadata.cost_source == "provider" and
+	    (.metadata.provider.thumbnail_url | length) > 0' "$art"
+	[ "$(head -c 4 "$file")" = glTF ]
+	run -0 creates_for "a prize wheel"
+	[ "${#lines[@]}" -eq 2 ]
+	jqok '.body.mode == "preview" and .body.target_polycount == 20000 and
+	    .path == "/meshy/openapi/v2/text-to-3d"' "${lines[0]}"
+	jqok '.body.mode == "refine" and .body.enable_pbr == true and
+	    (.body.preview_task_id | length) > 0' "${lines[1]}"
+	run -0 job_sql "status || ' ' || cost_source || ' ' || (result_expires_at > now() + interval '2 days') || ' ' || (artifact_id = '$(jq -r .id <<<"$art")')" 'a prize wheel'
+	assert_output 'completed provider true true'
+}
+
+@test "meshy: image to 3D from a stored reference image, sent as a data URI" {
+	local ref
+	ref=$(req local image "reference" '{"width":512,"height":512}' |
+	    pipeline | jq -r .uri)
+	[[ $ref == /api/assets/org_a/* ]]
+	run_one meshy model_3d "" "{\"reference_image\":\"$ref\",\"pbr\":false}"
+	run -0 jq -c 'select(.event == "create" and
+	    .path == "/meshy/openapi/v1/image-to-3d")' "$FAKE_LOG"
+	jqok '(.body.image_url | startswith("data:image/png;base64,iVBOR")) and
+	    .body.enable_pbr == false and .body.should_texture == true' \
+	    "${lines[-1]}"
+	jqok '.metadata.provider.type == "image-to-3d"' "$art"
+}
+
+@test "a reference image of another tenant is refused" {
+	local ref
+	ref=$(TENANT=org_b req local image "theirs" '{"width":512,"height":512}' |
+	    pipeline | jq -r .uri)
+	[[ $ref == /api/assets/org_b/* ]]
+	run -1 pipeline <<<"$(req meshy model_3d "" "{\"reference_image\":\"$ref\"}")"
+	jqok '.error.code == "VALIDATION_ERROR" and
+	    (.error.message | contains("not an asset of this tenant"))' "$output"
+}
+
+@test "nano-banana-video: Veo long-running operation, done absent while running, key sent for the download" {
+	local before
+	before=$(stat '.downloads_with_key.veo // 0')
+	run_one nano-banana-video video "neon arcade wheel" \
+	    '{"duration_sec":8,"resolution":"1080p","aspect_ratio":"9:16","loop":true,"negative_prompt":"text"}'
+	jqok '.type == "video" and .metadata.mime_type == "video/mp4" and
+	    .metadata.cost_usd == 0.96 and .metadata.cost_source == "estimate"
+	    and .metadata.model == "veo-3.0-fast-generate-001"' "$art"
+	[ "$(dd if="$file" bs=1 skip=4 count=4 2>/dev/null)" = ftyp ]
+	run -0 creates_for "neon arcade wheel"
+	jqok '.body.parameters == {"aspectRatio":"9:16","durationSeconds":8,
+	    "resolution":"1080p","negativePrompt":"text",
+	    "personGeneration":"allow_adult"} and
+	    (.body.instances[0].prompt | contains("Seamless loop")) and
+	    (.path | endswith("veo-3.0-fast-generate-001:predictLongRunning"))' \
+	    "${lines[0]}"
+	[ "$(stat '.downloads_with_key.veo')" -eq $((before + 1)) ]
+}
+
+@test "nano-banana-video: the key does not follow a redirect to another host" {
+	run_one nano-banana-video video "redirected [redirect]" '{"duration_sec":4}'
+	run -0 jq -c 'select(.event == "download" and (.path | startswith("/files/veo/")))' \
+	    "$FAKE_LOG"
+	jqok '.key_sent == false and .headers.host != null' "${lines[-1]}"
+	[[ ${lines[-1]} != *"$KEY"* ]]
+}
+
+@test "nano-banana: a seamless texture from base64 in JSON, cost from the usage" {
+	run_one nano-banana texture "mossy cobblestone" '{"width":1024,"height":576}'
+	jqok '.type == "texture" and .metadata.mime_type == "image/png" and
+	    .metadata.cost_source == "provider" and
+	    (.metadata.cost_usd > 0.03 and .metadata.cost_usd < 0.05) and
+	    .metadata.provider.aspect_ratio == "16:9"' "$art"
+	[ "$(file -b --mime-type "$file")" = image/png ]
+	run -0 creates_for "mossy cobblestone"
+	jqok '.body.generationConfig.imageConfig.aspectRatio == "16:9" and
+	    (.body.contents[0].parts[-1].text | contains("Seamless tileable"))' \
+	    "${lines[0]}"
+	run -0 job_sql "status || ' ' || (result_uri LIKE 'file://%')" 'mossy cobblestone'
+	assert_output 'completed true'
+}
+
+@test "suno: instrumental music through sunoapi.org, the first track kept" {
+	run_one suno audio_bgm "upbeat arcade loop" \
+	    '{"genre":"electronic","duration_sec":60,"instrumental":true}'
+	jqok '.type == "audio_bgm" and .metadata.mime_type == "audio/mpeg" and
+	    .metadata.cost_usd == 0.06 and
+	    (.metadata.provider.clip_id | length) > 0' "$art"
+	[ "$(file -b --mime-type "$file")" = audio/mpeg ]
+	run -0 creates_for "upbeat arcade loop"
+	jqok '.body.instrumental == true and .body.customMode == false and
+	    (.body.prompt | contains("Genre: electronic")) and
+	    (.body.prompt | contains("60 seconds"))' "${lines[0]}"
+	# instrumental false reaches the provider as false.
+	run_one suno audio_bgm "a song with words" '{"instrumental":false}'
+	run -0 creates_for "a song with words"
+	jqok '.body.instrumental == false' "${lines[0]}"
+}
+
+@test "elevenlabs-sfx: synchronous MP3 bytes, duration sent, request id kept" {
+	run_one elevenlabs-sfx audio_sfx "wheel tick" '{"duration_sec":1.5,"sfx_type":"spin"}'
+	jqok '.type == "audio_sfx" and .metadata.mime_type == "audio/mpeg" and
+	    (.metadata.provider.request_id | length) > 0 and
+	    .metadata.cost_usd == 0.009' "$art"
+	[ "$(file -b --mime-type "$file")" = audio/mpeg ]
+	run -0 creates_for "wheel tick"
+	jqok '.body.duration_seconds == 1.5 and .query.output_format ==
+	    "mp3_44100_128" and .headers.accept == "audio/mpeg"' "${lines[0]}"
+}
+
+@test "blockade-skybox: skybox, then an HDRI export as the environment map" {
+	run_one blockade-skybox environment_map "misty alpine valley"
+	jqok '.type == "environment_map" and (.uri | endswith(".hdr")) and
+	    .metadata.mime_type == "image/vnd.radiance" and
+	    .metadata.provider.type == "hdri-hdr"' "$art"
+	[ "$(head -c 10 "$file")" = '#?RADIANCE' ]
+	run -0 jq -c 'select(.event == "create" and .path == "/blockade/api/v1/skybox/export")' \
+	    "$FAKE_LOG"
+	jqok '.body.type_id == 4 and (.body.skybox_id | length) == 14' "${lines[-1]}"
+	run_one blockade-skybox environment_map "desert at dusk" '{"format":"exr"}'
+	jqok '(.uri | endswith(".exr"))' "$art"
+}
+
+@test "fal: generic queue, status then result, per media type" {
+	run_one fal image "a gold coin" '{"width":768,"height":512}'
+	jqok '.metadata.mime_type == "image/png" and
+	    .metadata.provider.model == "fal-ai/flux/dev"' "$art"
+	run_one fal video "a coin spinning"
+	jqok '.metadata.mime_type == "video/mp4"' "$art"
+	run -0 creates_for "a gold coin"
+	jqok '.body.image_size == {"width":768,"height":512} and
+	    .path == "/fal/fal-ai/flux/dev"' "${lines[0]}"
+}
+
+@test "MI_<ID>_MODEL and MI_<ID>_BASE_URL override a definition" {
+	MI_NANO_BANANA_VIDEO_MODEL=veo-3.0-generate-001 run_one \
+	    nano-banana-video video "full price" '{"duration_sec":4}'
+	jqok '.metadata.cost_usd == 1.6 and
+	    .metadata.model == "veo-3.0-generate-001"' "$art"
+	MI_MESHY_BASE_URL=http://127.0.0.1:1 run -1 pipeline \
+	    <<<"$(req meshy model_3d 'nowhere')"
+	jqok '.error.code == "PROVIDER_UNAVAILABLE" and
+	    (.error.message | contains("onnect"))' "$output"
+}
+
+@test "a broken definition is a CONFIG_ERROR naming it" {
+	local dir=$BATS_TEST_TMPDIR/providers
+	mkdir -p "$dir"
+	cp "$MI_SHAREDIR"/providers/*.jq "$dir"
+	echo 'def provider: {id: "broken", transport: "http" ' >"$dir/broken.jq"
+	MI_PROVIDERS_DIR=$dir run -78 --separate-stderr mi-submit \
+	    <<<"$(req broken image 'x')"
+	jqok '.error.code == "CONFIG_ERROR" and
+	    (.error.message | startswith("provider '"'"'broken'"'"'"))' "$output"
+}
+
+@test "no key appears in any output, diagnostic, spool file or database row" {
+	local all
+	in=$(req meshy model_3d "k1")$'\n'$(req nano-banana-video video "k2 [redirect]" '{"duration_sec":4}')
+	in+=$'\n'$(req nano-banana image "k3")$'\n'$(req suno audio_bgm "k4")
+	in+=$'\n'$(req elevenlabs-sfx audio_sfx "k5")$'\n'$(req blockade-skybox environment_map "k6")
+	in+=$'\n'$(req fal image "k7")$'\n'$(req meshy model_3d "k8 [fail]")
+	in+=$'\n'$(req suno audio_bgm "k9 [credits]")
+	run -1 pipeline <<<"$in"
+	all=$output$(pipeline_err)
+	all+=$(MESHY_API_KEY=bad-key-1 pipeline <<<"$(req meshy model_3d k10)" 2>&1 || true)
+	all+=$(pg_dump_all_text)
+	all+=$(cat "$BATS_TEST_TMPDIR"/*.err)
+	all+=$(find "$ASSET_STORAGE_DIR" -type f -exec cat {} + 2>/dev/null | tr -d '\0')
+	[[ $all == *k1* && $all == *MESHY_API_KEY* ]]
+	[[ $all != *"$KEY"* ]]
+	[[ $all != *bad-key-1* ]]
+	# The URLs mi stored never carry the key either.
+	run -0 sql "SELECT count(*) FROM app.generation_jobs
+	    WHERE result_uri LIKE '%key=%' OR provider_state::text LIKE '%key=%'"
+	assert_output 0
+}
+
+# Every row of the tables mi writes, as text.
+pg_dump_all_text() {
+	sql "SELECT row_to_json(j)::text FROM app.generation_jobs j"
+	sql "SELECT row_to_json(a)::text FROM app.artifacts a"
+	sql "SELECT row_to_json(h)::text FROM app.provider_health h"
+}
