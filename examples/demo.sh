@@ -25,6 +25,7 @@ fi
     -c "CREATE DATABASE mi"
 export DATABASE_URL="postgresql://postgres@127.0.0.1:$pgport/mi"
 export ASSET_STORAGE_DIR="$dir/store"
+mkdir -p "$ASSET_STORAGE_DIR"
 export MI_PUBLIC_URL="http://127.0.0.1:$port"
 [ -f "$dir/signing.key" ] ||
     (umask 077; openssl rand -hex 32 > "$dir/signing.key")

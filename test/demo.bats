@@ -6,7 +6,8 @@
 load test_helper
 
 setup_file() {
-	export MI_DEMO_DIR="$BATS_FILE_TMPDIR/demo"
+	# Under MI_TEST_TMP: the postgres user must reach the cluster directory.
+	export MI_DEMO_DIR="$MI_TEST_TMP/demo"
 	export MI_DEMO_PG_PORT=$(free_port) MI_DEMO_PORT=$(free_port)
 	export MI_DEMO_VIEWER_PORT=$(free_port)
 	top=$(dirname "$BATS_TEST_DIRNAME")
@@ -59,4 +60,25 @@ teardown_file() {
 @test "the cost report of the run is printed" {
 	grep -q "local" "$BATS_FILE_TMPDIR/run1.out"
 	grep -q "cost of this run:" "$BATS_FILE_TMPDIR/run1.out"
+}
+
+@test "the viewer loads the run's model and HDRI in headless Chromium" {
+	glb=$(find "$MI_DEMO_DIR/store" -path '*/prize_wheel/*.glb' | head -1)
+	# Meshes three.js makes: one per primitive of every mesh a node uses.
+	want=$(python3 - "$glb" <<'PY'
+import json, struct, sys
+d = open(sys.argv[1], 'rb').read()
+n = struct.unpack_from('<I', d, 12)[0]
+g = json.loads(d[20:20 + n])
+print(sum(len(g['meshes'][x['mesh']]['primitives']) for x in g['nodes'] if 'mesh' in x))
+PY
+)
+	run node "$BATS_TEST_DIRNAME/browser/run.mjs" \
+	    "http://127.0.0.1:$MI_DEMO_VIEWER_PORT/index.html" \
+	    "$BATS_FILE_TMPDIR/viewer.png"
+	echo "$output" | jq -e --argjson n "$want" \
+	    '.result.ok and .result.meshes == $n and (.failed | length) == 0 and (.errors | length) == 0'
+	assert_success
+	[ -s "$BATS_FILE_TMPDIR/viewer.png" ]
+	cp "$BATS_FILE_TMPDIR/viewer.png" "${MI_TEST_OUTPUT:-$BATS_RUN_TMPDIR}/viewer.png"
 }

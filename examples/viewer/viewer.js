@@ -1,13 +1,13 @@
 // The campaign's prize wheel (GLB) lit by its HDRI, on its floor texture,
 // with the music and sound effects wired to the spin button.  Asset URLs
 // come from assets.json, written by examples/demo.sh (signed URLs from
-// mi-serve).  window.miStatus reports what loaded, for the browser test.
+// mi-serve).  window.miResult reports what loaded, for the browser test.
 import * as THREE from 'three';
 import { GLTFLoader } from 'three/addons/loaders/GLTFLoader.js';
 import { RGBELoader } from 'three/addons/loaders/RGBELoader.js';
 
 const status = document.getElementById('status');
-window.miStatus = { ready: false, meshes: 0, errors: [] };
+const st = { ok: false, meshes: 0, errors: [] };
 
 const assets = await (await fetch('assets.json')).json();
 
@@ -19,8 +19,8 @@ document.body.prepend(renderer.domElement);
 const scene = new THREE.Scene();
 const camera = new THREE.PerspectiveCamera(45, innerWidth / innerHeight,
     0.1, 100);
-camera.position.set(0, 1.2, 3.2);
-camera.lookAt(0, 0.6, 0);
+camera.position.set(0, 1.3, 2.6);
+camera.lookAt(0, 0.9, 0);
 addEventListener('resize', () => {
 	camera.aspect = innerWidth / innerHeight;
 	camera.updateProjectionMatrix();
@@ -28,7 +28,7 @@ addEventListener('resize', () => {
 });
 
 function fail(what, e) {
-	window.miStatus.errors.push(`${what}: ${e && e.message || e}`);
+	st.errors.push(`${what}: ${e && e.message || e}`);
 	status.textContent = `could not load ${what}`;
 }
 
@@ -57,12 +57,19 @@ const model = new Promise((resolve) => {
 		wheel = gltf.scene;
 		let n = 0;
 		wheel.traverse((o) => { if (o.isMesh) n++; });
-		window.miStatus.meshes = n;
+		st.meshes = n;
+		/* Centre the model a little above the floor, 1.6 units across. */
 		const box = new THREE.Box3().setFromObject(wheel);
 		const size = box.getSize(new THREE.Vector3()).length();
-		wheel.scale.setScalar(1.6 / (size || 1));
-		wheel.position.y = 0.8;
-		scene.add(wheel);
+		const centre = box.getCenter(new THREE.Vector3());
+		const k = 1.6 / (size || 1);
+		const pivot = new THREE.Group();
+		wheel.position.copy(centre).multiplyScalar(-k);
+		wheel.scale.setScalar(k);
+		pivot.add(wheel);
+		pivot.position.y = 0.9;
+		scene.add(pivot);
+		wheel = pivot;
 		resolve();
 	}, undefined, (e) => { fail('model', e); resolve(); });
 });
@@ -90,11 +97,12 @@ document.getElementById('spin').addEventListener('click', () => {
 });
 
 await Promise.all([hdr, model]);
-window.miStatus.ready = true;
-if (!window.miStatus.errors.length)
-	status.textContent = `${window.miStatus.meshes} meshes loaded`;
+st.ok = st.errors.length === 0 && st.meshes > 0;
+if (st.ok)
+	status.textContent = `${st.meshes} meshes loaded`;
 
 let last = performance.now();
+let frames = 0;
 renderer.setAnimationLoop((now) => {
 	const dt = (now - last) / 1000;
 	last = now;
@@ -103,4 +111,7 @@ renderer.setAnimationLoop((now) => {
 		spinning = Math.max(0, spinning - dt);
 	}
 	renderer.render(scene, camera);
+	/* Report once a few frames are on screen. */
+	if (++frames === 5)
+		window.miResult = st;
 });
