@@ -1,17 +1,20 @@
 #!/bin/sh
 # Benchmark: mi-serve against nginx on the same files (4 KiB, 256 KiB,
 # 16 MiB) over loopback, with wrk -t2 -c64, alternating nginx / mi-serve
-# runs.  Prints req/s per run and the ratio mi-serve/nginx per size.
+# runs.  Prints req/s and server CPU microseconds per request for each
+# run, and per size the ratio mi-serve/nginx of the summed req/s, the
+# median of the per-round ratios and the ratio of CPU per request.
 # mi-serve runs with authentication on (a Bearer JWT on every request).
 #
-# usage: sh test/bench/serve.sh [seconds-per-run] [rounds]
+# usage: sh test/bench/serve.sh [seconds-per-run [rounds]]   (default 4 5)
+# SIZES="4K 256K" limits the sizes.
 # Environment: MI_SERVE (the binary, default bin/mi-serve), NGINX, WRK.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-secs=${1:-5}
-rounds=${2:-2}
+secs=${1:-4}
+rounds=${2:-5}
 : "${MI_SERVE:=$top/bin/mi-serve}" "${NGINX:=/usr/sbin/nginx}" "${WRK:=wrk}"
 
 tmp=$(mktemp -d /tmp/mi-bench.XXXXXX)
@@ -105,26 +108,56 @@ for name in ${SIZES:-4K 256K 16M}; do
 	[ "$a" = "$b" ] || { echo "bench: $name differs" >&2; exit 1; }
 done
 
-rps() {
-	"$WRK" -t2 -c64 -d"${secs}s" "$@" | awk '/^Requests\/sec:/ { print $2 }'
+# CPU time (clock ticks) of a set of processes, all threads.
+ticks() {
+	for p in "$@"; do
+		cat /proc/"$p"/task/*/stat 2>/dev/null
+	done | awk '{ t += $14 + $15 } END { print t + 0 }'
 }
 
-printf '%-6s %-9s %12s\n' size server req/s
-for name in ${SIZES:-4K 256K 16M}; do
-	eval "u=\$file_$name"
-	n=0 ntot=0 mtot=0
+# run NAME PIDS WRK-ARGS...: one measured run; prints req/s and CPU
+# microseconds per request, and appends "req/s us" to $tmp/res.NAME.
+run() {
+	name=$1 who=$2
+	shift 2
+	t0=$(ticks $who)
+	r=$("$WRK" -t2 -c64 -d"${secs}s" "$@" |
+	    awk '/^Requests\/sec:/ { print $2 }')
+	t1=$(ticks $who)
+	us=$(awk -v r="$r" -v t=$((t1 - t0)) -v s="$secs" -v hz="$hz" \
+	    'BEGIN { printf "%.1f", t * 1e6 / hz / (r * s) }')
+	printf '%-6s %-9s %12s %10s\n' "$size" "$name" "$r" "$us"
+	echo "$r $us" >>"$tmp/res.$name"
+}
+
+hz=$(getconf CLK_TCK)
+ngx=$(pgrep -P "$(cat "$tmp/nginx.pid")" | tr '\n' ' ')
+mi=$(echo $pids)
+printf '%-6s %-9s %12s %10s\n' size server req/s cpu-us/req
+for size in ${SIZES:-4K 256K 16M}; do
+	eval "u=\$file_$size"
+	rm -f "$tmp/res.nginx" "$tmp/res.mi-serve"
 	# Warm both up (page cache, connections) before measuring.
 	"$WRK" -t2 -c64 -d1s "http://127.0.0.1:$np$u" >/dev/null
 	"$WRK" -t2 -c64 -d1s -H "Authorization: Bearer $token" \
 	    "http://127.0.0.1:$mp$u" >/dev/null
+	n=0
 	while [ $n -lt "$rounds" ]; do
-		a=$(rps "http://127.0.0.1:$np$u")
-		printf '%-6s %-9s %12s\n' "$name" nginx "$a"
-		b=$(rps -H "Authorization: Bearer $token" "http://127.0.0.1:$mp$u")
-		printf '%-6s %-9s %12s\n' "$name" mi-serve "$b"
-		ntot=$(awk "BEGIN { print $ntot + $a }")
-		mtot=$(awk "BEGIN { print $mtot + $b }")
+		run nginx "$ngx" "http://127.0.0.1:$np$u"
+		run mi-serve "$mi" -H "Authorization: Bearer $token" \
+		    "http://127.0.0.1:$mp$u"
 		n=$((n + 1))
 	done
-	awk "BEGIN { printf \"%-6s ratio mi-serve/nginx %.2f\\n\", \"$name\", $mtot / $ntot }"
+	# Ratio of the summed req/s, the median of the per-round ratios
+	# (steadier when the machine is shared), and of CPU per request.
+	med=$(paste "$tmp/res.nginx" "$tmp/res.mi-serve" |
+	    awk '{ printf "%.4f\n", $3 / $1 }' | sort -n |
+	    awk '{ r[NR] = $1 }
+		END { m = int((NR + 1) / 2); print NR % 2 ? r[m] : (r[m] + r[m + 1]) / 2 }')
+	paste "$tmp/res.nginx" "$tmp/res.mi-serve" | awk -v size="$size" -v med="$med" '
+	    { na += $1; ma += $3; nc += $2; mc += $4 }
+	    END {
+		printf "%-6s ratio mi-serve/nginx %.2f (median of rounds %.2f;" \
+		    " CPU per request %.2f)\n", size, ma / na, med, mc / nc
+	    }'
 done
