@@ -79,15 +79,17 @@ struct server {
 	struct mi_jwt *jwt;
 	char *sign_key;
 	int cors_any, cors_set;
-	char **origins;
+	char **origins;		/* point into origins_buf */
+	char *origins_buf;
 	size_t norigins;
 	const char *metrics_token;
 	int access_log;
 	struct mi_httpd *httpd;
 	atomic_llong refused[R_NREFUSAL];
-	pthread_mutex_t lock;	/* the tenant table */
+	pthread_mutex_t lock;	/* the tenant table and the caches list */
 	struct tenant_stat **tenants;
 	size_t ntenants, tenants_cap;
+	struct thread_cache *caches;
 };
 
 struct jwt_entry {
@@ -103,9 +105,18 @@ struct sig_entry {
 	long long exp;
 };
 
-static _Thread_local struct jwt_entry jwt_cache[JWT_CACHE];
-static _Thread_local struct sig_entry sig_cache[JWT_CACHE];
-static _Thread_local struct tenant_stat *last_tenant;
+/*
+ * What a worker thread remembers.  Each is also on a list so that it can
+ * be freed once the workers have stopped.
+ */
+struct thread_cache {
+	struct thread_cache *next;
+	struct jwt_entry jwt[JWT_CACHE];
+	struct sig_entry sig[JWT_CACHE];
+	struct tenant_stat *last_tenant;
+};
+
+static _Thread_local struct thread_cache *tc;
 static int use_openat2 = 1;
 
 static uint64_t
@@ -118,11 +129,45 @@ fnv1a(const char *s, size_t n)
 	return h;
 }
 
+/* This thread's cache, made on first use; NULL when out of memory. */
+static struct thread_cache *
+thread_cache(struct server *s)
+{
+	if (tc == NULL && (tc = calloc(1, sizeof(*tc))) != NULL) {
+		pthread_mutex_lock(&s->lock);
+		tc->next = s->caches;
+		s->caches = tc;
+		pthread_mutex_unlock(&s->lock);
+	}
+	return tc;
+}
+
+static void
+free_caches(struct server *s)
+{
+	struct thread_cache *c, *next;
+	size_t i;
+
+	for (c = s->caches; c != NULL; c = next) {
+		next = c->next;
+		for (i = 0; i < JWT_CACHE; i++) {
+			free(c->jwt[i].token);
+			free(c->sig[i].key);
+		}
+		free(c);
+	}
+	s->caches = NULL;
+	for (i = 0; i < s->tenants_cap; i++)
+		free(s->tenants[i]);
+	free(s->tenants);
+}
+
 /* The stats of a tenant, created on first use; entries never move. */
 static struct tenant_stat *
 tenant_stat(struct server *s, const char *tenant)
 {
-	struct tenant_stat *t = last_tenant, **grown;
+	struct thread_cache *c = thread_cache(s);
+	struct tenant_stat *t = c ? c->last_tenant : NULL, **grown;
 	size_t i, mask;
 
 	if (t != NULL && strcmp(t->name, tenant) == 0)
@@ -161,7 +206,8 @@ tenant_stat(struct server *s, const char *tenant)
 		s->ntenants++;
 	}
 	pthread_mutex_unlock(&s->lock);
-	last_tenant = t;
+	if (c != NULL)
+		c->last_tenant = t;
 	return t;
 }
 
@@ -175,12 +221,15 @@ token_tenant(struct server *s, const char *tok, long long now, char *tenant,
     size_t tenantsz, enum refusal *why)
 {
 	struct mi_err err = MI_ERR_INIT;
+	struct thread_cache *c = thread_cache(s);
 	size_t len = strlen(tok);
-	struct jwt_entry *e = &jwt_cache[fnv1a(tok, len) % JWT_CACHE];
+	struct jwt_entry *e = NULL;
 	long long until;
 
-	if (e->token != NULL && e->len == len && memcmp(e->token, tok,
-	    len) == 0 && now <= e->until) {
+	if (c != NULL)
+		e = &c->jwt[fnv1a(tok, len) % JWT_CACHE];
+	if (e != NULL && e->token != NULL && e->len == len &&
+	    memcmp(e->token, tok, len) == 0 && now <= e->until) {
 		snprintf(tenant, tenantsz, "%s", e->tenant);
 		return 0;
 	}
@@ -190,6 +239,8 @@ token_tenant(struct server *s, const char *tok, long long now, char *tenant,
 		    R_BAD_TOKEN;
 		return -1;
 	}
+	if (e == NULL)
+		return 0;
 	free(e->token);
 	if ((e->token = strdup(tok)) != NULL) {
 		e->len = len;
@@ -206,17 +257,20 @@ token_tenant(struct server *s, const char *tok, long long now, char *tenant,
  * of path, exp and sig with ones that were verified.
  */
 static int
-signature_ok(const struct server *s, const char *path, const char *exp,
+signature_ok(struct server *s, const char *path, const char *exp,
     const char *sig, long long now)
 {
 	char key[MI_HTTP_MAX_TARGET + 128];
+	struct thread_cache *c = thread_cache(s);
 	struct sig_entry *e;
 	int n;
 
 	n = snprintf(key, sizeof(key), "%s %s %s", exp, sig, path);
 	if (n < 0 || (size_t)n >= sizeof(key))
 		return 0;
-	e = &sig_cache[fnv1a(key, (size_t)n) % JWT_CACHE];
+	if (c == NULL)
+		return mi_sign_check(s->sign_key, path, exp, sig, now);
+	e = &c->sig[fnv1a(key, (size_t)n) % JWT_CACHE];
 	if (e->key != NULL && strcmp(e->key, key) == 0)
 		return e->exp >= now;
 	if (!mi_sign_check(s->sign_key, path, exp, sig, now))
@@ -725,7 +779,7 @@ parse_origins(struct server *s, const char *list)
 	if (list == NULL || *list == '\0')
 		return;
 	s->cors_set = 1;
-	if ((copy = strdup(list)) == NULL)
+	if ((copy = s->origins_buf = strdup(list)) == NULL)
 		mi_die(EX_OSERR, "out of memory");
 	for (p = strtok_r(copy, ", ", &save); p != NULL;
 	    p = strtok_r(NULL, ", ", &save)) {
@@ -813,7 +867,12 @@ serve(const char *listen, const char *root, int threads, int access_log)
 	} while (sig != SIGTERM && sig != SIGINT);
 	mi_verbose("stopping on signal %d", sig);
 	mi_httpd_stop(s.httpd);
+	free_caches(&s);
 	mi_jwt_free(s.jwt);
+	free(s.sign_key);
+	free(s.origins);
+	free(s.origins_buf);
+	close(s.rootfd);
 	return 0;
 }
 
