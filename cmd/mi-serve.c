@@ -869,6 +869,8 @@ serve(const char *listen, const char *root, int threads, int access_log)
 	mi_httpd_stop(s.httpd);
 	free_caches(&s);
 	mi_jwt_free(s.jwt);
+	if (s.sign_key != NULL)
+		explicit_bzero(s.sign_key, strlen(s.sign_key));
 	free(s.sign_key);
 	free(s.origins);
 	free(s.origins_buf);
