@@ -72,7 +72,7 @@ check:
 	sh test/deps.sh
 	$(MAKE) all
 	MI_BIN_DIR=$(CURDIR)/bin MI_SHAREDIR=$(CURDIR)/share \
-	MI_MIGRATIONS_DIR=$(CURDIR)/migrations \
+	MI_MIGRATIONS_DIR=$(CURDIR)/migrations VALGRIND=$(VALGRIND) \
 	sh test/run.sh $(TESTS)
 
 demo:

@@ -21,7 +21,7 @@ struct mi_json_in {
 	char *line;
 	size_t cap;
 	char *held;		/* a line to feed after a resync */
-	size_t heldlen;
+	size_t heldlen, heldcap;
 	unsigned long count;
 	int depth;		/* nesting outside strings, across lines */
 	int instr, esc;
@@ -118,6 +118,7 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 		if (in->held) {
 			free(in->line);
 			in->line = in->held;
+			in->cap = in->heldcap;
 			n = (ssize_t)in->heldlen;
 			in->held = NULL;
 		} else {
@@ -143,6 +144,7 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 				 * value. */
 				in->held = in->line;
 				in->heldlen = (size_t)n;
+				in->heldcap = in->cap;
 				in->line = NULL;
 				in->cap = 0;
 				in->count++;

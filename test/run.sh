@@ -24,6 +24,21 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# make check VALGRIND=1: every program runs under valgrind, and a leak or
+# memory error fails the test that ran it (exit 99 is otherwise unused).
+if [ -n "${VALGRIND:-}" ] && [ "$VALGRIND" != 0 ]; then
+	mkdir -p "$MI_TEST_TMP/vgbin"
+	for p in "$MI_BIN_DIR"/mi-*; do
+		cat > "$MI_TEST_TMP/vgbin/${p##*/}" <<VG
+#!/bin/sh
+exec valgrind -q --error-exitcode=99 --leak-check=full \\
+    --errors-for-leak-kinds=definite --trace-children=no "$p" "\$@"
+VG
+		chmod +x "$MI_TEST_TMP/vgbin/${p##*/}"
+	done
+	MI_BIN_DIR="$MI_TEST_TMP/vgbin"
+fi
+
 PG_FSYNC=off pg_start "$MI_PG_DIR" "$MI_PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }
 export MI_PG_BASE="postgresql://postgres@127.0.0.1:$MI_PG_PORT"
 "$PGBIN/psql" -q -X "$MI_PG_BASE/postgres" -c "CREATE DATABASE mi_template" >/dev/null
