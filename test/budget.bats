@@ -6,9 +6,14 @@
 # transaction check the budget and take it to processing (or refuse it).
 
 load test_helper
+load fake/fake
 
 setup_file() {
 	mi_setup_db
+	mi_setup_store
+	# mi-submit spends through a priced provider: Gemini image on the fake.
+	fake_start --job-ms 100
+	export MI_NANO_BANANA_BASE_URL="$FAKE_URL/gemini" GEMINI_API_KEY="$FAKE_KEY"
 	local top=$MI_BIN_DIR/.. cc_libs
 	cc_libs="$(pkg-config --libs libpq libcurl libcrypto libmicrohttpd libpng) -ljq -lmagic -larchive -lz -lm -lpthread"
 	cat >"$BATS_FILE_TMPDIR/claim.c" <<'EOF'
@@ -243,6 +248,10 @@ race() {
 	[ "$(grep -c '^granted$' <<<"$output")" -eq 1 ]
 }
 
+teardown_file() {
+	fake_stop
+}
+
 # Requests for mi-submit: N images of tenant $1 with provider $2.
 requests() {
 	local i
@@ -255,7 +264,7 @@ requests() {
 @test "concurrent mi-submit processes never exceed the budget" {
 	command -v mi-submit >/dev/null ||
 	    { echo "mi-submit is not built: bin/mi-submit is needed"; false; }
-	local provider=${MI_BUDGET_TEST_PROVIDER:-local} est n=5 i
+	local provider=${MI_BUDGET_TEST_PROVIDER:-nano-banana} est n=5 i
 	# The provider's estimate for one request, from a job without budget.
 	requests org_est "$provider" 1 | mi-submit >/dev/null
 	est=$(sql "SELECT cost_usd FROM app.generation_jobs WHERE tenant_id = 'org_est'")
