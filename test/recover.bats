@@ -1,0 +1,267 @@
+#!/usr/bin/env bats
+# mi-recover: takes over jobs whose owner is gone and drives each to its
+# end as its state requires, never sends a create the provider accepted
+# twice, times out what is overdue, fails what the provider forgot, runs
+# safely twice at once, stops cleanly, and takes over within a lease.
+
+load test_helper
+load jobs_helper
+
+setup_file() {
+	jobs_setup_file
+	export MI_LEASE_MS=1000
+}
+
+teardown_file() {
+	fake_stop
+}
+
+# A job of prompt $1 whose owner died: its lease lapsed a second ago.
+orphan() {
+	sql "UPDATE app.generation_jobs SET lease_owner = 'mi-poll@gone:1:dead',
+	    lease_expires_at = now() - interval '1 second'
+	    WHERE request->>'prompt' = '$1'" >/dev/null
+}
+
+# The fake's creates for a prompt.
+creates() {
+	stat ".creates_by_prompt[\"$1\"] // 0"
+}
+
+@test "--help, --version, bad usage, no database" {
+	run -0 mi-recover --help
+	assert_line --index 0 --partial "usage: mi-recover"
+	run -0 mi-recover --version
+	assert_output "mi-recover 0.1.0"
+	run -64 --separate-stderr mi-recover --bogus
+	[[ $stderr == *"mi-recover: unknown option '--bogus'"* ]]
+	run -64 --separate-stderr mi-recover --once --watch
+	[[ $stderr == *"exclude each other"* ]]
+	run -64 --separate-stderr mi-recover -f 0
+	run -64 --separate-stderr mi-recover extra
+	DATABASE_URL= run -78 --separate-stderr mi-recover --once
+	DATABASE_URL="postgresql://nobody@127.0.0.1:1/none" \
+	    run -69 --separate-stderr mi-recover --once
+}
+
+@test "nothing to recover: exit 0, no output" {
+	run -0 --separate-stderr mi-recover --once
+	assert_output ''
+	[[ $stderr == *"took 0 jobs over"* ]]
+}
+
+@test "a queued job is submitted, polled, fetched and stored" {
+	local id
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(req meshy model_3d 'q1' '{"refine":false}')"
+	jqok '.status == "processing"' "$output"
+	# Queued by hand: what mi-submit --no-wait leaves when no slot is free.
+	id=$(jq -r .id <<<"$output")
+	sql "UPDATE app.generation_jobs SET status = 'pending',
+	    provider_job_id = NULL, submit_count = 0, lease_owner = NULL,
+	    lease_expires_at = NULL WHERE id = '$id'"
+	fake_reset
+	run -0 --separate-stderr mi-recover --once
+	[ "${#lines[@]}" -eq 1 ]
+	jqok ".type == \"model_3d\" and .metadata.job_id == \"$id\"" "$output"
+	[ -f "$(stored_path "$output")" ]
+	run -0 sql "SELECT status || ' ' || (artifact_id IS NOT NULL) || ' ' ||
+	    (lease_owner IS NULL) FROM app.generation_jobs WHERE id = '$id'"
+	assert_output 'completed true true'
+	[ "$(creates q1)" -eq 1 ]
+	# A queued job had no owner: nothing was taken over.
+	run -0 sql "SELECT jsonb_array_length(recovery) FROM app.generation_jobs
+	    WHERE id = '$id'"
+	assert_output 0
+}
+
+@test "a processing job whose owner died is polled where it is, not created again" {
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'p1 [slow:600]' '{"refine":false}')"
+	orphan 'p1 [slow:600]'
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "model_3d"' "$output"
+	[ "$(creates 'p1 [slow:600]')" -eq 1 ]
+	run -0 job_sql "recovery->0->>'event' || ' ' || (recovery->0->>'from') ||
+	    ' ' || (recovery->0->>'status')" 'p1 [slow:600]'
+	assert_output 'taken over mi-poll@gone:1:dead processing'
+}
+
+@test "a completed job not yet stored is fetched and stored; a synchronous result is taken from the spool, which is then cleaned" {
+	local a b
+	run -0 --separate-stderr bash -c 'mi-submit | mi-poll' <<<"$(req fal image 'c1')"
+	a=$(jq -r .id <<<"$output")
+	run -0 --separate-stderr mi-submit <<<"$(req elevenlabs-sfx audio_sfx 'c2' '{"duration_sec":1}')"
+	b=$(jq -r .id <<<"$output")
+	jqok '.status == "completed" and (.result_uri | startswith("file://"))' "$output"
+	orphan c1
+	orphan c2
+	# A stray spool file of a job already stored, and a partial one of
+	# a job that is gone, are removed; the result still to store stays.
+	touch "$ASSET_STORAGE_DIR/.spool/$a.raw"
+	run -0 --separate-stderr mi-recover --once
+	[ "${#lines[@]}" -eq 2 ]
+	jqok -s "map(.metadata.job_id) | sort == ([\"$a\", \"$b\"] | sort)" "$output"
+	run -0 sql "SELECT count(*) FROM app.generation_jobs
+	    WHERE id IN ('$a', '$b') AND artifact_id IS NOT NULL"
+	assert_output 2
+	run -0 find "$ASSET_STORAGE_DIR/.spool" -type f
+	assert_output ''
+}
+
+@test "a job leased by a live worker is left alone" {
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'l1 [slow:300]' '{"refine":false}')"
+	sql "UPDATE app.generation_jobs SET lease_owner = 'mi-poll@alive:2:live',
+	    lease_expires_at = now() + interval '1 hour'
+	    WHERE request->>'prompt' = 'l1 [slow:300]'"
+	run -0 --separate-stderr mi-recover --once
+	assert_output ''
+	run -0 job_sql "status || ' ' || lease_owner" 'l1 [slow:300]'
+	assert_output 'processing mi-poll@alive:2:live'
+	sql "UPDATE app.generation_jobs SET status = 'failed',
+	    lease_owner = NULL WHERE request->>'prompt' = 'l1 [slow:300]'"
+}
+
+@test "a provider that no longer knows the job fails it with a clear error" {
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'f1' '{"refine":false}')"
+	sql "UPDATE app.generation_jobs SET provider_job_id = '$(uuid)'
+	    WHERE request->>'prompt' = 'f1'"
+	orphan f1
+	run -0 --separate-stderr mi-recover --once
+	jqok '.status == "failed" and .error.code == "PROVIDER_ERROR" and
+	    (.error.message | test("404.*Task not found"))' "$output"
+}
+
+@test "a job past its timeout at recovery is timed out, not polled again" {
+	local polls
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 't1 [never]' '{"refine":false}')"
+	sql "UPDATE app.generation_jobs SET started_at = now() - interval '1 hour'
+	    WHERE request->>'prompt' = 't1 [never]'"
+	orphan 't1 [never]'
+	polls=$(grep -c '"event":"poll"' "$FAKE_LOG")
+	run -0 --separate-stderr mi-recover --once
+	jqok '.status == "timed_out" and .error.code == "TIMEOUT"' "$output"
+	[ "$(grep -c '"event":"poll"' "$FAKE_LOG")" -eq "$polls" ]
+}
+
+@test "a lost create past its timeout is timed out, not sent again" {
+	run -0 --separate-stderr mi-submit <<<"$(req fal image 't2')"
+	sql "UPDATE app.generation_jobs SET provider_job_id = NULL,
+	    submit_unknown = true, started_at = now() - interval '1 hour'
+	    WHERE request->>'prompt' = 't2'"
+	orphan t2
+	run -0 --separate-stderr mi-recover --once
+	jqok '.status == "timed_out" and (.error.message | test("unknown"))' "$output"
+	[ "$(creates t2)" -eq 1 ]
+	run -0 job_sql "recovery->-1->>'event'" t2
+	assert_output 'timed out'
+}
+
+@test "a lost create at a provider that cannot be asked is sent again once, and a second loss fails the job" {
+	run -0 --separate-stderr mi-submit <<<"$(req fal image 'u1')"
+	# The create's answer never came: fal has no list of requests.
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    provider_job_id = NULL, submit_unknown = true
+	    WHERE request->>'prompt' = 'u1'"
+	orphan u1
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "image"' "$output"
+	[ "$(creates u1)" -eq 2 ]
+	run -0 job_sql "submit_count || ' ' || (recovery @> '[{\"event\": \"create re-sent\"}]')" u1
+	assert_output '2 true'
+	# Lost again after the second create: not sent a third time.
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true
+	    WHERE request->>'prompt' = 'u1'"
+	orphan u1
+	run -0 --separate-stderr mi-recover --once
+	jqok '.status == "failed" and (.error.message | test("not sent a third time"))' "$output"
+	[ "$(creates u1)" -eq 2 ]
+}
+
+@test "two runs at once share the work: each job is done once" {
+	local i in=
+	for i in $(seq 1 12); do
+		in+=$(TENANT=tw req fal image "w$i [slow:200]")$'\n'
+	done
+	sql "INSERT INTO app.tenant_limits VALUES ('tw', '*', 12)"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$in"
+	sql "UPDATE app.generation_jobs SET status = 'pending',
+	    provider_job_id = NULL, submit_count = 0, lease_owner = NULL,
+	    lease_expires_at = NULL WHERE tenant_id = 'tw'"
+	fake_reset
+	local a b
+	mi-recover --once >"$BATS_TEST_TMPDIR/a" 2>/dev/null &
+	a=$!
+	mi-recover --once >"$BATS_TEST_TMPDIR/b" 2>/dev/null &
+	b=$!
+	wait $a
+	wait $b
+	run -0 cat "$BATS_TEST_TMPDIR/a" "$BATS_TEST_TMPDIR/b"
+	[ "${#lines[@]}" -eq 12 ]
+	jqok -s 'map(.metadata.job_id) | unique | length == 12' "$output"
+	run -0 stat '.creates_by_prompt | [.[]] | (length == 12 and all(. == 1))'
+	assert_output true
+}
+
+@test "--watch takes a killed worker's jobs over within a lease, and gives its own up at once on SIGTERM" {
+	local w p t0 t1 owner
+	mi-recover --watch >"$BATS_TEST_TMPDIR/watch" 2>"$BATS_TEST_TMPDIR/watch.err" &
+	w=$!
+	mi-submit <<<"$(req meshy model_3d 'k1 [never]' '{"refine":false}')" \
+	    >"$BATS_TEST_TMPDIR/k1" 2>/dev/null
+	mi-poll <"$BATS_TEST_TMPDIR/k1" >/dev/null 2>&1 &
+	p=$!
+	sleep 0.5
+	run -0 job_sql "lease_owner" 'k1 [never]'
+	[[ $output == mi-poll@* ]]
+	kill -9 $p
+	t0=$(date +%s%3N)
+	until [[ $(job_sql lease_owner 'k1 [never]') == mi-recover@* ]]; do
+		sleep 0.05
+		[ $(($(date +%s%3N) - t0)) -lt 5000 ]
+	done
+	t1=$(date +%s%3N)
+	echo "# takeover after kill -9: $((t1 - t0)) ms (lease ${MI_LEASE_MS} ms)" >&3
+	[ $((t1 - t0)) -le $((2 * MI_LEASE_MS)) ]
+	run -0 job_sql "recovery->-1->>'event'" 'k1 [never]'
+	assert_output 'taken over'
+	# SIGTERM: the lease is given up at once, the exit is clean.
+	kill -TERM $w
+	wait $w
+	run -0 job_sql "coalesce(lease_owner, 'none') || ' ' || status" 'k1 [never]'
+	assert_output 'none processing'
+	# And the next worker takes it at once (no lease to wait for).
+	owner=$(sql "SELECT owner FROM app.recovery_workers")
+	[ -z "$owner" ]
+	t0=$(date +%s%3N)
+	mi-recover --watch >/dev/null 2>&1 &
+	w=$!
+	until [[ $(job_sql lease_owner 'k1 [never]') == mi-recover@* ]]; do
+		sleep 0.05
+		[ $(($(date +%s%3N) - t0)) -lt 5000 ]
+	done
+	t1=$(date +%s%3N)
+	kill -TERM $w
+	wait $w
+	[ $((t1 - t0)) -lt 1000 ]
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'k1 [never]'"
+}
+
+@test "while a worker runs, a job whose owner died keeps its slot until taken over" {
+	sql "INSERT INTO app.tenant_limits VALUES ('th', '*', 1)"
+	run -0 --separate-stderr mi-submit <<<"$(TENANT=th req meshy model_3d 'h1 [never]' '{"refine":false}')"
+	orphan 'h1 [never]'
+	# No worker: the lapsed lease frees the slot.
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h2' '{"refine":false}')"
+	jqok '.status == "processing"' "$output"
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'h2'"
+	# A live worker: the slot stays with the orphan, the newcomer waits.
+	sql "INSERT INTO app.recovery_workers (owner, lease_ms, expires_at)
+	    VALUES ('mi-recover@x:3:alive', 1000, now() + interval '1 minute')"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h3' '{"refine":false}')"
+	jqok '.status == "pending"' "$output"
+	sql "DELETE FROM app.recovery_workers"
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE tenant_id = 'th'"
+}
