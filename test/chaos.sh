@@ -54,8 +54,8 @@ cleanup() {
 	for p in $(cat "$work"/pipe*.pid 2>/dev/null); do
 		kill -KILL $(ps -o pid= --ppid "$p") 2>/dev/null
 	done
-	wait 2>/dev/null
 	[ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null
+	wait 2>/dev/null
 	[ -n "$own_pg" ] && pg_stop "$own_pg"
 	[ -n "${CHAOS_KEEP:-}" ] || rm -rf "$work"
 }
@@ -101,8 +101,9 @@ export MI_LEASE_MS=$LEASE MI_SLOT_POLL_MS=500 MI_FETCH_BACKOFF_MS=100 \
     MI_ALLOWED_FAILS=100000
 
 # The requests: tenants of about 25 jobs each; Meshy 60 % (a third of
-# them refined), fal 20 %, ElevenLabs 20 %; 200 to 1500 ms each, and one
-# in ten answers its create late.  Each prompt is unique and tags its
+# them refined), fal 20 %, ElevenLabs 20 %; 200 to 1500 ms each (a
+# quarter of that for ElevenLabs's synchronous answers), and one Meshy
+# create in seven answered late.  Each prompt is unique and tags its
 # tenant and provider.
 python3 - "$N" "$work" <<'EOF'
 import json, random, sys, uuid
@@ -124,9 +125,10 @@ with open(work + "/requests", "w") as out, open(work + "/expect", "w") as exp:
         else:
             prov, media, creates = "elevenlabs-sfx", "audio_sfx", 1
             params = {"duration_sec": 1, "sfx_type": "click"}
+            ms //= 4        # a synchronous answer: its latency
         tag = "%s-%s" % (t, prov)
         prompt = "chaos %d [slow:%d] [tag:%s]" % (i, ms, tag)
-        if random.random() < 0.1:
+        if prov == "meshy" and random.random() < 0.15:
             # The answer to the create comes late: a kill meanwhile
             # leaves a create whose outcome is unknown.
             prompt += " [hang:%d]" % random.randint(500, 2000)
@@ -161,28 +163,28 @@ for p in 0 1 2 3; do
 	echo $! >"$work/pipe$p.pid"
 done
 
-# The kills: a random process among the pipelines' and the workers'
-# (with their mi-fetch children), at random moments.
-targets() {
+# The kills: at random moments, a process of a random kind (mi-submit,
+# mi-poll, mi-fetch, mi-recover, among the kinds still running) of the
+# pipelines' and the workers' (with their mi-fetch children).
+target() {
 	local p
 	for p in $(cat "$work"/pipe*.pid "$work"/worker*.pid 2>/dev/null); do
 		kill -0 "$p" 2>/dev/null || continue
-		case $(cat /proc/$p/comm 2>/dev/null) in mi-*) echo "$p" ;; esac
+		echo "$p"
 		ps -o pid= --ppid "$p" 2>/dev/null
 	done | while read -r p; do
-		case $(cat /proc/$p/comm 2>/dev/null) in
-		mi-submit|mi-poll|mi-fetch|mi-recover) echo "$p" ;;
+		c=$(cat /proc/$p/comm 2>/dev/null) || continue
+		case $c in
+		mi-submit|mi-poll|mi-fetch|mi-recover) echo "$c $p" ;;
 		esac
-	done
+	done | shuf | sort -s -u -k1,1 | shuf -n 1 | awk '{print $2}'
 }
 kills=0
 : >"$work/kills"
 while [ "$kills" -lt "$K" ]; do
 	sleep "0.$(printf %03d $((RANDOM % 350 + 30)))"
-	set -- $(targets)
-	[ $# -gt 0 ] || continue
-	shift $((RANDOM % $#))
-	victim=$1
+	victim=$(target)
+	[ -n "$victim" ] || continue
 	comm=$(cat /proc/$victim/comm 2>/dev/null) || continue
 	if kill -KILL "$victim" 2>/dev/null; then
 		echo "$(now_ms) $victim $comm" >>"$work/kills"
