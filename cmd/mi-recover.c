@@ -37,7 +37,7 @@ static const char usage[] =
     "usage: mi-recover [-qv] [--once | --watch] [-f fetchers] [-n max-jobs]\n"
     "  -1, --once       take what is free now, finish it, exit (default)\n"
     "  -w, --watch      keep taking jobs over until SIGTERM\n"
-    "  -f, --fetchers N mi-fetch processes storing results (default 2)\n"
+    "  -f, --fetchers N mi-fetch processes storing results, 1-6 (default 2)\n"
     "  -n, --max-jobs N jobs in hand at once (default 1000)\n"
     "  -q, --quiet      no summary on stderr\n"
     "  -v, --verbose    say more on stderr\n"
@@ -47,7 +47,7 @@ static const char usage[] =
 /* Records in the pipe of one mi-fetch at once: few, so that a stop
  * leaves little for a child to finish and the rest can be released. */
 #define FETCH_DEPTH	2
-#define MAX_FETCHERS	16
+#define MAX_FETCHERS	6
 /* Pages of a provider's task list searched for a lost create. */
 #define LOOKUP_PAGES	20
 /* Takeovers of one job within one --once run before it is left. */
@@ -55,6 +55,8 @@ static const char usage[] =
 
 struct fetcher {
 	pid_t pid;
+	long long not_before;	/* no new child before (one died young) */
+	long long started;
 	int in, out;		/* its stdin, its stdout */
 	struct mi_buf w;	/* not yet written to it */
 	struct mi_buf r;	/* a partial line from it */
@@ -87,9 +89,13 @@ on_signal(int sig)
 	stop = sig;
 }
 
+/* What became of each job, for the summary and exit status of --once
+ * (a worker keeps no such memory: it would grow without end). */
 static void
 set_state(struct ctx *c, const char *id, const char *st)
 {
+	if (!c->once)
+		return;
 	c->state = jv_object_set(c->state, jv_string(id), jv_string(st));
 }
 
@@ -734,9 +740,10 @@ scan(struct ctx *c)
 
 			mi_json_str(row, "id", &id, 0, NULL);
 			t = jv_object_get(jv_copy(c->seen), jv_string(id));
-			c->seen = jv_object_set(c->seen, jv_string(id),
-			    jv_number(jv_get_kind(t) == JV_KIND_NUMBER ?
-			    jv_number_value(t) + 1 : 1));
+			if (c->once)
+				c->seen = jv_object_set(c->seen, jv_string(id),
+				    jv_number(jv_get_kind(t) == JV_KIND_NUMBER ?
+				    jv_number_value(t) + 1 : 1));
 			jv_free(t);
 			c->taken++;
 			dispatch(c, row);
@@ -820,6 +827,7 @@ fetcher_start(struct ctx *c, struct fetcher *f)
 	fcntl(in[1], F_SETFL, O_NONBLOCK);
 	fcntl(out[0], F_SETFL, O_NONBLOCK);
 	f->pid = pid;
+	f->started = mi_now_ms();
 	f->in = in[1];
 	f->out = out[0];
 	mi_buf_reset(&f->w);
@@ -856,6 +864,9 @@ fetcher_lost(struct ctx *c, struct fetcher *f)
 	f->pid = -1;
 	jv_free(f->sent);
 	f->sent = jv_array();
+	/* One that cannot even start is not restarted in a tight loop. */
+	if (mi_now_ms() - f->started < 1000)
+		f->not_before = mi_now_ms() + 1000;
 }
 
 static void
@@ -974,7 +985,8 @@ feed(struct ctx *c)
 			const char *id = NULL;
 			char *text;
 
-			if (f->pid <= 0 && !stop)
+			if (f->pid <= 0 && !stop &&
+			    mi_now_ms() >= f->not_before)
 				fetcher_start(c, f);
 			if (f->pid <= 0 || f->in < 0) {
 				jv_free(row);
@@ -1142,7 +1154,7 @@ emitted(void *arg, jv rec, int passed)
 	mi_json_str(rec, "status", &st, 0, NULL);
 	/* Jobs of fallbacks made here are this run's too. */
 	t = jv_object_get(jv_copy(c->seen), jv_string(id));
-	if (!jv_is_valid(t) && id[0])
+	if (!jv_is_valid(t) && id[0] && c->once)
 		c->seen = jv_object_set(c->seen, jv_string(id), jv_number(0));
 	jv_free(t);
 	if (strcmp(st, "failed") == 0 || strcmp(st, "timed_out") == 0) {
@@ -1253,14 +1265,16 @@ run(struct ctx *c)
 		if (c->next_renew < wake)
 			wake = c->next_renew;
 		for (i = 0; i < c->nfetch; i++)
-			if (c->f[i].w.len > 0 && now + 20 < wake)
+			if ((c->f[i].w.len > 0 || (c->f[i].pid <= 0 &&
+			    jv_array_length(jv_copy(c->fq)) > 0)) &&
+			    now + 20 < wake)
 				wake = now + 20;
 		if (c->once && !busy(c) && now + 200 < wake)
 			wake = now + 200;	/* waiting for a reclaim */
 		for (i = n = 0; i < c->nfetch; i++)
 			if (c->f[i].pid > 0)
 				fds[n++] = c->f[i].out;
-		if (mi_runner_run(c->r, fds, n > 6 ? 6 : n,
+		if (mi_runner_run(c->r, fds, n,
 		    wake > now ? wake - now : 0, &err) == -1)
 			mi_die_err(&err);
 		for (i = 0; i < c->nfetch; i++)
