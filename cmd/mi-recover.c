@@ -1140,6 +1140,42 @@ clean_spool(struct ctx *c)
 	jv_free(rows);
 }
 
+/*
+ * Named temporary files of the store: where O_TMPFILE is not supported
+ * the store writes {root}/{tenant}/.objects/.tmp.XXXXXX, which a killed
+ * writer leaves behind.  One untouched for an hour has no writer left.
+ */
+static void
+clean_store(void)
+{
+	const char *root = getenv("ASSET_STORAGE_DIR");
+	char dir[PATH_MAX], path[PATH_MAX + 300];
+	struct dirent *te, *oe;
+	struct stat sb;
+	DIR *d, *od;
+
+	if (root == NULL || (d = opendir(root)) == NULL)
+		return;
+	while ((te = readdir(d)) != NULL) {
+		if (te->d_name[0] == '.' || (size_t)snprintf(dir, sizeof(dir),
+		    "%s/%s/.objects", root, te->d_name) >= sizeof(dir) ||
+		    (od = opendir(dir)) == NULL)
+			continue;
+		while ((oe = readdir(od)) != NULL) {
+			if (strncmp(oe->d_name, ".tmp.", 5) != 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, oe->d_name);
+			if (stat(path, &sb) == 0 &&
+			    sb.st_mtime < time(NULL) - 3600 &&
+			    unlink(path) == 0)
+				mi_verbose("removed the temporary file '%s'",
+				    path);
+		}
+		closedir(od);
+	}
+	closedir(d);
+}
+
 /* The runner's records. */
 
 static void
@@ -1249,6 +1285,7 @@ run(struct ctx *c)
 		}
 		if (now >= c->next_clean) {
 			clean_spool(c);
+			clean_store();
 			c->next_clean = now + 60000;
 		}
 		if (c->once && !busy(c))

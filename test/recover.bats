@@ -107,6 +107,16 @@ creates() {
 	assert_output ''
 }
 
+@test "a temporary file a killed writer left in the store is removed after an hour" {
+	mkdir -p "$ASSET_STORAGE_DIR/org_a/.objects"
+	touch -d '2 hours ago' "$ASSET_STORAGE_DIR/org_a/.objects/.tmp.old123"
+	touch "$ASSET_STORAGE_DIR/org_a/.objects/.tmp.new456"
+	run -0 --separate-stderr mi-recover --once
+	[ ! -e "$ASSET_STORAGE_DIR/org_a/.objects/.tmp.old123" ]
+	[ -e "$ASSET_STORAGE_DIR/org_a/.objects/.tmp.new456" ]
+	rm "$ASSET_STORAGE_DIR/org_a/.objects/.tmp.new456"
+}
+
 @test "a job leased by a live worker is left alone" {
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'l1 [slow:300]' '{"refine":false}')"
 	sql "UPDATE app.generation_jobs SET lease_owner = 'mi-poll@alive:2:live',
