@@ -141,7 +141,8 @@ refresh(struct ctx *c, struct mi_provider *p, jv job)
 
 	if (!t->polled || (l = mi_loop_new(&err)) == NULL)
 		return jv_null();
-	if (t->poll(l, p, fetch_input(job), got_outcome, &out, &err) == 0)
+	if (t->poll(l, p, fetch_input(job), NULL, got_outcome, &out, &err) ==
+	    0)
 		while (mi_loop_busy(l) > 0)
 			if (mi_loop_wait(l, NULL, 0, 1000, &err) == -1)
 				break;

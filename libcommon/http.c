@@ -6,11 +6,14 @@
  * a redirect names; here the auth headers go to the first origin only.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
+#include <sys/epoll.h>
 
 #include <curl/curl.h>
 
@@ -28,7 +31,8 @@ struct xfer {
 	struct curl_slist *plain;	/* headers for any origin */
 	struct curl_slist *all;		/* plus auth headers: first origin */
 	char *url;
-	char *origin;
+	char *first;			/* the URL asked for */
+	char *origin;			/* its origin, once a redirect needs it */
 	char *method;
 	char *body;
 	size_t bodylen;
@@ -44,10 +48,25 @@ struct xfer {
 	struct xfer *next;		/* free list */
 };
 
+/*
+ * The multi handle runs on curl's socket interface over an epoll set:
+ * curl says which sockets to watch and when its next timeout is, and only
+ * the transfers whose sockets are ready do any work.  (curl_multi_perform
+ * walks every transfer on every call, which costs more than the exchanges
+ * themselves with thousands of polls a second.)  The caller's fds sit in
+ * the same epoll set, marked apart from curl's sockets.
+ */
+#define EXTRA_MARK (1ULL << 40)
+#define MAX_EXTRA 8
+
 struct mi_http_multi {
 	CURLM *multi;
 	int count;
 	struct xfer *free;
+	int epfd;
+	long long timer_at;		/* mi_now_ms() of curl's timeout, -1 */
+	int extra[MAX_EXTRA];		/* the caller's fds in the set */
+	int nextra;
 };
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -65,16 +84,30 @@ mi_http_resp_init(struct mi_http_resp *resp)
 	memset(resp, 0, sizeof(*resp));
 	resp->retry_after_ms = -1;
 	resp->content_length = -1;
-	resp->headers = jv_object();
+	mi_buf_init(&resp->headers, 64 * 1024);
 	mi_buf_init(&resp->body, 0);
 }
 
 void
 mi_http_resp_release(struct mi_http_resp *resp)
 {
-	jv_free(resp->headers);
-	resp->headers = jv_null();
+	mi_buf_release(&resp->headers);
 	mi_buf_release(&resp->body);
+}
+
+jv
+mi_http_resp_headers(const struct mi_http_resp *resp)
+{
+	const char *p = resp->headers.buf, *nl, *colon;
+	jv o = jv_object();
+
+	for (; (nl = strchr(p, '\n')) != NULL; p = nl + 1) {
+		if ((colon = memchr(p, ':', (size_t)(nl - p))) == NULL)
+			continue;
+		o = jv_object_set(o, jv_string_sized(p, (int)(colon - p)),
+		    jv_string_sized(colon + 2, (int)(nl - colon - 2)));
+	}
+	return o;
 }
 
 /* "scheme://host:port" of url, lower-cased; NULL when unparseable. */
@@ -143,8 +176,7 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
 		const char *sp = memchr(p, ' ', n);
 
 		r->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-		jv_free(r->headers);
-		r->headers = jv_object();
+		mi_buf_reset(&r->headers);
 		x->nheaders = 0;
 		r->content_type[0] = '\0';
 		r->content_length = -1;
@@ -166,8 +198,10 @@ on_header(char *p, size_t size, size_t nmemb, void *arg)
 		n = sizeof(value) - 1;
 	memcpy(value, p + i, n);
 	value[n] = '\0';
-	r->headers = jv_object_set(r->headers, jv_string(name),
-	    jv_string(value));
+	mi_buf_add(&r->headers, name, c);
+	mi_buf_add(&r->headers, ": ", 2);
+	mi_buf_add(&r->headers, value, n);
+	mi_buf_add(&r->headers, "\n", 1);
 	x->nheaders++;
 	if (strcmp(name, "content-type") == 0)
 		snprintf(r->content_type, sizeof(r->content_type), "%.*s",
@@ -232,13 +266,14 @@ xfer_clear(struct xfer *x)
 	curl_slist_free_all(x->plain);
 	curl_slist_free_all(x->all);
 	free(x->url);
+	free(x->first);
 	free(x->origin);
 	free(x->method);
 	if (x->body)
 		explicit_bzero(x->body, x->bodylen);
 	free(x->body);
 	x->plain = x->all = NULL;
-	x->url = x->origin = x->method = x->body = NULL;
+	x->url = x->first = x->origin = x->method = x->body = NULL;
 	mi_http_resp_release(&x->resp);
 }
 
@@ -248,37 +283,42 @@ static int
 xfer_setup(struct xfer *x)
 {
 	CURL *e = x->easy;
-	char *o = origin_of(x->url);
-	int same = o && x->origin && strcmp(o, x->origin) == 0;
+	int same = 1;
 
-	free(o);
-	curl_easy_reset(e);
+	/* The first hop is the request's own origin; only a redirect can
+	 * lead elsewhere. */
+	if (x->redirs > 0) {
+		char *o = origin_of(x->url);
+
+		if (x->origin == NULL)
+			x->origin = origin_of(x->first);
+		same = o && x->origin && strcmp(o, x->origin) == 0;
+		free(o);
+	}
+	/* The handle keeps its fixed options (xfer_get): only what differs
+	 * between exchanges is set, every time. */
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "mi/" MI_VERSION);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, same ? x->all : x->plain);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, x);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	    x->connect_timeout_ms > 0 ? x->connect_timeout_ms : 10000L);
-	if (x->timeout_ms >= 0)
+	if (x->timeout_ms >= 0) {
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
 		    x->timeout_ms > 0 ? x->timeout_ms : 60000L);
-	else {
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 0L);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 0L);
+	} else {
 		/* No deadline for the whole download: give up on a stall. */
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
 	}
+	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
 	if (strcmp(x->method, "GET") == 0)
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
 	else if (strcmp(x->method, "HEAD") == 0)
 		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
 	else {
+		curl_easy_setopt(e, CURLOPT_NOBODY, 0L);
 		if (strcmp(x->method, "POST") != 0)
 			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, x->method);
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
@@ -321,9 +361,54 @@ xfer_get(struct mi_http_multi *m, struct mi_err *err)
 		return NULL;
 	}
 	x->m = m;
-	x->resp.headers = jv_null();
+	mi_buf_init(&x->resp.headers, 0);
 	mi_buf_init(&x->resp.body, 0);
+	curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(x->easy, CURLOPT_USERAGENT, "mi/" MI_VERSION);
+	curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
 	return x;
+}
+
+static int
+on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct mi_http_multi *m = userp;
+	struct epoll_event ev;
+
+	(void)e;
+	memset(&ev, 0, sizeof(ev));
+	ev.data.u64 = (unsigned long long)fd;
+	if (what == CURL_POLL_REMOVE) {
+		epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
+		curl_multi_assign(m->multi, fd, NULL);
+		return 0;
+	}
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
+	    ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	if (socketp == NULL) {
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) == -1 &&
+		    errno == EEXIST)
+			epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ev);
+		curl_multi_assign(m->multi, fd, m);
+	} else
+		epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ev);
+	return 0;
+}
+
+static int
+on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct mi_http_multi *m = userp;
+
+	(void)multi;
+	m->timer_at = timeout_ms < 0 ? -1 : mi_now_ms() + timeout_ms;
+	return 0;
 }
 
 struct mi_http_multi *
@@ -342,6 +427,17 @@ mi_http_multi_new(int max_per_host, struct mi_err *err)
 		mi_err_set(err, EX_OSERR, "out of memory");
 		return NULL;
 	}
+	if ((m->epfd = epoll_create1(EPOLL_CLOEXEC)) == -1) {
+		curl_multi_cleanup(m->multi);
+		free(m);
+		mi_err_set_errno(err, EX_OSERR, "epoll_create1");
+		return NULL;
+	}
+	m->timer_at = -1;
+	curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+	curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
 	curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
 	    (long)(max_per_host > 0 ? max_per_host : 8));
 	curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS,
@@ -363,6 +459,7 @@ mi_http_multi_free(struct mi_http_multi *m)
 	}
 	/* Exchanges still running are abandoned with their handles. */
 	curl_multi_cleanup(m->multi);
+	close(m->epfd);
 	free(m);
 }
 
@@ -383,7 +480,7 @@ mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 	if ((x = xfer_get(m, err)) == NULL)
 		return -1;
 	x->url = strdup(req->url);
-	x->origin = origin_of(req->url);
+	x->first = strdup(req->url);
 	x->method = strdup(req->method ? req->method : "GET");
 	if (req->body && req->bodylen > 0) {
 		if ((x->body = malloc(req->bodylen)) != NULL)
@@ -391,14 +488,10 @@ mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 		x->bodylen = req->bodylen;
 	} else
 		x->bodylen = 0;
-	if (x->url == NULL || x->method == NULL ||
+	if (x->url == NULL || x->first == NULL || x->method == NULL ||
 	    (req->bodylen > 0 && req->body && x->body == NULL)) {
 		xfer_put(m, x);
 		return mi_err_set(err, EX_OSERR, "out of memory");
-	}
-	if (x->origin == NULL) {
-		xfer_put(m, x);
-		return mi_err_set(err, EX_DATAERR, "bad URL");
 	}
 	x->plain = slist_add(NULL, "Expect:", &ok);
 	x->all = slist_add(NULL, "Expect:", &ok);
@@ -494,32 +587,76 @@ finish(struct mi_http_multi *m, struct xfer *x, CURLcode rc)
 	xfer_put(m, x);
 }
 
+/* Makes the caller's fds the extra members of the epoll set. */
+static void
+sync_extra(struct mi_http_multi *m, const int *fds, int nfds)
+{
+	struct epoll_event ev;
+	int i, k, same = nfds == m->nextra;
+
+	for (i = 0; same && i < nfds; i++)
+		same = fds[i] == m->extra[i];
+	if (same)
+		return;
+	for (i = 0; i < m->nextra; i++)
+		epoll_ctl(m->epfd, EPOLL_CTL_DEL, m->extra[i], NULL);
+	m->nextra = 0;
+	for (i = 0; i < nfds && m->nextra < MAX_EXTRA; i++) {
+		for (k = 0; k < m->nextra && m->extra[k] != fds[i]; k++)
+			;
+		if (k < m->nextra || fds[i] < 0)
+			continue;
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN;
+		ev.data.u64 = EXTRA_MARK | (unsigned)fds[i];
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fds[i], &ev) == 0 ||
+		    errno == EEXIST)
+			m->extra[m->nextra++] = fds[i];
+	}
+}
+
 int
 mi_http_multi_wait(struct mi_http_multi *m, const int *fds, int nfds,
     long timeout_ms, struct mi_err *err)
 {
-	struct curl_waitfd w[8];
+	struct epoll_event evs[64];
 	CURLMsg *msg;
-	int running, left, i, ready = 0, numfds = 0;
+	int running, left, i, n, ready = 0;
+	long long now = mi_now_ms();
 
-	if (nfds > 8)
-		nfds = 8;
-	for (i = 0; i < nfds; i++) {
-		w[i].fd = fds[i];
-		w[i].events = CURL_WAIT_POLLIN;
-		w[i].revents = 0;
-	}
+	sync_extra(m, fds, nfds);
 	if (timeout_ms < 0)
 		timeout_ms = 0;
-	if (curl_multi_poll(m->multi, nfds ? w : NULL, (unsigned)nfds,
-	    (int)timeout_ms, &numfds) != CURLM_OK)
-		return mi_err_set(err, EX_SOFTWARE, "curl_multi_poll failed");
-	for (i = 0; i < nfds; i++)
-		if (w[i].revents)
-			ready++;
-	if (curl_multi_perform(m->multi, &running) != CURLM_OK)
-		return mi_err_set(err, EX_SOFTWARE,
-		    "curl_multi_perform failed");
+	if (m->timer_at >= 0 && m->timer_at - now < timeout_ms)
+		timeout_ms = m->timer_at > now ? (long)(m->timer_at - now) : 0;
+	n = epoll_wait(m->epfd, evs, 64, (int)timeout_ms);
+	if (n == -1 && errno != EINTR)
+		return mi_err_set_errno(err, EX_OSERR, "epoll_wait");
+	for (i = 0; i < n; i++) {
+		int flags = 0;
+
+		if (evs[i].data.u64 & EXTRA_MARK) {
+			int fd = (int)(evs[i].data.u64 & 0xffffffffU), k;
+
+			for (k = 0; k < nfds; k++)
+				if (fds[k] == fd)
+					ready |= 1 << k;
+			continue;
+		}
+		if (evs[i].events & EPOLLIN)
+			flags |= CURL_CSELECT_IN;
+		if (evs[i].events & EPOLLOUT)
+			flags |= CURL_CSELECT_OUT;
+		if (evs[i].events & (EPOLLERR | EPOLLHUP))
+			flags |= CURL_CSELECT_ERR;
+		curl_multi_socket_action(m->multi,
+		    (curl_socket_t)evs[i].data.u64, flags, &running);
+	}
+	if (m->timer_at >= 0 && mi_now_ms() >= m->timer_at) {
+		m->timer_at = -1;
+		curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0,
+		    &running);
+	}
 	while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
 		struct xfer *x = NULL;
 
@@ -540,7 +677,7 @@ do_done(void *arg, struct mi_http_resp *resp)
 
 	mi_http_resp_release(out);
 	*out = *resp;
-	resp->headers = jv_null();
+	mi_buf_init(&resp->headers, 0);
 	mi_buf_init(&resp->body, 0);
 }
 

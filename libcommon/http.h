@@ -51,13 +51,15 @@ struct mi_http_resp {
 	long long content_length;	/* -1 when unknown */
 	long long received;		/* body bytes, sink or buffer */
 	char content_type[128];
-	jv headers;			/* lower-cased names of the last answer */
+	struct mi_buf headers;		/* "name: value\n", names lower-cased */
 	struct mi_buf body;
 	struct mi_err err;
 };
 
 void mi_http_resp_init(struct mi_http_resp *resp);
 void mi_http_resp_release(struct mi_http_resp *resp);
+/* The headers of the answer as an object (names lower-cased). */
+jv mi_http_resp_headers(const struct mi_http_resp *resp);
 
 /* One exchange, waiting for it.  Returns 0 when an answer came (any
  * status), -1 on a network failure or an aborting sink (resp->err). */
@@ -66,8 +68,7 @@ int mi_http_do(const struct mi_http_req *req, struct mi_http_resp *resp);
 /*
  * Many exchanges at once.  done(arg, resp) runs inside mi_http_multi_wait
  * when an exchange ends; resp is valid during the call only (the callee
- * may take resp->body with mi_buf_detach and resp->headers by setting it
- * to jv_null()).
+ * may take resp->body and resp->headers with mi_buf_detach).
  */
 struct mi_http_multi;
 typedef void (*mi_http_done)(void *arg, struct mi_http_resp *resp);
@@ -82,8 +83,8 @@ int mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 int mi_http_multi_count(const struct mi_http_multi *m);
 /*
  * Runs the exchanges for at most timeout_ms, returning early when one
- * ends or when one of fds (may be NULL) becomes readable.  Returns the
- * number of ready fds, or -1 with err.
+ * ends or when one of fds (may be NULL, at most 8) becomes readable.
+ * Returns the ready fds as bits (1 << i for fds[i]), or -1 with err.
  */
 int mi_http_multi_wait(struct mi_http_multi *m, const int *fds, int nfds,
     long timeout_ms, struct mi_err *err);

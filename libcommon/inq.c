@@ -14,7 +14,7 @@
 #include "json.h"
 #include "banned.h"
 
-#define QUEUE_MAX 4096
+#define QUEUE_MAX 256
 
 struct item {
 	int kind;		/* 1 value, -1 bad value, -2 read error */

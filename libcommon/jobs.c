@@ -44,12 +44,16 @@ mi_jobs_owner(void)
 long
 mi_jobs_lease_ms(void)
 {
-	const char *s = getenv("MI_LEASE_MS");
+	static long lease;
+	const char *s;
 	unsigned long long v;
 
-	if (s && mi_parse_uint(s, 100, 86400000ULL, &v) == 0)
-		return (long)v;
-	return 30000;
+	if (lease == 0) {
+		s = getenv("MI_LEASE_MS");
+		lease = s && mi_parse_uint(s, 100, 86400000ULL, &v) == 0 ?
+		    (long)v : 30000;
+	}
+	return lease;
 }
 
 long long
@@ -427,32 +431,67 @@ mi_jobs_release(struct mi_db *db, jv ids, struct mi_err *err)
 	return r;
 }
 
-int
-mi_jobs_flush(struct mi_db *db, jv ids, jv attempts, jv progress,
-    jv next_ms, struct mi_err *err)
+/* Appends the decimal digits of v (buffers have room to spare). */
+static void
+add_int(struct mi_buf *b, long long v)
 {
+	char tmp[24], *p = tmp + sizeof(tmp);
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v :
+	    (unsigned long long)v;
+
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) != 0);
+	if (v < 0)
+		*--p = '-';
+	mi_buf_add(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+int
+mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
+    struct mi_err *err)
+{
+	struct mi_buf ids = MI_BUF_INIT, att = MI_BUF_INIT, prog = MI_BUF_INIT,
+	    next = MI_BUF_INIT;
 	const char *params[6];
-	char lease[32], *a = array_literal(ids), *b = array_literal(attempts);
-	char *c = array_literal(progress), *d = array_literal(next_ms);
+	char lease[32];
+	size_t i;
 	int r;
 
-	jv_free(ids);
-	jv_free(attempts);
-	jv_free(progress);
-	jv_free(next_ms);
-	if (a == NULL || b == NULL || c == NULL || d == NULL) {
+	if (n == 0)
+		return 0;
+	for (i = 0; i < n; i++) {
+		const char *sep = i ? "," : "{";
+
+		mi_buf_adds(&ids, sep);
+		mi_buf_adds(&ids, t[i].id);
+		mi_buf_adds(&att, sep);
+		add_int(&att, t[i].attempts);
+		mi_buf_adds(&prog, sep);
+		if (t[i].progress < 0)
+			mi_buf_adds(&prog, "NULL");
+		else
+			add_int(&prog, t[i].progress);
+		mi_buf_adds(&next, sep);
+		add_int(&next, t[i].next_ms);
+	}
+	mi_buf_adds(&ids, "}");
+	mi_buf_adds(&att, "}");
+	mi_buf_adds(&prog, "}");
+	if (mi_buf_adds(&next, "}") == -1) {
 		r = mi_err_set(err, EX_OSERR, "out of memory");
 		goto out;
 	}
 	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
-	params[0] = a;
-	params[1] = b;
-	params[2] = c;
-	params[3] = d;
+	params[0] = ids.buf;
+	params[1] = att.buf;
+	params[2] = prog.buf;
+	params[3] = next.buf;
 	params[4] = mi_jobs_owner();
 	params[5] = lease;
 	r = mi_db_exec(db, "UPDATE app.generation_jobs j"
-	    " SET attempts = t.attempts, progress = t.progress,"
+	    " SET attempts = t.attempts,"
+	    " progress = coalesce(t.progress, j.progress),"
 	    " next_poll_at = to_timestamp(t.next_ms / 1000.0),"
 	    " lease_expires_at = now() + $6::int * interval '1 ms',"
 	    " updated_at = now()"
@@ -460,10 +499,10 @@ mi_jobs_flush(struct mi_db *db, jv ids, jv attempts, jv progress,
 	    "  AS t(id, attempts, progress, next_ms)"
 	    " WHERE j.id = t.id AND j.lease_owner = $5", 6, params, NULL, err);
 out:
-	free(a);
-	free(b);
-	free(c);
-	free(d);
+	mi_buf_release(&ids);
+	mi_buf_release(&att);
+	mi_buf_release(&prog);
+	mi_buf_release(&next);
 	return r;
 }
 

@@ -81,10 +81,16 @@ jv mi_jobs_get(struct mi_db *db, jv ids, struct mi_err *err);
 jv mi_jobs_renew(struct mi_db *db, jv ids, struct mi_err *err);
 /* Gives up the leases of ids (consumed), freeing their slots. */
 int mi_jobs_release(struct mi_db *db, jv ids, struct mi_err *err);
-/* Writes attempts, progress and next poll time (epoch ms) of many jobs
- * at once: arrays of equal length (consumed). */
-int mi_jobs_flush(struct mi_db *db, jv ids, jv attempts, jv progress,
-    jv next_ms, struct mi_err *err);
+/* The per-poll bookkeeping of one job. */
+struct mi_jobs_tick {
+	const char *id;
+	int attempts, progress;		/* progress -1: unknown */
+	long long next_ms;		/* next poll, epoch ms */
+};
+/* Writes the bookkeeping of n jobs in one statement, renewing their
+ * leases. */
+int mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
+    struct mi_err *err);
 
 /*
  * Leases up to n queued jobs nobody holds (pending without a live lease),

@@ -62,6 +62,7 @@ struct rjob {
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
 	int heap;
+	struct mi_poll_memo memo;
 	struct rjob *hnext;	/* hash chain */
 	struct rjob *wnext;	/* group's waiting list */
 	struct mi_runner *r;
@@ -81,6 +82,8 @@ struct mi_runner {
 	long long next_flush, next_renew, next_backstop;
 	long lease_ms, backstop_ms;
 	int parallel, create_retries, poll_retries, listening;
+	long coalesce_ms, batch_ms;
+	int input_ready;
 	jv routing;
 	long finished;
 	int fatal, eof;
@@ -339,6 +342,7 @@ wait_del(struct group *g, struct rjob *j)
 static void
 job_free(struct rjob *j)
 {
+	mi_poll_memo_clear(&j->memo);
 	free(j->request);
 	free(j->state);
 	free(j->fallback);
@@ -362,6 +366,14 @@ drop(struct mi_runner *r, struct rjob *j)
 		job_free(j);
 }
 
+static jv job_input(struct rjob *j);
+
+static jv
+memo_input(void *arg)
+{
+	return job_input(arg);
+}
+
 /* A job from its row (borrowed); NULL when the row is unusable. */
 static struct rjob *
 job_new(struct mi_runner *r, jv row, struct mi_err *err)
@@ -381,6 +393,9 @@ job_new(struct mi_runner *r, jv row, struct mi_err *err)
 	}
 	j->r = r;
 	j->heap = -1;
+	j->memo.progress = -1;
+	j->memo.input = memo_input;
+	j->memo.input_arg = j;
 	snprintf(j->id, sizeof(j->id), "%s", id);
 	snprintf(j->media, sizeof(j->media), "%s", media);
 	if ((j->p = mi_provider_get(prov, err)) == NULL) {
@@ -960,6 +975,9 @@ finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
 	p = jv_object_set(p, jv_string("error_message"), jv_string(msg));
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_false());
 	p = jv_object_set(p, jv_string("attempts"), jv_number(j->attempts));
+	if (j->progress > 0)
+		p = jv_object_set(p, jv_string("progress"),
+		    jv_number(j->progress));
 	p = jv_object_set(p, jv_string("release"), jv_true());
 	cost = jv_object_get(jv_copy(outcome), jv_string("cost_usd"));
 	if (jv_get_kind(cost) == JV_KIND_NUMBER) {
@@ -1186,6 +1204,8 @@ keep_processing(struct mi_runner *r, struct rjob *j, jv outcome, int created)
 		jv_free(p);
 		return 0;
 	}
+	/* The next poll is built afresh from the new state. */
+	mi_poll_memo_clear(&j->memo);
 	row = patch(r, j, p);
 	if (jv_get_kind(row) != JV_KIND_OBJECT) {
 		jv_free(row);
@@ -1495,8 +1515,9 @@ do_create(struct mi_runner *r, struct rjob *j)
 	if (j->followup) {
 		jv req = jv_parse(j->followup);
 
+		mi_poll_memo_clear(&j->memo);
 		rc = mi_transport_send(r->loop, j->p, req, in, "submitted", 1,
-		    NULL, on_created, j, &err);
+		    NULL, NULL, on_created, j, &err);
 	} else {
 		jv rq = jv_object_get(jv_copy(in), jv_string("request"));
 
@@ -1555,8 +1576,9 @@ do_poll(struct mi_runner *r, struct rjob *j)
 	j->busy = 1;
 	j->attempts++;
 	j->dirty = 1;
-	if (j->t->poll(r->loop, j->p, job_input(j), on_polled, j, &err) ==
-	    -1) {
+	/* The definition's input is built only if the definition runs. */
+	if (j->t->poll(r->loop, j->p, jv_invalid(), &j->memo, on_polled, j,
+	    &err) == -1) {
 		j->busy = 0;
 		finish_failed(r, j, mi_outcome_error("failed",
 		    err.code == EX_CONFIG ? "CONFIG_ERROR" : "PROVIDER_ERROR",
@@ -1778,37 +1800,30 @@ static void
 flush(struct mi_runner *r)
 {
 	struct mi_err err = MI_ERR_INIT;
-	jv ids = jv_array(), att = jv_array(), prog = jv_array(),
-	    next = jv_array();
+	struct mi_jobs_tick *t;
 	long long skew = mi_wall_ms() - mi_now_ms();
-	size_t i;
-	int n = 0;
+	size_t i, n = 0;
 
+	if ((t = calloc(r->n ? r->n : 1, sizeof(*t))) == NULL)
+		return;
 	for (i = 0; i < r->nbuck; i++) {
 		struct rjob *j;
 
-		for (j = r->tab[i]; j; j = j->hnext) {
+		for (j = r->tab[i]; j && n < r->n; j = j->hnext) {
 			if (!j->dirty)
 				continue;
 			j->dirty = 0;
-			ids = jv_array_append(ids, jv_string(j->id));
-			att = jv_array_append(att, jv_number(j->attempts));
-			prog = jv_array_append(prog, jv_number(j->progress));
-			next = jv_array_append(next, jv_number((double)
-			    (j->phase == P_POLL ? j->due + skew :
-			    mi_wall_ms())));
+			t[n].id = j->id;
+			t[n].attempts = j->attempts;
+			t[n].progress = j->progress > 0 ? j->progress : -1;
+			t[n].next_ms = j->phase == P_POLL ? j->due + skew :
+			    mi_wall_ms();
 			n++;
 		}
 	}
-	if (n == 0) {
-		jv_free(ids);
-		jv_free(att);
-		jv_free(prog);
-		jv_free(next);
-		return;
-	}
-	if (mi_jobs_flush(r->db, ids, att, prog, next, &err) == -1)
+	if (mi_jobs_flush(r->db, t, n, &err) == -1)
 		fatal(r, &err);
+	free(t);
 }
 
 static void
@@ -1898,6 +1913,9 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->parallel = (int)env_num("MI_POLL_PARALLEL", 64, 1, 100000);
 	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
 	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
+	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 2, 0, 1000);
+	r->batch_ms = env_num("MI_POLL_BATCH_MS", 100, 0, 10000);
+	r->input_ready = 1;
 	r->next_flush = mi_now_ms() + 1000;
 	r->next_renew = mi_now_ms() + r->lease_ms / 3;
 	r->next_backstop = mi_now_ms() + r->backstop_ms;
@@ -1992,21 +2010,39 @@ mi_runner_release(struct mi_runner *r)
 		fatal(r, &err);
 }
 
+/* How early a due job may go: polls up to the batch window, but never
+ * more than a fifth of their interval. */
+static long
+early(const struct mi_runner *r, const struct rjob *j)
+{
+	long e = j->interval / 5;
+
+	if (j->phase != P_POLL)
+		return 0;
+	return e < r->batch_ms ? e : r->batch_ms;
+}
+
 int
 mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
     struct mi_err *err)
 {
 	long long now = mi_now_ms(), until = now + timeout_ms, wake;
 	struct group *g;
-	int all[8], i, n = 0, started = 0;
+	int all[8], i, n = 0, started = 0, ready;
 
 	take_over(r);
 	for (g = r->groups; g && !r->fatal; g = g->next)
 		if (g->want)
 			claim(r, g);
-	/* Due jobs, as many as the parallel limit lets start. */
-	while (!r->fatal && r->hn > 0 && r->heap[0]->due <= now &&
-	    mi_loop_busy(r->loop) < r->parallel && started < 1000) {
+	/*
+	 * Due jobs, as many as the parallel limit lets start.  Polls due
+	 * within the batch window go out now too: a poll a little early
+	 * costs nothing, and a process that wakes for a batch rather than
+	 * for every poll spends far less on waking up.
+	 */
+	while (!r->fatal && r->hn > 0 && r->heap[0]->due <= now +
+	    early(r, r->heap[0]) && mi_loop_busy(r->loop) < r->parallel &&
+	    started < 1000) {
 		struct rjob *j = r->heap[0];
 
 		heap_remove(r, j);
@@ -2035,9 +2071,12 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		return -1;
 	}
 	wake = until;
-	if (r->hn > 0 && r->heap[0]->due < wake &&
-	    mi_loop_busy(r->loop) < r->parallel)
-		wake = r->heap[0]->due;
+	if (r->hn > 0 && mi_loop_busy(r->loop) < r->parallel) {
+		long long due = r->heap[0]->due - early(r, r->heap[0]);
+
+		if (due < wake)
+			wake = due;
+	}
 	if (r->next_flush < wake)
 		wake = r->next_flush;
 	if (r->next_renew < wake)
@@ -2052,10 +2091,15 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	for (i = 0; i < nfds && n < 6; i++)
 		all[n++] = fds[i];
 	all[n++] = mi_db_socket(r->db);
-	if (mi_loop_wait(r->loop, all, n, wake > now ? wake - now : 0,
-	    err) == -1)
+	/* Wakes for a burst of answers at once rather than one by one: a
+	 * poll a few milliseconds late costs nothing. */
+	if (r->coalesce_ms > 0 && mi_loop_busy(r->loop) > 0 && wake > now)
+		mi_sleep_ms(r->coalesce_ms);
+	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
+	    0, err)) == -1)
 		return -1;
-	if (mi_db_notified(r->db, MI_JOBS_CHANNEL))
+	if ((ready & (1 << (n - 1))) &&
+	    mi_db_notified(r->db, MI_JOBS_CHANNEL))
 		for (g = r->groups; g; g = g->next)
 			if (g->head)
 				g->want = 1;
@@ -2063,7 +2107,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		*err = r->ferr;
 		return -1;
 	}
-	return 0;
+	return ready & ((1 << (n - 1)) - 1);
 }
 
 int
@@ -2074,10 +2118,12 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 	int k, fd, n = 0;
 	jv v;
 
-	while (!r->eof && n < 10000) {
+	while (!r->eof && r->input_ready && n < 500) {
 		k = mi_inq_next(q, &v, &rerr);
-		if (k == 0)
+		if (k == 0) {
+			r->input_ready = 0;
 			break;
+		}
 		if (k == 2)
 			r->eof = 1;
 		else if (k == -2) {
@@ -2095,8 +2141,10 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 	if (r->eof && mi_runner_count(r) == 0)
 		return 0;
 	fd = mi_inq_fd(q);
-	if (mi_runner_run(r, &fd, r->eof ? 0 : 1, n >= 10000 ? 0 : timeout_ms,
-	    err) == -1)
+	if ((k = mi_runner_run(r, &fd, r->eof ? 0 : 1, n >= 500 ? 0 :
+	    timeout_ms, err)) == -1)
 		return -1;
+	if (k & 1)
+		r->input_ready = 1;
 	return r->eof && mi_runner_count(r) == 0 ? 0 : 1;
 }

@@ -59,9 +59,10 @@ void mi_runner_request(struct mi_runner *r, jv request);
 void mi_runner_job(struct mi_runner *r, jv job);
 
 /*
- * Works for at most timeout_ms, returning early when one of fds becomes
- * readable.  Returns 0, or -1 when the database failed (err; the runner
- * is then unusable).
+ * Works for at most timeout_ms, returning early when one of fds (at most
+ * 6) becomes readable.  Returns the ready fds as bits (1 << i for
+ * fds[i]), or -1 when the database failed (err; the runner is then
+ * unusable).
  */
 int mi_runner_run(struct mi_runner *r, const int *fds, int nfds,
     long timeout_ms, struct mi_err *err);

@@ -174,10 +174,10 @@ mi_loop_wait(struct mi_loop *l, const int *fds, int nfds, long timeout_ms,
 	r = mi_http_multi_wait(l->http, all, nfds + 1, timeout_ms, err);
 	if (r == -1)
 		return -1;
-	if (l->ntasks > 0)
+	if ((r & 1) && l->ntasks > 0)
 		reap(l, 0);
-	/* The pipe counted as ready is not the caller's. */
-	return r;
+	/* Bit 0 is the tasks' pipe, not the caller's. */
+	return r >> 1;
 }
 
 jv

@@ -41,6 +41,26 @@
 
 struct mi_loop;
 
+/*
+ * What a transport keeps about a job between its polls; the caller owns
+ * it (zeroed at first, input set) and clears it with mi_poll_memo_clear
+ * whenever the job's provider_job_id or provider_state changes.  It holds
+ * the poll request the definition built, and the fingerprint of the last
+ * answer that meant "still processing, nothing new": the same answer
+ * again means the same, without running the definition.  input builds
+ * the definition's input for the job; a poll given jv_invalid() as its
+ * input calls it only when the definition has to run.
+ */
+struct mi_built;
+struct mi_poll_memo {
+	struct mi_built *req;
+	unsigned long long answer;
+	int progress;
+	jv (*input)(void *arg);
+	void *input_arg;
+};
+void mi_poll_memo_clear(struct mi_poll_memo *m);
+
 /* Gets the outcome (consumed). */
 typedef void (*mi_outcome_cb)(void *arg, jv outcome);
 
@@ -51,9 +71,10 @@ struct mi_transport {
 	int (*submit)(struct mi_loop *l, struct mi_provider *p, jv input,
 	    const char *spool, mi_outcome_cb cb, void *arg,
 	    struct mi_err *err);
-	/* One poll of a created job. */
+	/* One poll of a created job; memo may be NULL. */
 	int (*poll)(struct mi_loop *l, struct mi_provider *p, jv input,
-	    mi_outcome_cb cb, void *arg, struct mi_err *err);
+	    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+	    struct mi_err *err);
 };
 
 /* The transport of p (never NULL for a loaded definition). */
@@ -64,8 +85,8 @@ void mi_loop_free(struct mi_loop *l);
 /* Operations under way. */
 int mi_loop_busy(const struct mi_loop *l);
 /* Runs operations (their callbacks) for at most timeout_ms, returning
- * early when one ends or one of fds is readable; returns the number of
- * ready fds, or -1. */
+ * early when one ends or one of fds (at most 7) is readable; returns the
+ * ready fds as bits (1 << i for fds[i]), or -1. */
 int mi_loop_wait(struct mi_loop *l, const int *fds, int nfds,
     long timeout_ms, struct mi_err *err);
 
@@ -81,12 +102,14 @@ int mi_loop_wait(struct mi_loop *l, const int *fds, int nfds,
  */
 int mi_transport_send(struct mi_loop *l, struct mi_provider *p, jv httpreq,
     jv input, const char *after, int create, const char *spool,
-    mi_outcome_cb cb, void *arg, struct mi_err *err);
-/* Runs the definition's fn (submit, poll) on input to get the request,
- * then mi_transport_send. */
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err);
+/* Runs the definition's fn (submit, poll) on input to get the request
+ * (or takes it from memo), then mi_transport_send. */
 int mi_transport_call_send(struct mi_loop *l, struct mi_provider *p,
     jv input, const char *fn, const char *after, int create,
-    const char *spool, mi_outcome_cb cb, void *arg, struct mi_err *err);
+    const char *spool, struct mi_poll_memo *memo, mi_outcome_cb cb,
+    void *arg, struct mi_err *err);
 
 /*
  * Streams the result of a completed job into sink, waiting for it: a

@@ -21,7 +21,7 @@
 #define TEXT_BODY_MAX	2000
 
 /* A request object from a definition, made into a struct mi_http_req. */
-struct built {
+struct mi_built {
 	struct mi_http_req req;
 	struct mi_buf url;
 	struct mi_buf body;
@@ -32,7 +32,7 @@ struct built {
 };
 
 static void
-built_release(struct built *b)
+built_release(struct mi_built *b)
 {
 	int i;
 
@@ -47,7 +47,7 @@ built_release(struct built *b)
 }
 
 static int
-add_header(struct built *b, const char *name, const char *value,
+add_header(struct mi_built *b, const char *name, const char *value,
     struct mi_err *err)
 {
 	struct mi_buf h = MI_BUF_INIT;
@@ -64,7 +64,7 @@ add_header(struct built *b, const char *name, const char *value,
 }
 
 static int
-has_header(const struct built *b, const char *name)
+has_header(const struct mi_built *b, const char *name)
 {
 	size_t n = strlen(name);
 	int i;
@@ -104,7 +104,7 @@ scalar_text(jv v, struct mi_buf *out)
  * key goes along when r says nothing.
  */
 static int
-build(struct mi_provider *p, jv r, int dflt_auth, struct built *b,
+build(struct mi_provider *p, jv r, int dflt_auth, struct mi_built *b,
     struct mi_err *err)
 {
 	const char *method = NULL, *url = NULL, *path = NULL, *base = NULL;
@@ -233,8 +233,7 @@ response_json(struct mi_http_resp *r)
 	size_t i = 0;
 
 	o = jv_object_set(o, jv_string("status"), jv_number(r->status));
-	o = jv_object_set(o, jv_string("headers"), r->headers);
-	r->headers = jv_null();
+	o = jv_object_set(o, jv_string("headers"), mi_http_resp_headers(r));
 	if (r->retry_after_ms >= 0)
 		o = jv_object_set(o, jv_string("retry_after_ms"),
 		    jv_number((double)r->retry_after_ms));
@@ -295,6 +294,7 @@ struct pending {
 	jv input;
 	char after[16];
 	int create;
+	struct mi_poll_memo *memo;
 	mi_outcome_cb cb;
 	void *arg;
 	char *spool;		/* a 2xx body goes to this file */
@@ -361,6 +361,56 @@ spooled_body(struct pending *x, struct mi_http_resp *r)
 	    jv_string(x->spool));
 }
 
+void
+mi_poll_memo_clear(struct mi_poll_memo *m)
+{
+	if (m->req) {
+		built_release(m->req);
+		free(m->req);
+	}
+	m->req = NULL;
+	m->answer = 0;
+	m->progress = -1;
+}
+
+/* FNV-1a of the status and body; never 0. */
+static unsigned long long
+fingerprint(const struct mi_http_resp *r)
+{
+	unsigned long long h = 14695981039346656037ULL;
+	size_t i;
+
+	h = (h ^ (unsigned long long)r->status) * 1099511628211ULL;
+	for (i = 0; i < r->body.len; i++)
+		h = (h ^ (unsigned char)r->body.buf[i]) * 1099511628211ULL;
+	return h ? h : 1;
+}
+
+/* Remembers an answer that meant "processing" and nothing else. */
+static void
+remember(struct mi_poll_memo *m, const struct mi_http_resp *r, jv out)
+{
+	const char *st = NULL;
+	double d = -1;
+	int n = 0;
+
+	m->answer = 0;
+	if (mi_json_str(out, "status", &st, 0, NULL) != 1 ||
+	    strcmp(st, "processing") != 0)
+		return;
+	jv_object_foreach(out, k, v) {
+		if (strcmp(jv_string_value(k), "status") != 0 &&
+		    strcmp(jv_string_value(k), "progress") != 0)
+			n++;
+		jv_free(k);
+		jv_free(v);
+	}
+	if (n > 0 || mi_json_num(out, "progress", &d, 0, NULL) == -1)
+		return;
+	m->progress = d >= 0 ? (int)d : -1;
+	m->answer = fingerprint(r);
+}
+
 static void
 sent(void *arg, struct mi_http_resp *r)
 {
@@ -392,11 +442,25 @@ sent(void *arg, struct mi_http_resp *r)
 			out = mi_outcome_error("retry", r->timed_out ?
 			    "TIMEOUT" : "PROVIDER_UNAVAILABLE", msg, 1);
 		jv_free(x->input);
+	} else if (x->memo && x->memo->answer &&
+	    x->memo->answer == fingerprint(r)) {
+		/* The same answer as last time: the same outcome. */
+		jv_free(x->input);
+		out = jv_object_set(jv_object(), jv_string("status"),
+		    jv_string("processing"));
+		if (x->memo->progress >= 0)
+			out = jv_object_set(out, jv_string("progress"),
+			    jv_number(x->memo->progress));
 	} else {
 		const char *st = NULL;
-
 		jv resp = response_json(r);
-		jv file = jv_object_get(jv_copy(x->input), jv_string("file"));
+		jv file;
+
+		if (!jv_is_valid(x->input) && x->memo && x->memo->input) {
+			jv_free(x->input);
+			x->input = x->memo->input(x->memo->input_arg);
+		}
+		file = jv_object_get(jv_copy(x->input), jv_string("file"));
 
 		if (jv_get_kind(file) == JV_KIND_STRING)
 			resp = jv_object_set(resp, jv_string("file"), file);
@@ -416,30 +480,26 @@ sent(void *arg, struct mi_http_resp *r)
 				    jv_number((double)r->retry_after_ms));
 			jv_free(ra);
 		}
+		if (x->memo)
+			remember(x->memo, r, out);
 	}
 	x->cb(x->arg, out);
 	free(x->spool);
 	free(x);
 }
 
-int
-mi_transport_send(struct mi_loop *l, struct mi_provider *p, jv httpreq,
+/* Starts the exchange of a built request (copied: b stays the caller's). */
+static int
+send_built(struct mi_loop *l, struct mi_provider *p, struct mi_built *b,
     jv input, const char *after, int create, const char *spool,
-    mi_outcome_cb cb, void *arg, struct mi_err *err)
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err)
 {
+	struct mi_http_req req = b->req;
 	struct pending *x;
-	struct built b;
 	int r;
 
-	if (build(p, httpreq, 1, &b, err) == -1) {
-		built_release(&b);
-		jv_free(httpreq);
-		jv_free(input);
-		return -1;
-	}
-	jv_free(httpreq);
 	if ((x = calloc(1, sizeof(*x))) == NULL) {
-		built_release(&b);
 		jv_free(input);
 		return mi_err_set(err, EX_OSERR, "out of memory");
 	}
@@ -447,22 +507,21 @@ mi_transport_send(struct mi_loop *l, struct mi_provider *p, jv httpreq,
 	x->input = input;
 	snprintf(x->after, sizeof(x->after), "%s", after);
 	x->create = create;
+	x->memo = memo;
 	x->cb = cb;
 	x->arg = arg;
 	x->fd = -1;
 	if (spool) {
 		if ((x->spool = strdup(spool)) == NULL) {
-			built_release(&b);
 			jv_free(x->input);
 			free(x);
 			return mi_err_set(err, EX_OSERR, "out of memory");
 		}
-		b.req.sink = spool_sink;
-		b.req.sink_arg = x;
-		b.req.max_body = 256 * 1024 * 1024;
+		req.sink = spool_sink;
+		req.sink_arg = x;
+		req.max_body = 256 * 1024 * 1024;
 	}
-	r = mi_http_multi_add(mi_loop_http(l), &b.req, sent, x, err);
-	built_release(&b);
+	r = mi_http_multi_add(mi_loop_http(l), &req, sent, x, err);
 	if (r == -1) {
 		jv_free(x->input);
 		free(x->spool);
@@ -472,12 +531,44 @@ mi_transport_send(struct mi_loop *l, struct mi_provider *p, jv httpreq,
 }
 
 int
+mi_transport_send(struct mi_loop *l, struct mi_provider *p, jv httpreq,
+    jv input, const char *after, int create, const char *spool,
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err)
+{
+	struct mi_built b;
+	int r;
+
+	if (build(p, httpreq, 1, &b, err) == -1) {
+		built_release(&b);
+		jv_free(httpreq);
+		jv_free(input);
+		return -1;
+	}
+	jv_free(httpreq);
+	r = send_built(l, p, &b, input, after, create, spool, memo, cb, arg,
+	    err);
+	built_release(&b);
+	return r;
+}
+
+int
 mi_transport_call_send(struct mi_loop *l, struct mi_provider *p, jv input,
     const char *fn, const char *after, int create, const char *spool,
-    mi_outcome_cb cb, void *arg, struct mi_err *err)
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err)
 {
-	jv req = mi_provider_call(p, fn, jv_copy(input), err);
+	jv req;
 
+	/* A poll the definition built before goes out as it was. */
+	if (memo && memo->req)
+		return send_built(l, p, memo->req, input, after, create,
+		    spool, memo, cb, arg, err);
+	if (!jv_is_valid(input) && memo && memo->input) {
+		jv_free(input);
+		input = memo->input(memo->input_arg);
+	}
+	req = mi_provider_call(p, fn, jv_copy(input), err);
 	if (!jv_is_valid(req)) {
 		jv_free(req);
 		jv_free(input);
@@ -493,8 +584,28 @@ mi_transport_call_send(struct mi_loop *l, struct mi_provider *p, jv input,
 			    NULL)));
 		jv_free(t);
 	}
-	return mi_transport_send(l, p, req, input, after, create, spool, cb,
-	    arg, err);
+	if (memo) {
+		struct mi_built *b = calloc(1, sizeof(*b));
+
+		if (b == NULL) {
+			jv_free(req);
+			jv_free(input);
+			return mi_err_set(err, EX_OSERR, "out of memory");
+		}
+		if (build(p, req, 1, b, err) == -1) {
+			built_release(b);
+			free(b);
+			jv_free(req);
+			jv_free(input);
+			return -1;
+		}
+		jv_free(req);
+		memo->req = b;
+		return send_built(l, p, b, input, after, create, spool, memo,
+		    cb, arg, err);
+	}
+	return mi_transport_send(l, p, req, input, after, create, spool, memo,
+	    cb, arg, err);
 }
 
 static int
@@ -503,15 +614,16 @@ http_submit(struct mi_loop *l, struct mi_provider *p, jv input,
 {
 	(void)spool;
 	return mi_transport_call_send(l, p, input, "submit", "submitted", 1,
-	    NULL, cb, arg, err);
+	    NULL, NULL, cb, arg, err);
 }
 
 static int
 http_poll(struct mi_loop *l, struct mi_provider *p, jv input,
-    mi_outcome_cb cb, void *arg, struct mi_err *err)
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err)
 {
 	return mi_transport_call_send(l, p, input, "poll", "polled", 0, NULL,
-	    cb, arg, err);
+	    memo, cb, arg, err);
 }
 
 const struct mi_transport mi_transport_http = {
@@ -568,7 +680,7 @@ mi_transport_fetch(struct mi_provider *p, jv input, const char *uri,
     mi_http_sink sink, void *arg, struct mi_http_resp *resp,
     struct mi_err *err)
 {
-	struct built b;
+	struct mi_built b;
 	jv req;
 	int r;
 

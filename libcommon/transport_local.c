@@ -131,9 +131,11 @@ out:
 
 static int
 local_poll(struct mi_loop *l, struct mi_provider *p, jv input,
-    mi_outcome_cb cb, void *arg, struct mi_err *err)
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err)
 {
 	(void)l;
+	(void)memo;
 	(void)cb;
 	(void)arg;
 	jv_free(input);

@@ -188,7 +188,7 @@ sync_submit(struct mi_loop *l, struct mi_provider *p, jv input,
 	o->cb = cb;
 	o->arg = arg;
 	if (mi_transport_call_send(l, p, input, "submit", "submitted", 1,
-	    o->raw, sync_done, o, err) == -1) {
+	    o->raw, NULL, sync_done, o, err) == -1) {
 		free(o);
 		return -1;
 	}
@@ -196,10 +196,12 @@ sync_submit(struct mi_loop *l, struct mi_provider *p, jv input,
 }
 
 static int
-no_poll(struct mi_loop *l, struct mi_provider *p, jv input, mi_outcome_cb cb,
-    void *arg, struct mi_err *err)
+no_poll(struct mi_loop *l, struct mi_provider *p, jv input,
+    struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
+    struct mi_err *err)
 {
 	(void)l;
+	(void)memo;
 	(void)cb;
 	(void)arg;
 	jv_free(input);

@@ -35,13 +35,14 @@ def submit:
 # 403 is a refused key or a lack of credits.
 def blockade_failure:
   if .response.status == 403 and
-     ((.response.body.error // "") | test("key"; "i") | not) then
+     (((.response.body | objects | .error) // "") | tostring | test("key"; "i") | not) then
     failed("PROVIDER_ERROR"; "blockade: HTTP 403: \(body_message)"; false)
   else http_failure end;
 
 def submitted:
   .response.body as $b
   | if ok | not then blockade_failure
+    elif json_answer | not then unreadable
     elif .job.provider_state.stage == "export" then
       # The export: complete at once for some types, else polled.
       if $b.status == "complete" and ($b.file_url // "") != "" then
@@ -61,8 +62,9 @@ def poll:
   else {method: "GET", path: "/api/v1/imagine/requests/\(.job.provider_job_id)"} end;
 
 def polled:
-  (.response.body.request // .response.body) as $r
+  (if json_answer then .response.body.request // .response.body else null end) as $r
   | if ok | not then blockade_failure
+    elif json_answer | not then unreadable
     elif $r.status == "error" or $r.status == "abort" then
       failed("PROVIDER_ERROR";
              "blockade: \(.job.provider_state.stage // "skybox") \($r.status): \($r.error_message // "no message")";

@@ -48,6 +48,7 @@ def submit:
 def submitted:
   .response.body as $b
   | if ok | not then http_failure
+    elif json_answer | not then unreadable
     elif ($b.request_id | type) != "string" then
       failed("fal: the answer has no request_id")
     else processing($b.request_id;
@@ -65,7 +66,7 @@ def output:
 def polled:
   .response.body as $b
   | if .job.provider_state.phase == "result" then
-      if ok then
+      if ok and json_answer then
         ($b | output) as $o
         | if ($o.url // "") == "" then failed("fal: the result holds no file")
           else completed({url: $o.url, mime_type: $o.content_type,
@@ -81,6 +82,7 @@ def polled:
                false)
       else http_failure end
     elif ok | not then http_failure
+    elif json_answer | not then unreadable
     elif $b.status == "COMPLETED" then
       if $b.error then
         failed("PROVIDER_ERROR"; "fal: \($b.error_type // "error"): \($b.error)"; false)

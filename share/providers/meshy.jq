@@ -57,6 +57,7 @@ def submit:
 # The answer to a create: the preview, the refine or the image-to-3d.
 def submitted:
   if ok | not then http_failure
+  elif json_answer | not then unreadable
   elif (.response.body.result | type) != "string" then
     failed("meshy: the create's answer has no task id")
   elif .job.provider_state.stage == "refine" then
@@ -81,6 +82,7 @@ def overall($t):
 def polled:
   .response.body as $t
   | if ok | not then http_failure
+    elif json_answer | not then unreadable
     elif $t.status == "SUCCEEDED" then
       if .job.provider_state.stage == "preview" and refine then
         {status: "processing", progress: 50,

@@ -80,6 +80,7 @@ def google_failure:
 
 def submitted:
   if ok | not then google_failure
+  elif json_answer | not then unreadable
   elif (.response.body.name | type) != "string" then
     failed("veo: the answer has no operation name")
   else processing(.response.body.name; {operation: .response.body.name}) end;
@@ -89,6 +90,7 @@ def poll: {method: "GET", path: "/v1beta/\(.job.provider_job_id)"};
 def polled:
   .response.body as $op
   | if ok | not then google_failure
+    elif json_answer | not then unreadable
     elif ($op.done // false) | not then {status: "processing"}
     elif $op.error then
       failed("PROVIDER_ERROR"; "veo: \($op.error.message // "generation failed")"; false)

@@ -60,6 +60,7 @@ def google_failure:
 def submitted:
   .response.body as $b
   | if ok | not then google_failure
+    elif json_answer | not then unreadable
     else
       [($b.candidates // [])[0].content.parts[]?
        | (.inlineData // .inline_data) | select(. != null)] as $imgs

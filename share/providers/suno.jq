@@ -61,6 +61,7 @@ def suno_failure:
 
 def submitted:
   if ok | not then http_failure
+  elif json_answer | not then unreadable
   elif .response.body.code != 200 then suno_failure
   elif (.response.body.data.taskId | type) != "string" then
     failed("suno: the answer has no taskId")
@@ -76,8 +77,9 @@ def clips:
   | .sunoData // [];
 
 def polled:
-  .response.body.data as $d
+  (if json_answer then .response.body.data else null end) as $d
   | if ok | not then http_failure
+    elif json_answer | not then unreadable
     elif .response.body.code != 200 then suno_failure
     elif $d.status == "SUCCESS" or
          ($d.status == "CALLBACK_EXCEPTION" and

@@ -43,6 +43,10 @@ def body_message:
     elif ($b | type) == "string" then $b[0:300]
     else "" end
   | if type == "string" then . else tojson end;
+# A 2xx answer that is not the JSON object expected: worth another try.
+def json_answer: (.response.body | type) == "object";
+def unreadable:
+  retry("\(.provider.id): HTTP \(.response.status) with an answer that is not a JSON object: \(body_message)");
 # The usual reading of a non-2xx answer: 429 and 5xx are worth another
 # try, a refused key is a configuration error, the rest is final.
 def http_failure:
