@@ -1,10 +1,10 @@
 #!/bin/sh
 # Benchmark: concurrency-slot claims against plain inserts on the same
 # cluster (fsync on).  The jobs table holds 100,000 finished jobs; each of
-# 4 claimers (pgbench clients, one tenant each) runs the claim
-# transaction mi runs -- the budget lock, app.mi_claim_slots, the update
-# to processing; a limit of 1, so each claim takes one job -- then
-# finishes the job, freeing the slot for its next claim.  The baseline is a plain one-row INSERT by 4
+# 4 claimers (pgbench clients, one tenant each, a limit of 1) runs slot
+# cycles: in one transaction the previous job ends (freeing the slot) and
+# the claim transaction mi runs takes the next -- the budget lock,
+# app.mi_claim_slots, the update to processing.  The baseline is a plain one-row INSERT by 4
 # clients.  Prints both rates and the ratio (goal >= 0.4).
 #
 # usage: sh test/bench/claim.sh [seconds] [finished-jobs]
@@ -64,13 +64,16 @@ CREATE TABLE bench_insert (id bigserial PRIMARY KEY, tenant text,
 VACUUM ANALYZE;
 SQL
 
-# The claim transaction of mi_jobs_claim, then the end of the job.
+# One slot cycle per transaction: the claimer's previous job ends (as
+# mi-poll ends it, freeing the slot), then the claim transaction of
+# mi_jobs_claim takes the next: the budget lock, app.mi_claim_slots, the
+# update to processing.
 cat >"$tmp/claim.sql" <<'SQL'
 BEGIN;
+UPDATE app.generation_jobs SET status = 'completed', result_uri = 'https://x', completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE tenant_id = 'claimer_' || :client_id::text AND provider_id = 'meshy' AND status = 'processing';
 SELECT b.id FROM app.tenant_budgets b WHERE b.tenant_id = 'claimer_' || :client_id::text AND (b.provider_id IS NULL OR b.provider_id = 'meshy') ORDER BY b.id FOR UPDATE;
-WITH c AS (SELECT job_id FROM app.mi_claim_slots('claimer_' || :client_id::text, 'meshy', 1, 'owner_' || :client_id::text)) UPDATE app.generation_jobs j SET status = 'processing', started_at = clock_timestamp(), cost_source = 'estimate', lease_expires_at = now() + interval '30 s', updated_at = now() FROM c WHERE j.id = c.job_id RETURNING j.id AS job_id \gset
+WITH c AS (SELECT job_id FROM app.mi_claim_slots('claimer_' || :client_id::text, 'meshy', 1, 'owner_' || :client_id::text)) UPDATE app.generation_jobs j SET status = 'processing', started_at = clock_timestamp(), cost_source = 'estimate', lease_expires_at = now() + interval '30 s', updated_at = now() FROM c WHERE j.id = c.job_id;
 COMMIT;
-UPDATE app.generation_jobs SET status = 'completed', result_uri = 'https://x', completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = :job_id::uuid;
 SQL
 cat >"$tmp/insert.sql" <<'SQL'
 INSERT INTO bench_insert (tenant, payload) VALUES ('org_' || :client_id, '{"a":1}');
@@ -85,7 +88,7 @@ claims=$(rate "$tmp/claim.sql")
 inserts=$(rate "$tmp/insert.sql")
 left=$(psql -At -c "SELECT count(*) FROM app.generation_jobs WHERE status = 'pending'")
 echo "finished jobs in the table: $finished (+ claimed during the run)"
-echo "claims/s (claim transaction + finishing the job): $claims"
+echo "claims/s (one slot cycle each: end the previous job, claim the next): $claims"
 echo "inserts/s (plain one-row INSERT): $inserts"
 echo "ratio: $(echo "scale=2; $claims / $inserts" | bc) (goal >= 0.4)"
 [ "$left" -gt 0 ] || echo "warning: the claimers ran out of pending jobs" >&2
