@@ -16,6 +16,10 @@ teardown_file() {
 	fake_stop
 }
 
+teardown() {
+	[ -z "${SRV:-}" ] || kill "$SRV" 2>/dev/null || true
+}
+
 # The log entries of the fake for a prompt (as given, markers included).
 creates_for() {
 	jq -c --arg p "$1" 'select(.event == "create" and
@@ -217,4 +221,52 @@ pg_dump_all_text() {
 	sql "SELECT row_to_json(j)::text FROM app.generation_jobs j"
 	sql "SELECT row_to_json(a)::text FROM app.artifacts a"
 	sql "SELECT row_to_json(h)::text FROM app.provider_health h"
+}
+
+@test "the worked example of mi-providers(5) adds a vendor with no C" {
+	local dir=$BATS_TEST_TMPDIR/providers port
+	mkdir -p "$dir/lib"
+	cp "$MI_SHAREDIR"/providers/lib/mi.jq "$dir/lib/"
+	sed -n '/^# share\/providers\/acme-sfx.jq$/,/^\.Ed$/p' \
+	    "$BATS_TEST_DIRNAME/../man/mi-providers.5" | sed '$d' |
+	    sed 's/\\e/\\/g' >"$dir/acme-sfx.jq"
+	grep -q 'def polled' "$dir/acme-sfx.jq"
+	# A vendor of that shape: a task id, then done with a URL.
+	port=$(free_port)
+	python3 - "$port" "$(stored_path "$(req elevenlabs-sfx audio_sfx \
+	    'acme source' | pipeline)")" \
+	    >"$BATS_TEST_TMPDIR/acme.log" 2>&1 3>&- <<'PY' &
+import http.server, json, sys
+port, wav = int(sys.argv[1]), open(sys.argv[2], "rb").read()
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, code, body, ctype="application/json"):
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        ok = self.headers.get("Authorization") == "Bearer acme-key"
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.reply(200 if ok else 401, b'{"task":"t1"}')
+    def do_GET(self):
+        if self.path == "/tasks/t1":
+            url = "http://127.0.0.1:%d/files/t1.wav" % port
+            self.reply(200, json.dumps({"state": "done", "url": url}).encode())
+        else:
+            self.reply(200, wav, "audio/mpeg")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+PY
+	SRV=$!
+	sleep 0.5
+	MI_PROVIDERS_DIR=$dir MI_ACME_SFX_BASE_URL=http://127.0.0.1:$port \
+	    ACME_API_KEY=acme-key MI_ACME_SFX_POLL_INTERVAL_MS=50 \
+	    run -0 pipeline <<<"$(req acme-sfx audio_sfx 'a new vendor' '{"duration_sec":1}')"
+	jqok '.metadata.provider_id == "acme-sfx" and .metadata.cost_usd == 0.01
+	    and (.uri | endswith(".mp3"))' "$output"
+	MI_PROVIDERS_DIR=$dir ACME_API_KEY=k run -1 --separate-stderr mi-submit \
+	    <<<"$(req acme-sfx audio_sfx 'too long' '{"duration_sec":9}')"
+	jqok '.error.code == "VALIDATION_ERROR"' "$output"
 }
