@@ -395,10 +395,10 @@ found(struct ctx *c, const char *id, const char *tid, jv out)
  * is cleared (every key set to null) and it waits for a slot again.
  */
 static void
-resubmit(struct ctx *c, jv row, const char *why)
+resubmit(struct ctx *c, jv row, jv ev)
 {
-	const char *id = NULL;
-	char idbuf[40];
+	const char *id = NULL, *why = "created again";
+	char idbuf[40], whybuf[64];
 	jv st, clear = jv_object(), p = jv_object(), r;
 
 	mi_json_str(row, "id", &id, 0, NULL);
@@ -412,7 +412,10 @@ resubmit(struct ctx *c, jv row, const char *why)
 	}
 	jv_free(st);
 	jv_free(row);
-	r = event(c, idbuf, ev1(why));
+	mi_json_str(ev, "event", &why, 0, NULL);
+	snprintf(whybuf, sizeof(whybuf), "%s", why);
+	why = whybuf;
+	r = event(c, idbuf, ev);
 	if (jv_get_kind(r) != JV_KIND_OBJECT) {
 		jv_free(r);
 		set_state(c, idbuf, "left");
@@ -449,7 +452,7 @@ absent_create(struct ctx *c, jv row, jv out)
 	if (jv_get_kind(res) != JV_KIND_OBJECT ||
 	    mi_json_str(res, "provider_job_id", &tid, 1, NULL) != 1) {
 		jv_free(res);
-		resubmit(c, row, "create absent");
+		resubmit(c, row, ev1("create absent"));
 		return;
 	}
 	mi_json_str(row, "id", &id, 0, NULL);
@@ -479,6 +482,131 @@ absent_create(struct ctx *c, jv row, jv out)
 }
 
 /*
+ * The provider cannot settle a lost create: the definition's lost_create
+ * decides, with its reason, between sending it again (once) and holding
+ * the job for an operator (it fails, and nothing is sent).  The decision
+ * goes into the job's recovery log and the step's debug output (stderr).
+ */
+static void
+by_policy(struct ctx *c, struct mi_provider *p, jv row)
+{
+	struct mi_err err = MI_ERR_INIT;
+	const char *id = NULL, *pol = "resend", *why = NULL;
+	char idbuf[40], reason[300], msg[400];
+	jv v, ev;
+
+	mi_json_str(row, "id", &id, 0, NULL);
+	snprintf(idbuf, sizeof(idbuf), "%s", id);
+	v = mi_provider_call(p, "lost_create", lookup_input(row, 1), &err);
+	if (jv_get_kind(v) == JV_KIND_OBJECT) {
+		mi_json_str(v, "policy", &pol, 0, NULL);
+		mi_json_str(v, "reason", &why, 0, NULL);
+	} else
+		why = err.msg[0] ? err.msg : NULL;
+	snprintf(reason, sizeof(reason), "%s", why ? why : "no reason given");
+	if (strcmp(pol, "resend") != 0 && strcmp(pol, "hold") != 0) {
+		snprintf(reason, sizeof(reason), "unknown policy '%.40s' (held "
+		    "to be safe): %.200s", pol, why ? why : "");
+		pol = "hold";
+	}
+	if (strcmp(pol, "hold") == 0) {
+		jv_free(v);
+		jv_free(row);
+		snprintf(msg, sizeof(msg), "held for an operator: the create's "
+		    "outcome is unknown and it is not sent again (%s)", reason);
+		mi_warn("job %s: %s", idbuf, msg);
+		ev = jv_object_set(ev1("create held"), jv_string("reason"),
+		    jv_string(reason));
+		finish(c, idbuf, "failed", "PROVIDER_UNAVAILABLE", msg, ev);
+		return;
+	}
+	jv_free(v);
+	if (has_event(row, "create re-sent")) {
+		jv_free(row);
+		finish(c, idbuf, "failed", "PROVIDER_UNAVAILABLE", "the "
+		    "create's outcome is unknown again after it was sent a "
+		    "second time; it is not sent a third time",
+		    ev1("create unknown twice"));
+		return;
+	}
+	mi_warn("job %s: the create's outcome is unknown and the provider "
+	    "cannot settle it: sent again once (%s)", idbuf, reason);
+	resubmit(c, row, jv_object_set(ev1("create re-sent"),
+	    jv_string("reason"), jv_string(reason)));
+}
+
+/*
+ * A synchronous create whose whole answer came, and whose process ended
+ * before it could write so (the database was away, or it was killed):
+ * the result is in the spool as {id}.{ext}.  Returns 1 when the job was
+ * completed from it (row consumed).
+ */
+static int
+spooled_answer(struct ctx *c, struct mi_provider *p, jv row)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300], ext[16] = "", idbuf[40];
+	struct mi_err err = MI_ERR_INIT;
+	const char *id = NULL;
+	struct dirent *de;
+	struct stat sb;
+	size_t n;
+	jv pt, res, r;
+	DIR *d;
+
+	if (mi_transport_of(p) != &mi_transport_sync ||
+	    mi_json_str(row, "id", &id, 0, NULL) != 1 ||
+	    mi_spool_dir(dir, sizeof(dir), &err) == -1 ||
+	    (d = opendir(dir)) == NULL)
+		return 0;
+	n = strlen(id);
+	path[0] = '\0';
+	while ((de = readdir(d)) != NULL) {
+		const char *e = de->d_name + n + 1;
+
+		if (strncmp(de->d_name, id, n) != 0 || de->d_name[n] != '.' ||
+		    strcmp(e, "raw") == 0 || strlen(e) >= sizeof(ext) ||
+		    strchr(e, '.') != NULL)
+			continue;
+		snprintf(ext, sizeof(ext), "%s", e);
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		break;
+	}
+	closedir(d);
+	if (path[0] == '\0' || stat(path, &sb) == -1 || sb.st_size == 0)
+		return 0;
+	res = jv_object_set(jv_object_set(jv_object(), jv_string("file"),
+	    jv_string(path)), jv_string("ext"), jv_string(ext));
+	pt = jv_object();
+	pt = jv_object_set(pt, jv_string("status"), jv_string("completed"));
+	pt = jv_object_set(pt, jv_string("result_uri"),
+	    jv_string_fmt("file://%s", path));
+	pt = jv_object_set(pt, jv_string("provider_state"),
+	    jv_object_set(jv_object(), jv_string("result"), res));
+	pt = jv_object_set(pt, jv_string("progress"), jv_number(100));
+	pt = jv_object_set(pt, jv_string("submit_unknown"), jv_false());
+	snprintf(idbuf, sizeof(idbuf), "%s", id);
+	r = patch(c, idbuf, pt);
+	if (jv_get_kind(r) != JV_KIND_OBJECT) {
+		jv_free(r);
+		jv_free(row);
+		set_state(c, idbuf, "left");
+		return 1;
+	}
+	jv_free(r);
+	r = event(c, idbuf, jv_object_set(ev1("create answered"),
+	    jv_string("file"), jv_string(path)));
+	jv_free(row);
+	if (jv_get_kind(r) != JV_KIND_OBJECT) {
+		jv_free(r);
+		return 1;
+	}
+	mi_verbose("job %s: the lost answer is in the spool; stored from "
+	    "there", idbuf);
+	c->fq = jv_array_append(c->fq, r);
+	return 1;
+}
+
+/*
  * A create went out and nobody knows what became of it.  Past its
  * deadline the job times out.  Else the provider is asked, where its
  * definition can look tasks up: found, the job is polled; absent, it is
@@ -500,6 +628,16 @@ unknown_create(struct ctx *c, jv row)
 	mi_json_str(row, "provider_id", &prov, 0, NULL);
 	mi_json_str(row, "started_at", &started, 0, NULL);
 	mi_json_num(row, "timeout_ms", &timeout, 0, NULL);
+	if (prov == NULL || (p = mi_provider_get(prov, &err)) == NULL) {
+		jv_free(row);
+		left(c, idbuf, err.msg);
+		return;
+	}
+	/* A result already here is used, past the deadline or not. */
+	if (spooled_answer(c, p, jv_copy(row))) {
+		jv_free(row);
+		return;
+	}
 	if (started && timeout > 0 &&
 	    mi_jobs_time_ms(started) + (long long)timeout < mi_wall_ms()) {
 		snprintf(msg, sizeof(msg), "no result from %s within %.1f s "
@@ -507,11 +645,6 @@ unknown_create(struct ctx *c, jv row)
 		    "provider", timeout / 1000);
 		jv_free(row);
 		finish(c, idbuf, "timed_out", "TIMEOUT", msg, ev1("timed out"));
-		return;
-	}
-	if (prov == NULL || (p = mi_provider_get(prov, &err)) == NULL) {
-		jv_free(row);
-		left(c, idbuf, err.msg);
 		return;
 	}
 	for (page = 1; page <= LOOKUP_PAGES; ) {
@@ -578,15 +711,7 @@ unknown_create(struct ctx *c, jv row)
 		jv_free(out);
 		break;
 	}
-	if (has_event(row, "create re-sent")) {
-		jv_free(row);
-		finish(c, idbuf, "failed", "PROVIDER_UNAVAILABLE", "the "
-		    "create's outcome is unknown again after it was sent a "
-		    "second time; it is not sent a third time",
-		    ev1("create unknown twice"));
-		return;
-	}
-	resubmit(c, row, "create re-sent");
+	by_policy(c, p, row);
 }
 
 /* Scanning. */
@@ -679,7 +804,7 @@ dispatch(struct ctx *c, jv row)
 	}
 	/* The last create was refused (it was to be tried again). */
 	if (strcmp(st, "processing") == 0 && pjid == NULL && sc > 0) {
-		resubmit(c, row, "create again");
+		resubmit(c, row, ev1("create again"));
 		return;
 	}
 	mi_runner_job(c->r, row);

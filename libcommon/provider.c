@@ -47,6 +47,7 @@ static const char dispatcher[] =
     " elif $f == \"polled\" then polled"
     " elif $f == \"download\" then download"
     " elif $f == \"lookup\" then lookup"
+    " elif $f == \"lost_create\" then lost_create"
     " else error(\"no function \" + $f) end;\n"
     "_mi_dispatch\n";
 

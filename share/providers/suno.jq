@@ -103,3 +103,9 @@ def polled:
     else
       progressing({PENDING: 10, TEXT_SUCCESS: 40, FIRST_SUCCESS: 75}[$d.status] // 5)
     end;
+
+# Lost creates (mi-recover(1)): sunoapi.org finds a task by its taskId
+# only (record-info) and lists none; a generation costs a few cents.
+def lost_create:
+  {policy: "resend",
+   reason: "suno: sunoapi.org cannot list tasks; another generation costs about $0.06"};
