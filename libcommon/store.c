@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -301,6 +300,7 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 {
 	const struct mi_mime *m, *declared;
 	char obj[PATH_MAX], dir[PATH_MAX];
+	struct stat sb;
 	int i, r, existed;
 
 	memset(res, 0, sizeof(*res));
@@ -325,6 +325,12 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		mi_err_set(err, 0, "content is %s, which type '%s' does not take",
 		    m->type, tx->req.type);
 		mismatch(tx, err);
+		goto fail;
+	}
+	/* The file holds exactly the bytes hashed, nothing after them. */
+	if (fstat(tx->fd, &sb) == -1 || (long long)sb.st_size != tx->size) {
+		mi_err_set(err, EX_SOFTWARE, "stored size differs from the "
+		    "hashed size in '%s'", tx->objdir);
 		goto fail;
 	}
 	for (i = 0; fsync(tx->fd) == -1; ) {
@@ -375,9 +381,13 @@ fail:
 }
 
 /*
- * Regular files: one thread copies in the kernel (copy_file_range) while
- * this one hashes; when hashing is done this thread takes copy chunks too.
- * Both cores stay busy, so storing costs little more than hashing alone.
+ * Regular files: one thread copies in the kernel (copy_file_range), chunk
+ * after chunk, while this one hashes what the copier has written, read
+ * back from the new file (page cache).  The hash is of the bytes that
+ * will be linked, whatever happens to the input meanwhile; copying is
+ * faster than hashing, so storing costs little more than hashing alone.
+ * An input whose size, mtime or ctime changed during the copy is stored
+ * again from the start (it would be a mix of two versions).
  */
 #define CHUNK (8LL << 20)
 
@@ -385,9 +395,11 @@ struct copier {
 	int in, out;
 	long long size;
 	const char *dir;
-	atomic_llong next;	/* next chunk to copy */
-	atomic_int failed;
 	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	long long done;		/* bytes copied, from 0: under lock */
+	int failed;		/* under lock */
+	int quit;		/* the hasher gave up: under lock */
 	struct mi_err err;
 };
 
@@ -406,7 +418,8 @@ copy_chunk(struct copier *c, long long off, size_t len, struct mi_err *err)
 			continue;
 		}
 		if (n == 0)
-			return storage_err(err, "read", "input", EIO);
+			return mi_err_set(err, EX_IOERR,
+			    "input ended early: it changed while being stored");
 		if (errno == EINTR)
 			continue;
 		if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
@@ -416,9 +429,11 @@ copy_chunk(struct copier *c, long long off, size_t len, struct mi_err *err)
 			ssize_t r = pread(c->in, buf, sizeof(buf) < len ?
 			    sizeof(buf) : len, (off_t)off);
 
-			if (r <= 0)
-				return storage_err(err, "read", "input",
-				    r == 0 ? EIO : errno);
+			if (r == 0)
+				return mi_err_set(err, EX_IOERR, "input ended "
+				    "early: it changed while being stored");
+			if (r < 0)
+				return storage_err(err, "read", "input", errno);
 			if (write_at(c->out, buf, (size_t)r, off, c->dir,
 			    err) == -1)
 				return -1;
@@ -438,90 +453,171 @@ copier_main(void *arg)
 {
 	struct copier *c = arg;
 	struct mi_err err = MI_ERR_INIT;
-	long long i, nchunks = (c->size + CHUNK - 1) / CHUNK;
+	long long off = 0;
 
-	while (!atomic_load(&c->failed) &&
-	    (i = atomic_fetch_add(&c->next, 1)) < nchunks) {
-		long long off = i * CHUNK;
+	while (off < c->size) {
 		long long n = c->size - off < CHUNK ? c->size - off : CHUNK;
+		int r, quit;
 
-		if (copy_chunk(c, off, (size_t)n, &err) == -1) {
-			pthread_mutex_lock(&c->lock);
-			if (!atomic_load(&c->failed))
-				c->err = err;
-			atomic_store(&c->failed, 1);
-			pthread_mutex_unlock(&c->lock);
+		pthread_mutex_lock(&c->lock);
+		quit = c->quit;
+		pthread_mutex_unlock(&c->lock);
+		if (quit)
 			break;
-		}
+		r = copy_chunk(c, off, (size_t)n, &err);
+		pthread_mutex_lock(&c->lock);
+		if (r == -1) {
+			c->err = err;
+			c->failed = 1;
+		} else
+			c->done = off + n;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		if (r == -1)
+			break;
 		/* Start writeback now so the final fsync has little left. */
 		sync_file_range(c->out, off, n, SYNC_FILE_RANGE_WRITE);
+		off += n;
 	}
 	return NULL;
 }
 
+/* Waits until the copier has copied past off; returns that end, or -1. */
+static long long
+copied_past(struct copier *c, long long off)
+{
+	long long done;
+
+	pthread_mutex_lock(&c->lock);
+	while (c->done <= off && !c->failed)
+		pthread_cond_wait(&c->cond, &c->lock);
+	done = c->failed ? -1 : c->done;
+	pthread_mutex_unlock(&c->lock);
+	return done;
+}
+
 static int
-put_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
-    long long size, struct mi_store_result *res, struct mi_err *err)
+same_file_state(const struct stat *a, const struct stat *b)
+{
+	return a->st_size == b->st_size &&
+	    a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	    a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	    a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	    a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/*
+ * One attempt: copies and hashes into a new transaction.  Returns the
+ * transaction ready to commit, or NULL (err filled; *changed set when the
+ * input changed meanwhile).
+ */
+static struct mi_store_tx *
+copy_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
+    const struct stat *before, char *buf, size_t bufsz, int *changed,
+    struct mi_err *err)
 {
 	struct mi_store_tx *tx;
 	struct copier c;
+	struct stat after;
 	pthread_t th;
-	size_t bufsz = 1 << 20;
-	char *buf;
-	long long off = 0;
-	int started = 0;
+	long long off = 0, size = (long long)before->st_size;
+	int started = 0, ok = 1;
 
-	if (req->max_size && size > req->max_size)
-		return mi_err_set(err, req->from_provider ? EX_PROTOCOL :
-		    EX_DATAERR, "content larger than %lld bytes", req->max_size);
+	*changed = 0;
 	if ((tx = mi_store_begin(st, req, err)) == NULL)
-		return -1;
-	if ((buf = malloc(bufsz)) == NULL) {
-		mi_store_abort(tx);
-		return mi_err_set(err, EX_OSERR, "out of memory");
-	}
+		return NULL;
 	memset(&c, 0, sizeof(c));
-	atomic_init(&c.next, 0);
-	atomic_init(&c.failed, 0);
 	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cond, NULL);
 	c.in = fd;
 	c.out = tx->fd;
 	c.size = size;
 	c.dir = tx->objdir;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (size > 0 && pthread_create(&th, NULL, copier_main, &c) == 0)
 		started = 1;
 	else if (size > 0)
 		copier_main(&c);
 	while (off < size) {
-		ssize_t n = pread(fd, buf, bufsz, (off_t)off);
+		long long end = copied_past(&c, off);
 
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			storage_err(err, "read", "input", n == 0 ? EIO : errno);
+		if (end == -1) {
+			*err = c.err;
+			ok = 0;
 			break;
 		}
-		take_head(tx, buf, (size_t)n);
-		mi_sha256_update(tx->h, buf, (size_t)n);
-		off += n;
+		while (off < end) {
+			size_t want = end - off < (long long)bufsz ?
+			    (size_t)(end - off) : bufsz;
+			ssize_t n = pread(tx->fd, buf, want, (off_t)off);
+
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				storage_err(err, "read back a file in",
+				    tx->objdir, n == 0 ? EIO : errno);
+				ok = 0;
+				break;
+			}
+			take_head(tx, buf, (size_t)n);
+			mi_sha256_update(tx->h, buf, (size_t)n);
+			off += n;
+		}
+		if (!ok)
+			break;
 	}
 	if (started) {
-		copier_main(&c);	/* help with what is left to copy */
+		pthread_mutex_lock(&c.lock);
+		c.quit = 1;
+		pthread_mutex_unlock(&c.lock);
 		pthread_join(th, NULL);
 	}
+	pthread_cond_destroy(&c.cond);
 	pthread_mutex_destroy(&c.lock);
+	if (fstat(fd, &after) == 0 && !same_file_state(before, &after)) {
+		*changed = 1;
+		mi_err_set(err, EX_IOERR, "input changed while being stored");
+		ok = 0;
+	}
+	if (!ok) {
+		mi_store_abort(tx);
+		return NULL;
+	}
+	tx->size = off;
+	return tx;
+}
+
+static int
+put_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
+    const struct stat *sb, struct mi_store_result *res, struct mi_err *err)
+{
+	struct mi_store_tx *tx = NULL;
+	struct stat before = *sb;
+	size_t bufsz = 1 << 20;
+	char *buf;
+	int i, changed = 0;
+
+	if (req->max_size && before.st_size > req->max_size)
+		return mi_err_set(err, req->from_provider ? EX_PROTOCOL :
+		    EX_DATAERR, "content larger than %lld bytes", req->max_size);
+	if ((buf = malloc(bufsz)) == NULL)
+		return mi_err_set(err, EX_OSERR, "out of memory");
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (i = 0; i <= RETRIES; i++) {
+		if (i > 0) {
+			backoff(i);
+			if (fstat(fd, &before) == -1) {
+				storage_err(err, "stat", "input", errno);
+				break;
+			}
+		}
+		tx = copy_regular(st, req, fd, &before, buf, bufsz, &changed,
+		    err);
+		if (tx != NULL || !changed)
+			break;
+	}
 	free(buf);
-	if (off < size) {
-		mi_store_abort(tx);
+	if (tx == NULL)
 		return -1;
-	}
-	if (c.failed) {
-		*err = c.err;
-		mi_store_abort(tx);
-		return -1;
-	}
-	tx->size = size;
 	return mi_store_commit(tx, res, err);
 }
 
@@ -536,7 +632,7 @@ mi_store_put_fd(struct mi_store *st, const struct mi_store_req *req, int fd,
 
 	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
 	    lseek(fd, 0, SEEK_CUR) == 0)
-		return put_regular(st, req, fd, (long long)sb.st_size, res, err);
+		return put_regular(st, req, fd, &sb, res, err);
 	if ((tx = mi_store_begin(st, req, err)) == NULL)
 		return -1;
 	if ((buf = malloc(bufsz)) == NULL) {

@@ -71,6 +71,48 @@ setup() {
 	cmp "$BATS_TEST_TMPDIR/big.wav" "$ASSET_STORAGE_DIR/org_big/$RUN/audio/$want.wav"
 }
 
+@test "a file rewritten while it is stored never lands under a wrong hash" {
+	# Two versions of one PNG, the same size; a writer puts them in turn
+	# over the file, in place, while mi-store reads it.
+	f=$BATS_TEST_TMPDIR/live.png
+	for v in A B; do
+		{ cat "$MEDIA/a.png"; head -c 48000000 /dev/urandom; } > "$BATS_TEST_TMPDIR/$v"
+	done
+	cp "$BATS_TEST_TMPDIR/A" "$f"
+	( while :; do
+		for v in B A; do
+			dd if="$BATS_TEST_TMPDIR/$v" of="$f" bs=1M conv=notrunc status=none
+			sleep 0.2
+		done
+	done ) &
+	writer=$!
+	for i in 1 2 3 4 5; do
+		mi-store -t org_live -r "$(uuid)" -y image "$f" \
+		    >>"$BATS_TEST_TMPDIR/out" 2>>"$BATS_TEST_TMPDIR/err" || true
+	done
+	kill "$writer"
+	wait "$writer" || true
+	# Each save either stored some content under its own hash or said
+	# that the file changed; nothing else.
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/out")" = 5 ]
+	jq -e -s 'all(.content_hash != null or (.error.code == "STORAGE_ERROR" and
+	    (.error.message | test("changed while"))))' "$BATS_TEST_TMPDIR/out"
+	n=0
+	for o in "$ASSET_STORAGE_DIR"/org_live/.objects/*; do
+		[ -e "$o" ] || continue
+		name=$(basename "$o")
+		sum=$(sha256sum "$o" | cut -c1-64)
+		[ "$sum" = "${name%%.*}" ]
+		n=$((n + 1))
+	done
+	# And every path that a record names holds what its hash says.
+	for p in $(jq -r 'select(.content_hash) | "\(.content_hash) \(.uri)"' "$BATS_TEST_TMPDIR/out" | tr ' ' '|'); do
+		h=${p%%|*}
+		rel=${p#*|/api/assets/}
+		[ "$(sha256sum "$ASSET_STORAGE_DIR/$rel" | cut -c1-64)" = "$h" ]
+	done
+}
+
 @test "the same content in the same run is not written twice" {
 	run --separate-stderr mi-store -t org_d -r "$RUN" -y image "$MEDIA/a.png" "$MEDIA/a.png"
 	assert_success
