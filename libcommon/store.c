@@ -8,6 +8,7 @@
  * hard-linked into {run}/{type}/.  A crash before the link leaves nothing:
  * an unnamed file disappears with its last descriptor.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -32,6 +33,7 @@ struct mi_store {
 struct mi_store_tx {
 	struct mi_store *st;
 	struct mi_store_req req;
+	char run[37];		/* req.run, lowercased */
 	char objdir[PATH_MAX];
 	char tmpname[PATH_MAX];	/* named fallback when O_TMPFILE fails */
 	int fd;
@@ -48,45 +50,116 @@ backoff(int i)
 	mi_sleep_ms(20LL << (2 * (i - 1)));
 }
 
+/*
+ * Storage errors are EX_IOERR (STORAGE_ERROR, retryable: the disk may have
+ * room or work later) except those that trying again will not change
+ * (permissions, a read-only filesystem, a file where a directory belongs):
+ * EX_CANTCREAT, also STORAGE_ERROR but not retryable.
+ */
+static int
+storage_code(int e)
+{
+	switch (e) {
+	case EACCES:
+	case EPERM:
+	case EROFS:
+	case ENOTDIR:
+	case EEXIST:
+	case ELOOP:
+	case ENAMETOOLONG:
+		return EX_CANTCREAT;
+	default:
+		return EX_IOERR;
+	}
+}
+
 static int
 storage_err(struct mi_err *err, const char *what, const char *path, int e)
 {
-	return mi_err_set(err, EX_IOERR, "unable to %s '%s': %s", what, path,
-	    strerror(e));
+	return mi_err_set(err, storage_code(e), "unable to %s '%s': %s", what,
+	    path, strerror(e));
 }
 
 static int
-mkdirs(const char *path, struct mi_err *err)
+fsync_dir(const char *dir, struct mi_err *err)
 {
-	char tmp[PATH_MAX];
-	char *p;
+	int fd, r, e;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
-		return mi_err_set(err, EX_DATAERR, "path too long");
-	for (p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-			return storage_err(err, "create directory", tmp, errno);
-		*p = '/';
-	}
-	if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-		return storage_err(err, "create directory", tmp, errno);
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return storage_err(err, "open directory", dir, errno);
+	r = fsync(fd);
+	e = errno;
+	close(fd);
+	if (r == -1)
+		return storage_err(err, "fsync directory", dir, e);
 	return 0;
 }
 
+/* fsync_dir, retried like writes. */
 static int
-fsync_dir(const char *dir)
+fsync_dir_retrying(const char *dir, struct mi_err *err)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r;
+	int i;
 
-	if (fd == -1)
-		return -1;
-	r = fsync(fd);
-	close(fd);
-	return r;
+	for (i = 0; fsync_dir(dir, err) == -1; ) {
+		if (++i > RETRIES)
+			return -1;
+		backoff(i);
+	}
+	return 0;
+}
+
+/*
+ * mkdir -p; returns 0, -1 (mkdir failed) or -2 (an fsync failed, retried
+ * already).  A directory made here is made durable by an fsync of its
+ * parent (the new entry lives there), so a later link into it cannot
+ * outlive, after a crash, the directory that holds it.
+ */
+static int
+mkdirs_once(const char *path, struct mi_err *err)
+{
+	char tmp[PATH_MAX];
+	char *p, *end;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
+		return mi_err_set(err, EX_DATAERR, "path too long");
+	end = tmp + strlen(tmp);
+	for (p = tmp + 1; p <= end; p++) {
+		char *slash;
+
+		if (*p != '/' && *p != '\0')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) == 0) {
+			char parent[PATH_MAX];
+
+			memcpy(parent, tmp, (size_t)(p - tmp) + 1);
+			if ((slash = strrchr(parent, '/')) == NULL)
+				memcpy(parent, ".", 2);
+			else
+				slash[slash == parent] = '\0';
+			if (fsync_dir_retrying(parent, err) == -1)
+				return -2;	/* retried already */
+		} else if (errno != EEXIST)
+			return storage_err(err, "create directory", tmp, errno);
+		if (p < end)
+			*p = '/';
+	}
+	return 0;
+}
+
+/* mkdirs_once, retried like writes. */
+static int
+mkdirs(const char *path, struct mi_err *err)
+{
+	int i, r;
+
+	for (i = 0; (r = mkdirs_once(path, err)) != 0; ) {
+		if (r == -2 || err->code == EX_DATAERR || ++i > RETRIES)
+			return -1;
+		backoff(i);
+	}
+	return 0;
 }
 
 struct mi_store *
@@ -162,28 +235,50 @@ mi_store_begin(struct mi_store *st, const struct mi_store_req *req,
 	tx->st = st;
 	tx->req = *req;
 	tx->fd = -1;
+	/* One tree per run whatever the case it is spelt in (a UUID). */
+	for (i = 0; i < 36; i++)
+		tx->run[i] = (char)tolower((unsigned char)req->run[i]);
+	tx->req.run = tx->run;
 	if ((size_t)snprintf(tx->objdir, sizeof(tx->objdir), "%s/%s/.objects",
 	    st->root, req->tenant) >= sizeof(tx->objdir)) {
 		free(tx);
 		mi_err_set(err, EX_DATAERR, "path too long");
 		return NULL;
 	}
+	if (mkdirs(tx->objdir, err) == -1) {
+		mi_store_abort(tx);
+		return NULL;
+	}
 	for (i = 0; i <= RETRIES; i++) {
 		if (i > 0)
 			backoff(i);
-		if (mkdirs(tx->objdir, err) == -1)
-			continue;
 		tx->fd = open(tx->objdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
 		if (tx->fd == -1 && (errno == EOPNOTSUPP || errno == EISDIR ||
 		    errno == EINVAL)) {
-			/* No O_TMPFILE on this filesystem: a named temp. */
+			/*
+			 * No O_TMPFILE on this filesystem: a named temp,
+			 * made readable like the O_TMPFILE one (mkstemp
+			 * gives 0600, and mi-serve may run as another user).
+			 */
 			if ((size_t)snprintf(tx->tmpname, sizeof(tx->tmpname),
-			    "%s/.tmp.XXXXXX", tx->objdir) < sizeof(tx->tmpname))
-				tx->fd = mkstemp(tx->tmpname);
+			    "%s/.tmp.XXXXXX", tx->objdir) < sizeof(tx->tmpname) &&
+			    (tx->fd = mkstemp(tx->tmpname)) != -1 &&
+			    fchmod(tx->fd, 0644) == -1) {
+				int e = errno;
+
+				close(tx->fd);
+				unlink(tx->tmpname);
+				tx->fd = -1;
+				errno = e;
+			}
+			if (tx->fd == -1)
+				tx->tmpname[0] = '\0';
 		}
 		if (tx->fd != -1)
 			break;
 		storage_err(err, "create a file in", tx->objdir, errno);
+		if (err->code != EX_IOERR)
+			break;
 	}
 	if (tx->fd == -1 || (tx->h = mi_sha256_new(err)) == NULL) {
 		mi_store_abort(tx);
@@ -348,10 +443,6 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		mi_err_set(err, EX_DATAERR, "path too long");
 		goto fail;
 	}
-	if ((existed = link_tmp(tx, obj, err)) == -1)
-		goto fail;
-	if (!existed)
-		fsync_dir(tx->objdir);
 	if ((size_t)snprintf(res->rel, sizeof(res->rel), "%s/%s/%s/%s.%s",
 	    tx->req.tenant, tx->req.run, tx->req.type, res->hash, m->ext) >=
 	    sizeof(res->rel) || (size_t)snprintf(dir, sizeof(dir), "%s/%s/%s/%s",
@@ -361,7 +452,12 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		mi_err_set(err, EX_DATAERR, "path too long");
 		goto fail;
 	}
+	/* The run's directory first: a failure there leaves no object. */
 	if (mkdirs(dir, err) == -1)
+		goto fail;
+	if ((existed = link_tmp(tx, obj, err)) == -1)
+		goto fail;
+	if (!existed && fsync_dir_retrying(tx->objdir, err) == -1)
 		goto fail;
 	for (i = 0; (r = link(obj, res->path)) == -1 && errno != EEXIST; ) {
 		if (++i > RETRIES) {
@@ -370,8 +466,8 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		}
 		backoff(i);
 	}
-	if (r == 0)
-		fsync_dir(dir);
+	if (r == 0 && fsync_dir_retrying(dir, err) == -1)
+		goto fail;
 	res->deduplicated = existed;
 	mi_store_abort(tx);
 	return 0;

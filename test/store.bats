@@ -245,6 +245,85 @@ setup() {
 	[ -z "$(find "$ASSET_STORAGE_DIR/org_g" -type f)" ]
 }
 
+@test "without O_TMPFILE the named temporary file is stored readable (0644)" {
+	MI_FAULT_NO_TMPFILE=1 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run --separate-stderr mi-store -t org_nt -r "$RUN" -y image "$MEDIA/a.png"
+	assert_success
+	hash=$(sha256sum "$MEDIA/a.png" | cut -c1-64)
+	cmp "$MEDIA/a.png" "$ASSET_STORAGE_DIR/org_nt/.objects/$hash.png"
+	[ "$(stat -c %a "$ASSET_STORAGE_DIR/org_nt/.objects/$hash.png")" = 644 ]
+	[ "$(stat -c %a "$ASSET_STORAGE_DIR/org_nt/$RUN/image/$hash.png")" = 644 ]
+	# No temporary file is left behind.
+	[ "$(ls -A "$ASSET_STORAGE_DIR/org_nt/.objects")" = "$hash.png" ]
+}
+
+@test "a run directory that cannot be made leaves no object and is not retryable" {
+	rm -f "$BATS_TEST_TMPDIR/faults"
+	MI_FAULT_MKDIR="$RUN" MI_FAULT_LOG="$BATS_TEST_TMPDIR/faults" \
+	    LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-store -t org_perm -r "$RUN" -y image "$MEDIA/a.png"
+	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and .error.retryable == false'
+	echo "$output" | jq -e --arg r "$RUN" '.error.message | test("create directory .*\($r).*: Permission denied")'
+	# Tried once and retried three times, as writes are.
+	[ "$(grep -c mkdir "$BATS_TEST_TMPDIR/faults")" = 4 ]
+	[ -z "$(find "$ASSET_STORAGE_DIR/org_perm" -type f)" ]
+	run sql "SELECT count(*) FROM app.artifacts WHERE tenant_id = 'org_perm'"
+	assert_output 0
+	# A disk that is full there is worth another try later.
+	MI_FAULT_MKDIR="$RUN" MI_FAULT_MKDIR_ERRNO=28 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-store -t org_perm -r "$RUN" -y image "$MEDIA/a.png"
+	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and .error.retryable == true'
+	[ -z "$(find "$ASSET_STORAGE_DIR/org_perm" -type f)" ]
+}
+
+@test "new directories are fsynced in their parents, and directory fsyncs are checked" {
+	root=$(realpath "$ASSET_STORAGE_DIR")
+	rm -f "$BATS_TEST_TMPDIR/fsyncs"
+	MI_FSYNC_LOG="$BATS_TEST_TMPDIR/fsyncs" LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run --separate-stderr mi-store -t org_fsync -r "$RUN" -y image "$MEDIA/a.png"
+	assert_success
+	cat "$BATS_TEST_TMPDIR/fsyncs"
+	for d in "$root" "$root/org_fsync" "$root/org_fsync/.objects" \
+	    "$root/org_fsync/$RUN" "$root/org_fsync/$RUN/image"; do
+		grep -qx "$d" "$BATS_TEST_TMPDIR/fsyncs"
+	done
+	# A directory fsync that keeps failing is a STORAGE_ERROR ...
+	MI_FAULT_DIR_COUNT=1000 MI_FAULT_ERRNO=5 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-store -t org_fsync2 -r "$RUN" -y image "$MEDIA/a.png"
+	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and .error.retryable == true and
+	    (.error.message | test("fsync directory .*Input/output error"))'
+	run sql "SELECT count(*) FROM app.artifacts WHERE tenant_id = 'org_fsync2'"
+	assert_output 0
+	# ... and one that fails twice is retried.
+	MI_FAULT_DIR_COUNT=2 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run --separate-stderr mi-store -t org_fsync3 -r "$RUN" -y image "$MEDIA/a.png"
+	assert_success
+}
+
+@test "an upper-case run UUID is stored, linked and recorded in lower case" {
+	up=${RUN^^}
+	low=${RUN,,}
+	[ "$up" != "$low" ]
+	run --separate-stderr mi-store -t org_uc -r "$up" -y image "$MEDIA/a.png"
+	assert_success
+	hash=$(sha256sum "$MEDIA/a.png" | cut -c1-64)
+	echo "$output" | jq -e --arg r "$low" --arg h "$hash" '.run_id == $r and
+	    .uri == "/api/assets/org_uc/\($r)/image/\($h).png"'
+	id=$(echo "$output" | jq -r .id)
+	[ -f "$ASSET_STORAGE_DIR/org_uc/$low/image/$hash.png" ]
+	[ ! -e "$ASSET_STORAGE_DIR/org_uc/$up" ]
+	# The same run in lower case is the same tree and the same row.
+	run --separate-stderr mi-store -t org_uc -r "$low" -y image "$MEDIA/a.png"
+	assert_success
+	echo "$output" | jq -e --arg id "$id" '.deduplicated == true and .id == $id'
+	[ "$(ls "$ASSET_STORAGE_DIR/org_uc" | grep -v '^[.]objects$')" = "$low" ]
+	# Records spell it either way too.
+	run --separate-stderr mi-store <<<"{\"path\":\"$MEDIA/b.png\",\"tenant_id\":\"org_uc\",\"run_id\":\"$up\",\"type\":\"image\"}"
+	assert_success
+	echo "$output" | jq -e --arg r "$low" '.run_id == $r and (.uri | contains($r))'
+	[ ! -e "$ASSET_STORAGE_DIR/org_uc/$up" ]
+}
+
 @test "a database that is down gives exit 69 and a clear message" {
 	DATABASE_URL="postgresql://postgres@127.0.0.1:1/none" \
 	    run -69 --separate-stderr mi-store -t org_a -r "$RUN" -y image "$MEDIA/a.png"
