@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "bundle/serve.h"
 #include "err.h"
 #include "hash.h"
 #include "httpd.h"
@@ -527,10 +528,15 @@ parse_range(const char *v, long long size, long long *from, long long *to)
 	return 1;
 }
 
-/* Authorises the request for p's tenant; -1 with *why when refused. */
+/*
+ * Authorises the request for p's tenant; -1 with *why when refused.  A
+ * signature is checked for sign_path with the exp and sig of query (a
+ * bundle's entries are covered by the bundle's signed URL).
+ */
 static int
 authorise(struct server *s, const struct mi_http_req *req,
-    const struct mi_asset_path *p, int *why)
+    const struct mi_asset_path *p, const char *sign_path, const char *query,
+    int *why)
 {
 	char exp[32], sig[80], tenant[256];
 	const char *e, *g, *auth;
@@ -538,11 +544,11 @@ authorise(struct server *s, const struct mi_http_req *req,
 	enum refusal r = R_BAD_TOKEN;
 	int dup = 0;
 
-	e = query_param(req->query, "exp", exp, sizeof(exp), &dup);
-	g = query_param(req->query, "sig", sig, sizeof(sig), &dup);
+	e = query_param(query, "exp", exp, sizeof(exp), &dup);
+	g = query_param(query, "sig", sig, sizeof(sig), &dup);
 	if (e != NULL || g != NULL) {
 		if (dup || s->sign_key == NULL || e == NULL || g == NULL ||
-		    !signature_ok(s, req->path, e, g, now)) {
+		    !signature_ok(s, sign_path, e, g, now)) {
 			*why = e != NULL && strtoll(e, NULL, 10) < now &&
 			    s->sign_key != NULL ? R_EXPIRED_SIGNATURE :
 			    R_BAD_SIGNATURE;
@@ -571,10 +577,65 @@ authorise(struct server *s, const struct mi_http_req *req,
 	return 0;
 }
 
+/* One entry of a stored bundle (libcommon/bundle/serve.c decides). */
+static void
+serve_bundle_entry(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, const struct mi_bundle_url *u)
+{
+	struct mi_bundle_answer a;
+	struct tenant_stat *t;
+	struct stat st;
+	int fd, why;
+
+	if (authorise(s, req, &u->asset, u->zip_path, u->query[0] ? u->query :
+	    req->query, &why) == -1) {
+		not_found(s, req, r, why);
+		return;
+	}
+	if ((fd = open_asset(s, &u->asset)) == -1 || fstat(fd, &st) == -1 ||
+	    !S_ISREG(st.st_mode)) {
+		if (fd != -1)
+			close(fd);
+		not_found(s, req, r, -1);
+		return;
+	}
+	mi_bundle_answer(fd, (long long)st.st_size, u,
+	    mi_http_header(req, "If-None-Match"), mi_http_header(req, "Range"),
+	    mi_http_header(req, "If-Range"), &a);
+	if (a.status == 404 || a.status == 503) {
+		if (a.status == 404)
+			not_found(s, req, r, -1);
+		else
+			text_answer(s, req, r, 503, "busy\n");
+		mi_http_resp_note(r, a.why);
+		return;
+	}
+	if ((t = tenant_stat(s, u->asset.tenant)) != NULL) {
+		atomic_fetch_add_explicit(&t->requests, 1,
+		    memory_order_relaxed);
+		mi_http_resp_tally(r, &t->bytes);
+	}
+	mi_http_resp_status(r, a.status);
+	common_headers(s, req, r, a.type);
+	mi_http_resp_header(r, "ETag", a.etag);
+	mi_http_resp_header(r, "Cache-Control", IMMUTABLE);
+	mi_http_resp_header(r, "Accept-Ranges", "bytes");
+	mi_http_resp_note(r, "bundle");
+	if (a.content_range[0] != '\0')
+		mi_http_resp_header(r, "Content-Range", a.content_range);
+	if (a.fd != -1)
+		mi_http_resp_file(r, a.fd, a.off, a.len);
+	else if (a.mem != NULL)
+		mi_http_resp_body(r, a.mem, (size_t)a.len, a.free_fn);
+	else if (a.status == 416)
+		mi_http_resp_body(r, "range not satisfiable\n", 22, NULL);
+}
+
 static void
 serve_asset(struct server *s, const struct mi_http_req *req,
     struct mi_http_resp *r)
 {
+	struct mi_bundle_url u;
 	struct mi_asset_path p;
 	const struct mi_mime *m;
 	struct tenant_stat *t;
@@ -584,11 +645,19 @@ serve_asset(struct server *s, const struct mi_http_req *req,
 	struct stat st;
 	int fd, why, k;
 
+	switch (mi_bundle_url_parse(req->path, &u)) {
+	case 1:
+		serve_bundle_entry(s, req, r, &u);
+		return;
+	case -1:
+		not_found(s, req, r, R_PATH);
+		return;
+	}
 	if (mi_asset_path_parse(req->path, &p, NULL) == -1) {
 		not_found(s, req, r, R_PATH);
 		return;
 	}
-	if (authorise(s, req, &p, &why) == -1) {
+	if (authorise(s, req, &p, req->path, req->query, &why) == -1) {
 		not_found(s, req, r, why);
 		return;
 	}
@@ -756,18 +825,22 @@ log_request(void *arg, const struct mi_http_req *req, int status,
     long long sent, const char *note, long long usec)
 {
 	struct server *s = arg;
-	char when[32];
+	char when[32], path[MI_HTTP_MAX_TARGET];
+	const char *req_path = "-";
 	struct tm tm;
 	time_t t;
 
 	if (!s->access_log)
 		return;
+	/* A bundle entry's path may carry a signature too. */
+	if (req->path[0])
+		req_path = mi_bundle_log_path(req->path, path, sizeof(path));
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	fprintf(stderr, "%s %s \"%s %s\" %d %lld %lldus %s\n", when,
 	    req->peer ? req->peer : "-", req->method_name[0] ?
-	    req->method_name : "-", req->path[0] ? req->path : "-", status,
+	    req->method_name : "-", req_path, status,
 	    sent, usec, note[0] ? note : "-");
 }
 
@@ -867,6 +940,7 @@ serve(const char *listen, const char *root, int threads, int access_log)
 	} while (sig != SIGTERM && sig != SIGINT);
 	mi_verbose("stopping on signal %d", sig);
 	mi_httpd_stop(s.httpd);
+	mi_bundle_cache_clear();
 	free_caches(&s);
 	mi_jwt_free(s.jwt);
 	if (s.sign_key != NULL)
