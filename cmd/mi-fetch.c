@@ -585,8 +585,10 @@ fetch_one(struct ctx *c, jv job)
 		    res.deduplicated ? ", deduplicated" : "", cost, src);
 	}
 	{
-		jv w = jv_object_get(jv_object_get(jv_copy(art),
-		    jv_string("metadata")), jv_string("warnings"));
+		jv m = jv_object_get(jv_copy(art), jv_string("metadata"));
+		jv w = jv_get_kind(m) == JV_KIND_OBJECT ?
+		    jv_object_get(m, jv_string("warnings")) :
+		    (jv_free(m), jv_null());
 		int i, n = jv_get_kind(w) == JV_KIND_ARRAY ?
 		    jv_array_length(jv_copy(w)) : 0;
 

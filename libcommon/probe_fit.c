@@ -40,12 +40,16 @@ num(jv o, const char *key)
 static int
 param_true(jv request, const char *key)
 {
-	jv p =
-	    jv_object_get(jv_object_get(jv_copy(request), jv_string("params")),
-		jv_string(key));
-	int t = jv_get_kind(p) == JV_KIND_TRUE;
+	jv p = jv_object_get(jv_copy(request), jv_string("params")), v;
+	int t;
 
-	jv_free(p);
+	if (jv_get_kind(p) != JV_KIND_OBJECT) {
+		jv_free(p);
+		return 0;
+	}
+	v = jv_object_get(p, jv_string(key));
+	t = jv_get_kind(v) == JV_KIND_TRUE;
+	jv_free(v);
 	return t;
 }
 
@@ -424,6 +428,8 @@ mi_probe_next(struct mi_db *db, jv failed_job, struct mi_err *err)
 				return jv_invalid();
 			}
 		/* Refused before any job was written: the next one. */
+		if (jv_get_kind(n.last) != JV_KIND_OBJECT)
+			break;
 		id = jv_object_get(jv_copy(n.last), jv_string("id"));
 		if (jv_get_kind(id) == JV_KIND_STRING ||
 		    !mi_json_has_error(n.last)) {

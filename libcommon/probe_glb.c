@@ -74,6 +74,19 @@ num(jv o, const char *key, double dflt)
 	return d;
 }
 
+/* o[a][b] for o an object; null when o[a] is not an object. */
+static jv
+get2(jv o, const char *a, const char *b)
+{
+	jv v = jv_object_get(jv_copy(o), jv_string(a));
+
+	if (jv_get_kind(v) != JV_KIND_OBJECT) {
+		jv_free(v);
+		return jv_null();
+	}
+	return jv_object_get(v, jv_string(b));
+}
+
 static int
 has_array(jv o, const char *key)
 {
@@ -96,9 +109,7 @@ prim_triangles(jv doc, jv prim)
 	else {
 		jv_free(ix);
 		acc = item(doc, "accessors",
-		    jv_object_get(jv_object_get(jv_copy(prim),
-				      jv_string("attributes")),
-			jv_string("POSITION")));
+		    get2(prim, "attributes", "POSITION"));
 	}
 	n = jv_get_kind(acc) == JV_KIND_OBJECT ? num(acc, "count", 0) : 0;
 	jv_free(acc);
@@ -192,9 +203,7 @@ mesh_bbox(jv doc, jv mesh, const double *m, struct bbox *b)
 		jv prim = jv_array_get(jv_copy(prims), i);
 		jv acc = jv_get_kind(prim) == JV_KIND_OBJECT
 		    ? item(doc, "accessors",
-			  jv_object_get(jv_object_get(jv_copy(prim),
-					    jv_string("attributes")),
-			      jv_string("POSITION")))
+			  get2(prim, "attributes", "POSITION"))
 		    : jv_null();
 		double lo[3] = { NAN, NAN, NAN }, hi[3] = { NAN, NAN, NAN };
 
