@@ -80,6 +80,8 @@ FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_BINS    = $(patsubst %,.build/fuzz/%,$(FUZZ_TARGETS))
 
 FUZZ_SRCS_httpd_parse = libcommon/httpd_parse.c
+FUZZ_SRCS_json_next = libcommon/json.c libcommon/err.c
+FUZZ_LIBS_json_next = $(JQ_LIBS)
 FUZZ_SRCS_jwt = libcommon/jwt.c libcommon/err.c
 FUZZ_LIBS_jwt = -lcrypto
 
