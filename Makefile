@@ -85,9 +85,12 @@ FUZZ_SRCS_json_next = libcommon/json.c libcommon/err.c
 FUZZ_LIBS_json_next = $(JQ_LIBS)
 FUZZ_SRCS_jwt = libcommon/jwt.c libcommon/err.c
 FUZZ_LIBS_jwt = -lcrypto
+FUZZ_SRCS_zipread = libcommon/bundle/zipread.c libcommon/err.c
+FUZZ_LIBS_zipread = -lz
 
 .SECONDEXPANSION:
-.build/fuzz/%: test/fuzz/%.c $$(FUZZ_SRCS_$$*) $$(wildcard libcommon/*.h) Makefile
+.build/fuzz/%: test/fuzz/%.c $$(FUZZ_SRCS_$$*) $$(wildcard libcommon/*.h libcommon/*/*.h) \
+		Makefile
 	@mkdir -p .build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Ilibcommon \
 		-DMI_VERSION=\"$(VERSION)\" -DMI_SHAREDIR=\"$(SHAREDIR)\" \

@@ -5,8 +5,9 @@
 # malformed checksums and every GameConfig rule; bundle entries through
 # mi-serve (types, ETag, 304, Range, credentials); hostile zips (../ and
 # absolute names, symbolic links, duplicates, overlapping entries, zip
-# bombs) stored and requested: refused, memory bounded; the zip reader
-# under libFuzzer; the spin-the-wheel game played in headless Chromium.
+# bombs) stored and requested: refused, memory bounded; the
+# spin-the-wheel game played in headless Chromium.  The zip reader's fuzz
+# target (test/fuzz/zipread.c) runs in fuzz.bats.
 
 load test_helper
 
@@ -629,22 +630,6 @@ vm_hwm_kb() {
 	# The server is still well.
 	run curl -s "http://127.0.0.1:$PS/healthz"
 	[ "$output" = ok ]
-}
-
-@test "the zip reader under libFuzzer" {
-	local top="$BATS_TEST_DIRNAME/.." f="$BATS_FILE_TMPDIR/fuzz-zip"
-	clang -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -D_GNU_SOURCE -DMI_VERSION='"0"' \
-	    -I"$top/libcommon" "$top/test/fuzz/zipread.c" "$top/libcommon/bundle/zipread.c" \
-	    "$top/libcommon/err.c" -lz -o "$f"
-	mkdir -p "$BATS_FILE_TMPDIR/zcorpus"
-	cp "$BATS_FILE_TMPDIR"/*.zip "$BATS_FILE_TMPDIR/zcorpus/" 2>/dev/null || true
-	find "$BATS_FILE_TMPDIR/zcorpus" -size +256k -delete
-	run "$f" -max_total_time=10 -timeout=5 -rss_limit_mb=512 -max_len=65536 \
-	    -artifact_prefix="$BATS_FILE_TMPDIR/" \
-	    "$BATS_FILE_TMPDIR/zcorpus" "$top/test/fuzz/corpus/zipread"
-	[ "$status" -eq 0 ] || { echo "$output" | tail -30; false; }
-	[[ $output == *"Done "*" runs in "* ]]
 }
 
 @test "the spin-the-wheel game plays from the bundle in headless Chromium" {

@@ -6,9 +6,7 @@
  * servable names in the grammar and found by name, extraction that never
  * writes past the declared size.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *       -Ilibcommon test/fuzz/zipread.c libcommon/bundle/zipread.c \
- *       -DMI_VERSION=\"0\" libcommon/err.c -lz
+ *   make fuzz FUZZ_TARGETS=zipread FUZZ_TIME=60
  */
 #include <stdint.h>
 #include <stdlib.h>
