@@ -2,8 +2,8 @@
 # mi-serve over real HTTP: content types, 200/206/304/404/405/416 and their
 # headers, HEAD, CORS, every way a request can be refused (each answered
 # exactly as a missing file), a corpus of hostile paths, malformed
-# requests, metrics, restart, SIGTERM, signed URLs from mi-store, and the
-# request parser under libFuzzer.
+# requests, metrics, restart, SIGTERM and signed URLs from mi-store (the
+# request parser's fuzz target is run by fuzz.bats).
 #
 # Server A: HS256 secret + URL signing key + an origin list.
 # Server B: RS256 public key with issuer and audience, no signing key, no
@@ -626,19 +626,4 @@ wasm application/wasm"
 	st=0
 	wait "$pid" || st=$?
 	[ "$st" -eq 0 ]
-}
-
-@test "the request parser survives libFuzzer" {
-	local top="$BATS_TEST_DIRNAME/.."
-	clang -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -D_GNU_SOURCE -I"$top/libcommon" \
-	    "$top/test/fuzz/httpd_parse.c" "$top/libcommon/httpd_parse.c" \
-	    -o "$BATS_FILE_TMPDIR/fuzz"
-	mkdir -p "$BATS_FILE_TMPDIR/corpus"
-	run "$BATS_FILE_TMPDIR/fuzz" -max_total_time=10 -timeout=5 \
-	    -dict="$top/test/fuzz/httpd_parse.dict" \
-	    -artifact_prefix="$BATS_FILE_TMPDIR/" \
-	    "$BATS_FILE_TMPDIR/corpus" "$top/test/fuzz/corpus/httpd_parse"
-	[ "$status" -eq 0 ] || { echo "$output" | tail -30; false; }
-	[[ $output == *"Done "*" runs in "* ]]
 }
