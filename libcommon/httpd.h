@@ -109,7 +109,8 @@ typedef void (*mi_httpd_done)(void *arg, const struct mi_http_req *req,
 struct mi_httpd_opts {
 	const char *listen;	/* "ADDR:PORT", "[v6]:PORT" */
 	int threads;		/* workers; 0: 2 */
-	int max_conns;		/* per server; 0: 8192 */
+	int max_conns;		/* per server; 0: 8192; kept below the fd limit */
+	int max_per_client;	/* per client address; 0: max_conns/8, >= 16 */
 	int header_timeout_ms;	/* a request head must arrive in; 0: 30000 */
 	int idle_timeout_ms;	/* keep-alive; 0: 75000 */
 	int send_timeout_ms;	/* without progress; 0: 60000 */
@@ -121,8 +122,12 @@ struct mi_httpd_opts {
 };
 
 struct mi_httpd_stats {
+	long long max_conns;	/* in force */
+	long long max_per_client;
 	long long open_conns;
 	long long accepted;
+	long long rejected;	/* closed at once: a limit and no room */
+	long long evicted;	/* waiting ones closed to make room */
 	long long bytes_sent;	/* body bytes */
 	long long requests[600];	/* by status */
 };
