@@ -48,7 +48,7 @@
 #define FD_RESERVE 16		/* descriptors kept for anything but clients */
 #define ADDR_SLOTS 4096		/* per-client counts, by address hash */
 
-enum { C_READ, C_WRITE, C_LINGER };
+enum { C_READ, C_BODY, C_WRITE, C_LINGER };
 enum { IO_DONE, IO_AGAIN, IO_ERR };
 
 struct mi_http_resp {
@@ -95,6 +95,8 @@ struct conn {
 	atomic_llong *tally;
 	char note[48];
 	char peer[INET6_ADDRSTRLEN];
+	char *body;		/* the request's body (max_body) */
+	size_t body_want, body_got;
 	char buf[MI_HTTP_BUF_SIZE];
 };
 
@@ -158,6 +160,7 @@ reason(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 416: return "Range Not Satisfiable";
@@ -291,6 +294,8 @@ conn_close(struct worker *w, struct conn *c)
 	if (c->fd == -1)
 		return;
 	body_release(c);
+	free(c->body);
+	c->body = NULL;
 	close(c->fd);
 	c->fd = -1;
 	c->prev->next = c->next;
@@ -324,6 +329,8 @@ conn_end_response(struct worker *w, struct conn *c)
 		h->o.done(h->o.arg, &c->req, c->status, c->body_sent, c->note,
 		    now_us() - c->t_req);
 	body_release(c);
+	free(c->body);
+	c->body = NULL;
 	c->tally = NULL;
 	c->status = 0;
 	/* Pipelined bytes after this head move to the front. */
@@ -574,6 +581,80 @@ conn_read(struct conn *c)
 	}
 }
 
+/*
+ * With max_body: takes the body of the request just parsed, from what
+ * follows its head in buf and then from the socket (C_BODY).  Returns 1
+ * while more of it is to come, 0 when the request is ready to answer
+ * (whole, or refused with req.error).
+ */
+static int
+body_start(struct worker *w, struct conn *c)
+{
+	size_t have, take;
+
+	if (c->req.chunked) {
+		c->req.error = 411;
+		return 0;
+	}
+	if (c->req.content_length < 0 ||
+	    (unsigned long long)c->req.content_length > w->h->o.max_body) {
+		c->req.error = 413;
+		return 0;
+	}
+	c->body_want = (size_t)c->req.content_length;
+	if ((c->body = malloc(c->body_want + 1)) == NULL) {
+		c->req.error = 503;
+		return 0;
+	}
+	have = c->len - c->head;
+	take = have < c->body_want ? have : c->body_want;
+	memcpy(c->body, c->buf + c->head, take);
+	c->head += take;
+	c->body_got = take;
+	if (c->body_got < c->body_want) {
+		c->state = C_BODY;
+		return 1;
+	}
+	c->body[c->body_want] = '\0';
+	c->req.body = c->body;
+	c->req.body_len = c->body_want;
+	return 0;
+}
+
+/* Reads more of the body; IO_DONE when it is whole. */
+static int
+body_read(struct conn *c)
+{
+	ssize_t n;
+
+	while (c->body_got < c->body_want) {
+		size_t room = c->body_want - c->body_got;
+
+		n = recv(c->fd, c->body + c->body_got, room, 0);
+		if (n == 0)
+			return IO_ERR;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				c->readable = 0;
+				return IO_AGAIN;
+			}
+			return IO_ERR;
+		}
+		c->body_got += (size_t)n;
+		if ((size_t)n < room) {
+			c->readable = 0;
+			if (c->body_got < c->body_want)
+				return IO_AGAIN;
+		}
+	}
+	c->body[c->body_want] = '\0';
+	c->req.body = c->body;
+	c->req.body_len = c->body_want;
+	return IO_DONE;
+}
+
 /* Half-close, then drain until the client closes (or LINGER_MS). */
 static void
 conn_linger(struct worker *w, struct conn *c)
@@ -625,6 +706,20 @@ conn_run(struct worker *w, struct conn *c)
 			conn_linger(w, c);
 			return;
 		}
+		if (c->state == C_BODY) {
+			if (!c->readable)
+				return;
+			r = body_read(c);
+			if (r == IO_ERR) {
+				conn_close(w, c);
+				return;
+			}
+			if (r == IO_AGAIN)
+				return;
+			c->t_last = now_ms();
+			respond(w, c);
+			continue;
+		}
 		if (c->state == C_WRITE) {
 			r = conn_write(c);
 			if (r == IO_AGAIN) {
@@ -652,6 +747,9 @@ conn_run(struct worker *w, struct conn *c)
 				r = -431;
 			if (r > 0) {
 				c->head = (size_t)r;
+				if (c->req.has_body && w->h->o.max_body > 0 &&
+				    body_start(w, c) == 1)
+					continue;
 				respond(w, c);
 				continue;
 			}
@@ -833,6 +931,10 @@ sweep(struct worker *w)
 	for (c = w->live.next; c != &w->live; c = next) {
 		next = c->next;
 		switch (c->state) {
+		case C_BODY:
+			if (now - c->t_start > o->header_timeout_ms)
+				conn_close(w, c);
+			break;
 		case C_READ:
 			if (c->t_start != 0 ?
 			    now - c->t_start > o->header_timeout_ms :

@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import webhooks  # noqa: E402  (test/fake/webhooks.py)
+
 PROVIDERS = ("meshy", "gemini", "veo", "suno", "elevenlabs", "blockade", "fal")
 MARKER_RE = re.compile(r"\[([a-z0-9]+)(?::([^\]@]*))?(?:@([a-z0-9-]+))?\]")
 RETENTION_MS = 3 * 86400 * 1000
@@ -1982,6 +1984,8 @@ class Handler(BaseHTTPRequestHandler):
             if resp.delay and ctx.event == "create":
                 entry["delay_ms"] = int(resp.delay * 1000)
             fake.log(entry)
+        if ctx.event == "create" and ctx.accepted:
+            webhooks.created(sys.modules[__name__], ctx)
         if resp.delay:
             time.sleep(resp.delay)
         try:
@@ -2022,6 +2026,10 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "reset" and ctx.method == "POST":
             fake.reset()
             r = J(200, {"reset": True})
+        elif p == "jwks.json" and ctx.method == "GET":
+            r = J(200, webhooks.jwks())
+        elif p == "deliver" and ctx.method == "POST":
+            r = J(*webhooks.control(sys.modules[__name__], fake, ctx))
         elif p == "jobs" and ctx.method == "GET":
             with fake.lock:
                 jobs = list(fake.jobs.values())
