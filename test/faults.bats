@@ -222,7 +222,7 @@ outage() {
 @test "a database that does not come back: exit 75 naming the cause, after MI_DB_RETRY_MS" {
 	own_pg
 	export MI_DB_RETRY_MS=1500 MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs
-	p="no db $(uuid) [slow:3000]"
+	p="no db $(uuid) [slow:8000]"
 	req elevenlabs-sfx audio_sfx "$p" '{"duration_sec":1}' >"$BATS_TEST_TMPDIR/r"
 	mi-submit <"$BATS_TEST_TMPDIR/r" >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
 	pid=$!

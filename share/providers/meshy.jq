@@ -172,3 +172,17 @@ def lookup:
 def lost_create:
   {policy: "resend",
    reason: "meshy: the task list did not settle the create; one more task costs at most $0.60"};
+
+# Webhooks and cancel (mi-providers(5)).  Meshy's webhooks are set per
+# account and unsigned: a delivery only makes mi poll the task at once.
+def webhooks: {scheme: "none", per_request: false};
+def webhook_job: .delivery.body.id;
+def cancel:
+  if .job.provider_job_id then
+    {method: "DELETE", path: "\(task_path)/\(.job.provider_job_id)"}
+  else null end;
+# A pending task is deleted and refunded; a running one is refused.
+def cancelled:
+  if ok then {status: "completed", cost_usd: 0}
+  else failed("meshy: cancel refused: HTTP \(.response.status): \(body_message)")
+  end;
