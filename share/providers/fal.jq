@@ -97,6 +97,7 @@ def lost_create:
     {policy: "hold", reason: "fal: the queue cannot be searched, and a video costs about $0.40"}
   else
     {policy: "resend", reason: "fal: the queue cannot be searched; another costs about $\(cost)"}
+  end;
 
 # Webhooks and cancel (mi-providers(5)).  fal signs each delivery with
 # ED25519 (keys from its JWKS); the body carries the result document a
