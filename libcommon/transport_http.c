@@ -284,6 +284,15 @@ unread(long status, int create, const char *msg)
 	return mi_outcome_error("failed", "PROVIDER_ERROR", msg, 0);
 }
 
+static int
+unreadable_flag(jv out)
+{
+	int u = 0;
+
+	mi_json_bool(out, "unreadable", &u, 0, NULL);
+	return u;
+}
+
 /* Runs fn on input and checks the outcome's shape; status and create
  * say what answer it reads. */
 static jv
@@ -308,9 +317,11 @@ outcome_of(struct mi_provider *p, const char *fn, jv input, long status,
 		jv_free(out);
 		return unread(status, create, msg);
 	}
-	/* An accepted create is never simply tried again. */
+	/* An accepted create whose answer could not be read is never
+	 * simply tried again (a definition's explicit retry of a 2xx, such
+	 * as Suno's error codes inside an HTTP 200, stands). */
 	if (create && status >= 200 && status < 300 &&
-	    strcmp(st, "retry") == 0) {
+	    strcmp(st, "retry") == 0 && unreadable_flag(out)) {
 		jv e = jv_object_get(jv_copy(out), jv_string("error"));
 		const char *m = "unreadable answer";
 

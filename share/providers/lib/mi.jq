@@ -45,8 +45,10 @@ def body_message:
   | if type == "string" then . else tojson end;
 # A 2xx answer that is not the JSON object expected: worth another try.
 def json_answer: (.response.body | type) == "object";
+# (Marked: to a create, such an answer makes its outcome unknown.)
 def unreadable:
-  retry("\(.provider.id): HTTP \(.response.status) with an answer that is not a JSON object: \(body_message)");
+  retry("\(.provider.id): HTTP \(.response.status) with an answer that is not a JSON object: \(body_message)")
+  + {unreadable: true};
 # The usual reading of a non-2xx answer: 429 and 5xx are worth another
 # try, a refused key is a configuration error, the rest is final.
 def http_failure:
