@@ -135,7 +135,7 @@ static const char insert_sql[] =
     " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
     " artifact_type, skill_id, request, fallback, previous_job_id,"
     " cost_usd, cost_source, lease_owner, lease_expires_at, created_at,"
-    " step_attempt, estimate_usd, model)"
+    " step_attempt, estimate_usd, provider_model)"
     " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
     "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
     "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"

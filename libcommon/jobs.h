@@ -39,8 +39,9 @@ long long mi_jobs_time_ms(const char *ts);
  * run_id, run_step_id, provider_id, media_type, poll_interval_ms,
  * timeout_ms, input_params, artifact_type, skill_id, request, fallback,
  * previous_job_id, cost_usd (the estimate, kept as estimate_usd too),
- * step_attempt, model; owned: the job is leased to
- * this process (it waits for a slot) rather than queued for any worker.
+ * step_attempt, model (kept as provider_model); owned: the job is leased
+ * to this process (it waits for a slot) rather than queued for any
+ * worker.
  * Returns the row.
  */
 jv mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err);

@@ -30,6 +30,8 @@
 #include "banned.h"
 
 #define REF_MAX		(20 * 1024 * 1024)
+/* How long after its deadline a job still gets its last poll. */
+#define LAST_LOOK_MS	(5 * 60 * 1000LL)
 
 enum phase {
 	P_WAIT,			/* for a slot */
@@ -1641,9 +1643,14 @@ do_poll(struct mi_runner *r, struct rjob *j)
 	struct mi_err err = MI_ERR_INIT;
 
 	if (j->deadline && mi_now_ms() >= j->deadline) {
-		/* A last look before giving up: a result that is ready now
-		 * was paid for, and is taken (as late). */
-		if (j->last_look || !j->t->polled || j->pjid == NULL) {
+		/*
+		 * A last look before giving up: a result that is ready now
+		 * was paid for, and is taken (as late).  A job found long
+		 * after its deadline (nobody held it then) was given up
+		 * when the deadline passed.
+		 */
+		if (j->last_look || !j->t->polled || j->pjid == NULL ||
+		    mi_now_ms() - j->deadline > LAST_LOOK_MS) {
 			time_out(r, j);
 			return;
 		}

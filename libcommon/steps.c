@@ -226,10 +226,9 @@ static const char step_sql[] =
     " workflow_name) VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6)"
     " ON CONFLICT DO NOTHING";
 
-/* The step row, locked; the run's tenant with it. */
+/* The step row, locked. */
 static const char lock_sql[] =
-    "SELECT jsonb_build_object('step', to_jsonb(s), 'run_tenant',"
-    "  (SELECT r.tenant_id FROM app.runs r WHERE r.id = s.run_id))"
+    "SELECT jsonb_build_object('step', to_jsonb(s))"
     " FROM app.run_steps s"
     " WHERE CASE WHEN $1 = '1' THEN s.id = $2::uuid"
     "  ELSE s.run_id = $3::uuid AND s.step_id = $4 END"
@@ -251,7 +250,7 @@ static const char artifact_sql[] =
 static const char lookup_sql[] =
     "SELECT jsonb_build_object('artifact', to_jsonb(a),"
     "  'job_id', g.id, 'cost_usd', coalesce(g.cost_usd, 0),"
-    "  'provider_id', g.provider_id, 'model', g.model)"
+    "  'provider_id', g.provider_id, 'model', g.provider_model)"
     " FROM app.step_cache c"
     " JOIN app.artifacts a ON a.id = (c.artifact_ids->>0)::uuid"
     "  AND a.tenant_id = c.tenant_id"
@@ -511,11 +510,9 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 		mi_db_rollback(db);
 		return -2;
 	}
-	if (mi_json_str(row, "run_tenant", &v, 0, NULL) != 1 ||
-	    strcmp(v, s->tenant) != 0) {
-		snprintf(msg, msgsz, "run %s belongs to another tenant", s->run);
-		k = -2;
-	} else if (mi_json_str(step, "tenant_id", &v, 0, NULL) != 1 ||
+	/* A step is never shared across tenants (the run row is the
+	 * first writer's; the platform may reuse a run id). */
+	if (mi_json_str(step, "tenant_id", &v, 0, NULL) != 1 ||
 	    strcmp(v, s->tenant) != 0) {
 		snprintf(msg, msgsz, "step %s belongs to another tenant", s->id);
 		k = -2;

@@ -20,7 +20,7 @@ CREATE INDEX idx_run_steps_tenant ON app.run_steps (tenant_id);
 ALTER TABLE app.generation_jobs
 	ADD COLUMN step_attempt integer NOT NULL DEFAULT 1,
 	ADD COLUMN estimate_usd decimal(10,4),
-	ADD COLUMN model varchar(255),
+	ADD COLUMN provider_model varchar(255),
 	ADD COLUMN late boolean NOT NULL DEFAULT false;
 -- One chain per attempt of a step: the first job of an attempt is the
 -- only job of that attempt without a previous job.  mi admits a step
@@ -118,7 +118,7 @@ BEGIN
 		    ELSE r.output_artifact_ids END,
 		debug = r.debug || CASE WHEN cur THEN jsonb_build_object(
 			'provider', NEW.provider_id,
-			'model', NEW.model,
+			'model', NEW.provider_model,
 			'estimated_cost_usd', NEW.estimate_usd,
 			'reported_cost_usd', CASE WHEN NEW.cost_source =
 			    'provider' THEN NEW.cost_usd END)
@@ -131,7 +131,7 @@ BEGIN
 			    'attempt', j.step_attempt,
 			    'job_id', j.id,
 			    'provider_id', j.provider_id,
-			    'model', j.model,
+			    'model', j.provider_model,
 			    'status', j.status,
 			    'estimated_cost_usd', j.estimate_usd,
 			    'cost_usd', j.cost_usd,
