@@ -63,6 +63,40 @@ SHAREDIR_STAMP := $(shell mkdir -p .build && \
 	  echo '$(SHAREDIR)' > .build/sharedir; } && echo .build/sharedir)
 libcommon/paths.o: $(SHAREDIR_STAMP)
 
+# Fuzzing with libFuzzer.  A target is test/fuzz/NAME.c (defining
+# LLVMFuzzerTestOneInput) linked with the library sources listed in
+# FUZZ_SRCS_NAME and the libraries in FUZZ_LIBS_NAME; its kept corpus is
+# test/fuzz/corpus/NAME/ and its dictionary, if any, test/fuzz/NAME.dict.
+# Adding a target: the .c file, its corpus directory, a FUZZ_SRCS_ line.
+#   make fuzz                        every target, FUZZ_TIME s each (600)
+#   make fuzz FUZZ_TARGETS=jwt FUZZ_TIME=60
+# New inputs go to .build/fuzz/corpus/NAME/, crashes to .build/fuzz/.
+FUZZ_CC     ?= clang
+FUZZ_TIME   ?= 600
+FUZZ_CFLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_ALL     = $(patsubst test/fuzz/%.c,%,$(sort $(wildcard test/fuzz/*.c)))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_BINS    = $(patsubst %,.build/fuzz/%,$(FUZZ_TARGETS))
+
+FUZZ_SRCS_httpd_parse = libcommon/httpd_parse.c
+FUZZ_SRCS_json_next = libcommon/json.c libcommon/err.c
+FUZZ_LIBS_json_next = $(JQ_LIBS)
+FUZZ_SRCS_jwt = libcommon/jwt.c libcommon/err.c
+FUZZ_LIBS_jwt = -lcrypto
+
+.SECONDEXPANSION:
+.build/fuzz/%: test/fuzz/%.c $$(FUZZ_SRCS_$$*) $$(wildcard libcommon/*.h) Makefile
+	@mkdir -p .build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Ilibcommon \
+		-DMI_VERSION=\"$(VERSION)\" -DMI_SHAREDIR=\"$(SHAREDIR)\" \
+		-o $@ $< $(FUZZ_SRCS_$*) $(FUZZ_LIBS_$*)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	sh test/fuzz/run.sh $(FUZZ_TIME) $(FUZZ_TARGETS)
+
 # The dependency step: installs what is missing (Debian packages, npm
 # modules for the browser tests); does nothing when everything is present.
 deps:
@@ -107,7 +141,7 @@ lint:
 clean:
 	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
 
-.PHONY: all check demo demo-stop deps install uninstall lint clean
+.PHONY: all check demo demo-stop deps fuzz fuzz-build install uninstall lint clean
 .SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)
 
 demo-stop:
