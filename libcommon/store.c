@@ -798,8 +798,8 @@ mi_store_link(struct mi_store *st, const struct mi_store_req *req,
 			return storage_err(err, "link", res->path, errno);
 		backoff(i);
 	}
-	if (r == 0)
-		fsync_dir(dir);
+	if (r == 0 && fsync_dir_retrying(dir, err) == -1)
+		return -1;
 	snprintf(res->hash, sizeof(res->hash), "%s", hash);
 	res->mime = m;
 	res->size = (long long)sb.st_size;
