@@ -1,5 +1,6 @@
 # mi -- one non-recursive GNU Makefile.
-# Programs are every cmd/mi-*.c; the library is every libcommon/*.c.
+# Programs are every cmd/mi-*.c; the library is every libcommon/*.c and
+# libcommon/*/*.c (a module of several files keeps them in a folder).
 
 VERSION    = 0.1.0
 PREFIX    ?= /usr/local
@@ -31,7 +32,7 @@ JQ_LIBS ?= $(shell $(PKG_CONFIG) --libs libjq 2>/dev/null || echo -ljq)
 LIBS = $(shell $(PKG_CONFIG) --libs libpq libcurl libcrypto libmicrohttpd libpng 2>/dev/null) \
        $(JQ_LIBS) -lmagic -larchive -lz -lm -lpthread
 
-LIB_SRCS = $(sort $(wildcard libcommon/*.c))
+LIB_SRCS = $(sort $(wildcard libcommon/*.c libcommon/*/*.c))
 LIB_OBJS = $(LIB_SRCS:.c=.o)
 CMD_SRCS = $(sort $(wildcard cmd/mi-*.c))
 PROGRAMS = $(patsubst cmd/%.c,bin/%,$(CMD_SRCS))
@@ -62,6 +63,43 @@ SHAREDIR_STAMP := $(shell mkdir -p .build && \
 	{ echo '$(SHAREDIR)' | cmp -s - .build/sharedir || \
 	  echo '$(SHAREDIR)' > .build/sharedir; } && echo .build/sharedir)
 libcommon/paths.o: $(SHAREDIR_STAMP)
+
+# Fuzzing with libFuzzer.  A target is test/fuzz/NAME.c (defining
+# LLVMFuzzerTestOneInput) linked with the library sources listed in
+# FUZZ_SRCS_NAME and the libraries in FUZZ_LIBS_NAME; its kept corpus is
+# test/fuzz/corpus/NAME/ and its dictionary, if any, test/fuzz/NAME.dict.
+# Adding a target: the .c file, its corpus directory, a FUZZ_SRCS_ line.
+#   make fuzz                        every target, FUZZ_TIME s each (600)
+#   make fuzz FUZZ_TARGETS=jwt FUZZ_TIME=60
+# New inputs go to .build/fuzz/corpus/NAME/, crashes to .build/fuzz/.
+FUZZ_CC     ?= clang
+FUZZ_TIME   ?= 600
+FUZZ_CFLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_ALL     = $(patsubst test/fuzz/%.c,%,$(sort $(wildcard test/fuzz/*.c)))
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_BINS    = $(patsubst %,.build/fuzz/%,$(FUZZ_TARGETS))
+
+FUZZ_SRCS_httpd_parse = libcommon/httpd_parse.c
+FUZZ_SRCS_json_next = libcommon/json.c libcommon/err.c
+FUZZ_LIBS_json_next = $(JQ_LIBS)
+FUZZ_SRCS_jwt = libcommon/jwt.c libcommon/err.c
+FUZZ_LIBS_jwt = -lcrypto
+FUZZ_SRCS_zipread = libcommon/bundle/zipread.c libcommon/err.c
+FUZZ_LIBS_zipread = -lz
+
+.SECONDEXPANSION:
+.build/fuzz/%: test/fuzz/%.c $$(FUZZ_SRCS_$$*) $$(wildcard libcommon/*.h libcommon/*/*.h) \
+		Makefile
+	@mkdir -p .build/fuzz
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Ilibcommon \
+		-DMI_VERSION=\"$(VERSION)\" -DMI_SHAREDIR=\"$(SHAREDIR)\" \
+		-o $@ $< $(FUZZ_SRCS_$*) $(FUZZ_LIBS_$*)
+
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	sh test/fuzz/run.sh $(FUZZ_TIME) $(FUZZ_TARGETS)
 
 # The dependency step: installs what is missing (Debian packages, npm
 # modules for the browser tests); does nothing when everything is present.
@@ -102,12 +140,14 @@ uninstall:
 
 lint:
 	mandoc -Tlint -Wwarning $(MANPAGES)
-	clang-format --dry-run -Werror $(LIB_SRCS) $(CMD_SRCS) libcommon/*.h
+	clang-format --dry-run -Werror $(LIB_SRCS) $(CMD_SRCS) libcommon/*.h \
+		libcommon/*/*.h
 
 clean:
-	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
+	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/*/*.o \
+		libcommon/*/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
 
-.PHONY: all check demo demo-stop deps install uninstall lint clean
+.PHONY: all check demo demo-stop deps fuzz fuzz-build install uninstall lint clean
 .SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)
 
 demo-stop:

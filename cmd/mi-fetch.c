@@ -20,6 +20,7 @@
 #include "err.h"
 #include "jobs.h"
 #include "json.h"
+#include "probe.h"
 #include "provider.h"
 #include "store.h"
 #include "transport.h"
@@ -380,6 +381,33 @@ take(struct ctx *c, jv job, jv *done)
 	}
 }
 
+static void fetch_one(struct ctx *c, jv job);
+
+/* A strict request's result misses it: the job fails and the next
+ * provider of its chain makes it again (probe.h). */
+static void
+strict_refused(struct ctx *c, const char *id, jv job, const char *msg)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv failed = fail_job(c, id, "PROVIDER_ERROR", msg), next;
+
+	mi_warn("job %s: %s", id, msg);
+	next = mi_probe_next(c->db, failed, &err);
+	if (!jv_is_valid(next))
+		mi_die_err(&err);
+	if (jv_get_kind(next) == JV_KIND_OBJECT) {
+		jv_free(failed);
+		jv_free(job);
+		fetch_one(c, next);
+		return;
+	}
+	jv_free(next);
+	jv_free(job);
+	c->failed = 1;
+	mi_json_write(stdout, mi_json_error(failed, "PROVIDER_ERROR", msg,
+	    0));
+}
+
 static void
 fetch_one(struct ctx *c, jv job)
 {
@@ -510,6 +538,18 @@ fetch_one(struct ctx *c, jv job)
 	    jv_object_get(jv_copy(job), jv_string("skill_id")));
 	extra = jv_object_set(extra, jv_string("metadata"),
 	    artifact_meta(job, p));
+	/* Facts, warnings, a model fitted to its budget (probe.h). */
+	switch (mi_probe_stored(c->db, c->st, &req, &res, jv_object_get(
+	    jv_copy(job), jv_string("request")), &extra, &err)) {
+	case -1:
+		jv_free(extra);
+		release(c, idbuf);
+		mi_die_err(&err);
+	case 1:
+		jv_free(extra);
+		strict_refused(c, idbuf, job, err.msg);
+		return;
+	}
 	art = mi_artifact_record(c->db, &req, &res, extra, &err);
 	if (!jv_is_valid(art)) {
 		release(c, idbuf);
@@ -543,6 +583,25 @@ fetch_one(struct ctx *c, jv job)
 		fprintf(stderr, "mi-fetch: job %s: stored %s (%lld bytes%s), "
 		    "cost $%.4f (%s)\n", idbuf, res.rel, res.size,
 		    res.deduplicated ? ", deduplicated" : "", cost, src);
+	}
+	{
+		jv m = jv_object_get(jv_copy(art), jv_string("metadata"));
+		jv w = jv_get_kind(m) == JV_KIND_OBJECT ?
+		    jv_object_get(m, jv_string("warnings")) :
+		    (jv_free(m), jv_null());
+		int i, n = jv_get_kind(w) == JV_KIND_ARRAY ?
+		    jv_array_length(jv_copy(w)) : 0;
+
+		for (i = 0; i < n; i++) {
+			jv e = jv_array_get(jv_copy(w), i);
+			const char *code = "", *msg = "";
+
+			mi_json_str(e, "code", &code, 0, NULL);
+			mi_json_str(e, "message", &msg, 0, NULL);
+			mi_warn("job %s: %s: %s", idbuf, code, msg);
+			jv_free(e);
+		}
+		jv_free(w);
 	}
 	jv_free(job);
 	mi_json_write(stdout, art);

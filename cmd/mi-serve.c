@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "bundle/serve.h"
 #include "err.h"
 #include "hash.h"
 #include "httpd.h"
@@ -41,10 +42,12 @@
 
 static const char usage[] =
     "usage: mi-serve [-v] [--access-log] [--listen ADDR:PORT] [--root DIR]\n"
-    "                [--threads N]\n"
+    "                [--threads N] [--max-connections N] [--max-per-client N]\n"
     "       mi-serve --sign URI [--ttl SECONDS]\n"
     "  -a, --access-log      one line per request on stderr\n"
     "  -l, --listen ADDR:PORT  where to listen (default 127.0.0.1:8080)\n"
+    "  -m, --max-connections N  at once (default 8192, below the fd limit)\n"
+    "  -M, --max-per-client N  from one address (default max/8, >= 16)\n"
     "  -r, --root DIR        the store (default $ASSET_STORAGE_DIR)\n"
     "  -s, --sign URI        print URI signed with $MI_URL_SIGNING_KEY\n"
     "  -t, --ttl SECONDS     lifetime of a signed URL (default 86400)\n"
@@ -53,7 +56,13 @@ static const char usage[] =
     "      --help            this text\n"
     "      --version         print the version";
 
-#define IMMUTABLE "private, max-age=31536000, immutable"
+/*
+ * A Bearer answer is revalidated every time (the ETag makes that a cheap
+ * 304, and the token is checked again); a signed URL's answer may be kept,
+ * by anyone, but not past its "exp".
+ */
+#define BEARER_CACHE "private, no-cache"
+#define YEAR 31536000
 #define TEXT "text/plain; charset=utf-8"
 #define JWT_CACHE 64
 
@@ -76,13 +85,16 @@ struct tenant_stat {
 struct server {
 	int rootfd;
 	const char *root;
-	struct mi_jwt *jwt;
+	struct mi_jwt *jwt;	/* under jwt_lock: SIGHUP replaces it */
+	pthread_rwlock_t jwt_lock;
+	atomic_uint jwt_gen;	/* bumped on each replacement */
 	char *sign_key;
 	int cors_any, cors_set;
 	char **origins;		/* point into origins_buf */
 	char *origins_buf;
 	size_t norigins;
 	const char *metrics_token;
+	int metrics_loopback;	/* MI_METRICS_LOOPBACK=1 */
 	int access_log;
 	struct mi_httpd *httpd;
 	atomic_llong refused[R_NREFUSAL];
@@ -92,16 +104,20 @@ struct server {
 	struct thread_cache *caches;
 };
 
+/*
+ * A verified token, known by its SHA-256 only (compared in constant time:
+ * a cache must not tell how much of a guess was right).
+ */
 struct jwt_entry {
-	char *token;
-	size_t len;
+	char hash[65];
+	unsigned gen;		/* the keys it was verified with */
 	long long until;
 	char tenant[256];
 };
 
-/* A signed URL that checked out: "exp sig path". */
+/* A signed URL that checked out, by the SHA-256 of "exp sig path". */
 struct sig_entry {
-	char *key;
+	char hash[65];
 	long long exp;
 };
 
@@ -118,6 +134,19 @@ struct thread_cache {
 
 static _Thread_local struct thread_cache *tc;
 static int use_openat2 = 1;
+
+/* The cache slot of a SHA-256 in hex. */
+static size_t
+slot(const char *hex)
+{
+	size_t v = 0;
+	int i;
+
+	for (i = 0; i < 8; i++)
+		v = v * 16 + (size_t)(hex[i] <= '9' ? hex[i] - '0' :
+		    hex[i] - 'a' + 10);
+	return v % JWT_CACHE;
+}
 
 static uint64_t
 fnv1a(const char *s, size_t n)
@@ -150,10 +179,7 @@ free_caches(struct server *s)
 
 	for (c = s->caches; c != NULL; c = next) {
 		next = c->next;
-		for (i = 0; i < JWT_CACHE; i++) {
-			free(c->jwt[i].token);
-			free(c->sig[i].key);
-		}
+		explicit_bzero(c, sizeof(*c));
 		free(c);
 	}
 	s->caches = NULL;
@@ -213,8 +239,8 @@ tenant_stat(struct server *s, const char *tenant)
 
 /*
  * Verifies a Bearer token, remembering good ones per thread: the same
- * token comes with every request of a page, and a hit is an exact byte
- * comparison with a token that was verified before.
+ * token comes with every request of a page.  A hit is a token whose
+ * SHA-256 equals that of one verified before with the keys in force.
  */
 static int
 token_tenant(struct server *s, const char *tok, long long now, char *tenant,
@@ -224,26 +250,38 @@ token_tenant(struct server *s, const char *tok, long long now, char *tenant,
 	struct thread_cache *c = thread_cache(s);
 	size_t len = strlen(tok);
 	struct jwt_entry *e = NULL;
+	char hash[65];
 	long long until;
+	unsigned gen;
+	int r;
 
+	if (len == 0 || len > MI_JWT_TOKEN_MAX) {
+		*why = R_BAD_TOKEN;
+		return -1;
+	}
+	mi_sha256_hex(tok, len, hash);
+	gen = atomic_load(&s->jwt_gen);
 	if (c != NULL)
-		e = &c->jwt[fnv1a(tok, len) % JWT_CACHE];
-	if (e != NULL && e->token != NULL && e->len == len &&
-	    memcmp(e->token, tok, len) == 0 && now <= e->until) {
+		e = &c->jwt[slot(hash)];
+	if (e != NULL && mi_str_ct_equal(e->hash, hash) && e->gen == gen &&
+	    now <= e->until) {
 		snprintf(tenant, tenantsz, "%s", e->tenant);
 		return 0;
 	}
-	if (s->jwt == NULL || mi_jwt_verify(s->jwt, tok, len, now, tenant,
-	    tenantsz, &until, &err) == -1) {
+	pthread_rwlock_rdlock(&s->jwt_lock);
+	gen = atomic_load(&s->jwt_gen);
+	r = s->jwt == NULL ? mi_err_set(&err, EX_NOPERM, "no key") :
+	    mi_jwt_verify(s->jwt, tok, len, now, tenant, tenantsz, &until,
+	    &err);
+	pthread_rwlock_unlock(&s->jwt_lock);
+	if (r == -1) {
 		*why = strcmp(err.msg, "expired") == 0 ? R_EXPIRED_TOKEN :
 		    R_BAD_TOKEN;
 		return -1;
 	}
-	if (e == NULL)
-		return 0;
-	free(e->token);
-	if ((e->token = strdup(tok)) != NULL) {
-		e->len = len;
+	if (e != NULL) {
+		memcpy(e->hash, hash, sizeof(hash));
+		e->gen = gen;
 		e->until = until;
 		snprintf(e->tenant, sizeof(e->tenant), "%s", tenant);
 	}
@@ -260,7 +298,7 @@ static int
 signature_ok(struct server *s, const char *path, const char *exp,
     const char *sig, long long now)
 {
-	char key[MI_HTTP_MAX_TARGET + 128];
+	char key[MI_HTTP_MAX_TARGET + 128], hash[65];
 	struct thread_cache *c = thread_cache(s);
 	struct sig_entry *e;
 	int n;
@@ -270,13 +308,13 @@ signature_ok(struct server *s, const char *path, const char *exp,
 		return 0;
 	if (c == NULL)
 		return mi_sign_check(s->sign_key, path, exp, sig, now);
-	e = &c->sig[fnv1a(key, (size_t)n) % JWT_CACHE];
-	if (e->key != NULL && strcmp(e->key, key) == 0)
+	mi_sha256_hex(key, (size_t)n, hash);
+	e = &c->sig[slot(hash)];
+	if (mi_str_ct_equal(e->hash, hash))
 		return e->exp >= now;
 	if (!mi_sign_check(s->sign_key, path, exp, sig, now))
 		return 0;
-	free(e->key);
-	e->key = strdup(key);
+	memcpy(e->hash, hash, sizeof(hash));
 	e->exp = strtoll(exp, NULL, 10);
 	return 1;
 }
@@ -346,6 +384,8 @@ common_headers(const struct server *s, const struct mi_http_req *req,
 	mi_http_resp_header(r, "Cross-Origin-Resource-Policy", "cross-origin");
 	if (origin != NULL) {
 		mi_http_resp_header(r, "Access-Control-Allow-Origin", origin);
+		/* Resource Timing may then report sizes and times. */
+		mi_http_resp_header(r, "Timing-Allow-Origin", origin);
 		if (req->method != MI_HTTP_OPTIONS)
 			mi_http_resp_header(r, "Access-Control-Expose-Headers",
 			    "Content-Length, Content-Range, Accept-Ranges, "
@@ -527,10 +567,16 @@ parse_range(const char *v, long long size, long long *from, long long *to)
 	return 1;
 }
 
-/* Authorises the request for p's tenant; -1 with *why when refused. */
+/*
+ * Authorises the request for tenant; -1 with *why when refused.  *exp_out
+ * is the signed URL's expiry, or 0 for a Bearer token.  A signature is
+ * checked for sign_path with the exp and sig of query (a bundle's entries
+ * are covered by the bundle's signed URL).
+ */
 static int
 authorise(struct server *s, const struct mi_http_req *req,
-    const struct mi_asset_path *p, int *why)
+    const char *tenant_want, const char *sign_path, const char *query,
+    long long *exp_out, int *why)
 {
 	char exp[32], sig[80], tenant[256];
 	const char *e, *g, *auth;
@@ -538,18 +584,20 @@ authorise(struct server *s, const struct mi_http_req *req,
 	enum refusal r = R_BAD_TOKEN;
 	int dup = 0;
 
-	e = query_param(req->query, "exp", exp, sizeof(exp), &dup);
-	g = query_param(req->query, "sig", sig, sizeof(sig), &dup);
+	e = query_param(query, "exp", exp, sizeof(exp), &dup);
+	g = query_param(query, "sig", sig, sizeof(sig), &dup);
 	if (e != NULL || g != NULL) {
 		if (dup || s->sign_key == NULL || e == NULL || g == NULL ||
-		    !signature_ok(s, req->path, e, g, now)) {
+		    !signature_ok(s, sign_path, e, g, now)) {
 			*why = e != NULL && strtoll(e, NULL, 10) < now &&
 			    s->sign_key != NULL ? R_EXPIRED_SIGNATURE :
 			    R_BAD_SIGNATURE;
 			return -1;
 		}
+		*exp_out = strtoll(e, NULL, 10);
 		return 0;
 	}
+	*exp_out = 0;
 	if ((auth = mi_http_header(req, "Authorization")) == NULL) {
 		*why = R_NO_CREDENTIALS;
 		return -1;
@@ -564,31 +612,171 @@ authorise(struct server *s, const struct mi_http_req *req,
 		*why = r;
 		return -1;
 	}
-	if (strcmp(tenant, p->tenant) != 0) {
+	if (strcmp(tenant, tenant_want) != 0) {
 		*why = R_WRONG_TENANT;
 		return -1;
 	}
 	return 0;
 }
 
+/* Cache-Control of an answer: signed_exp as in send_entity. */
+static void
+cache_control(char *cc, size_t ccsz, long long signed_exp)
+{
+	long long left;
+
+	if (signed_exp == 0) {
+		snprintf(cc, ccsz, "%s", BEARER_CACHE);
+		return;
+	}
+	left = signed_exp - (long long)time(NULL);
+	snprintf(cc, ccsz, "public, max-age=%lld%s",
+	    left < 0 ? 0 : left > YEAR ? YEAR : left,
+	    left > 0 ? ", immutable" : "");
+}
+
+/*
+ * Answers with len bytes of fd from off, an immutable entity called hash
+ * (an asset, or a part of one such as a bundle's entry), honouring
+ * If-None-Match and one Range.  signed_exp is the signed URL's expiry, 0
+ * for a Bearer answer.  Takes fd.
+ */
+static void
+send_entity(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, int fd, off_t off, long long size,
+    const char *hash, const char *type, long long signed_exp)
+{
+	char etag[80], cc[64], cr[96];
+	long long from = 0, to = 0;
+	const char *v;
+	int k;
+
+	snprintf(etag, sizeof(etag), "\"%s\"", hash);
+	/* A Range is ignored when malformed or when If-Range differs. */
+	k = 0;
+	if ((v = mi_http_header(req, "If-None-Match")) != NULL &&
+	    none_match(v, etag))
+		k = 304;
+	else if ((v = mi_http_header(req, "Range")) != NULL) {
+		k = parse_range(v, size, &from, &to);
+		if ((v = mi_http_header(req, "If-Range")) != NULL &&
+		    strcmp(v, etag) != 0)
+			k = 0;
+	}
+	if (k == -1) {
+		close(fd);
+		snprintf(cr, sizeof(cr), "bytes */%lld", size);
+		mi_http_resp_header(r, "Content-Range", cr);
+		text_answer(s, req, r, 416, "range not satisfiable\n");
+		return;
+	}
+	cache_control(cc, sizeof(cc), signed_exp);
+	common_headers(s, req, r, type);
+	mi_http_resp_header(r, "ETag", etag);
+	mi_http_resp_header(r, "Cache-Control", cc);
+	mi_http_resp_header(r, "Accept-Ranges", "bytes");
+	mi_http_resp_note(r, "ok");
+	if (k == 304) {
+		close(fd);
+		mi_http_resp_status(r, 304);
+		return;
+	}
+	if (k == 0) {
+		mi_http_resp_status(r, 200);
+		mi_http_resp_file(r, fd, off, size);
+		return;
+	}
+	snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", from, to, size);
+	mi_http_resp_status(r, 206);
+	mi_http_resp_header(r, "Content-Range", cr);
+	mi_http_resp_file(r, fd, off + (off_t)from, to - from + 1);
+}
+
+/* One entry of a stored bundle (libcommon/bundle/serve.c decides). */
+static void
+serve_bundle_entry(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, const struct mi_bundle_url *u)
+{
+	struct mi_bundle_answer a;
+	struct tenant_stat *t;
+	struct stat st;
+	long long exp;
+	char cc[64];
+	int fd, why;
+
+	if (authorise(s, req, u->asset.tenant, u->zip_path, u->query[0] ?
+	    u->query : req->query, &exp, &why) == -1) {
+		not_found(s, req, r, why);
+		return;
+	}
+	if ((fd = open_asset(s, &u->asset)) == -1 || fstat(fd, &st) == -1 ||
+	    !S_ISREG(st.st_mode)) {
+		if (fd != -1)
+			close(fd);
+		not_found(s, req, r, -1);
+		return;
+	}
+	mi_bundle_answer(fd, (long long)st.st_size, u,
+	    mi_http_header(req, "If-None-Match"), mi_http_header(req, "Range"),
+	    mi_http_header(req, "If-Range"), &a);
+	if (a.status == 404 || a.status == 503) {
+		if (a.status == 404)
+			not_found(s, req, r, -1);
+		else
+			text_answer(s, req, r, 503, "busy\n");
+		mi_http_resp_note(r, a.why);
+		return;
+	}
+	if (a.status == 416) {
+		mi_http_resp_header(r, "Content-Range", a.content_range);
+		text_answer(s, req, r, 416, "range not satisfiable\n");
+		return;
+	}
+	if ((t = tenant_stat(s, u->asset.tenant)) != NULL) {
+		atomic_fetch_add_explicit(&t->requests, 1,
+		    memory_order_relaxed);
+		mi_http_resp_tally(r, &t->bytes);
+	}
+	mi_http_resp_status(r, a.status);
+	common_headers(s, req, r, a.type);
+	mi_http_resp_header(r, "ETag", a.etag);
+	cache_control(cc, sizeof(cc), exp);
+	mi_http_resp_header(r, "Cache-Control", cc);
+	mi_http_resp_header(r, "Accept-Ranges", "bytes");
+	mi_http_resp_note(r, "bundle");
+	if (a.content_range[0] != '\0')
+		mi_http_resp_header(r, "Content-Range", a.content_range);
+	if (a.fd != -1)
+		mi_http_resp_file(r, a.fd, a.off, a.len);
+	else if (a.mem != NULL)
+		mi_http_resp_body(r, a.mem, (size_t)a.len, a.free_fn);
+}
+
 static void
 serve_asset(struct server *s, const struct mi_http_req *req,
     struct mi_http_resp *r)
 {
+	struct mi_bundle_url u;
 	struct mi_asset_path p;
-	const struct mi_mime *m;
 	struct tenant_stat *t;
-	const char *v;
-	char etag[80], cr[96];
-	long long from, to;
+	long long exp;
 	struct stat st;
-	int fd, why, k;
+	int fd, why;
 
+	switch (mi_bundle_url_parse(req->path, &u)) {
+	case 1:
+		serve_bundle_entry(s, req, r, &u);
+		return;
+	case -1:
+		not_found(s, req, r, R_PATH);
+		return;
+	}
 	if (mi_asset_path_parse(req->path, &p, NULL) == -1) {
 		not_found(s, req, r, R_PATH);
 		return;
 	}
-	if (authorise(s, req, &p, &why) == -1) {
+	if (authorise(s, req, p.tenant, req->path, req->query, &exp,
+	    &why) == -1) {
 		not_found(s, req, r, why);
 		return;
 	}
@@ -602,51 +790,13 @@ serve_asset(struct server *s, const struct mi_http_req *req,
 		not_found(s, req, r, -1);
 		return;
 	}
-	m = mi_mime_by_ext(p.ext);
-	snprintf(etag, sizeof(etag), "\"%s\"", p.hash);
 	if ((t = tenant_stat(s, p.tenant)) != NULL) {
 		atomic_fetch_add_explicit(&t->requests, 1,
 		    memory_order_relaxed);
 		mi_http_resp_tally(r, &t->bytes);
 	}
-	common_headers(s, req, r, m->type);
-	mi_http_resp_header(r, "ETag", etag);
-	mi_http_resp_header(r, "Cache-Control", IMMUTABLE);
-	mi_http_resp_header(r, "Accept-Ranges", "bytes");
-	mi_http_resp_note(r, "ok");
-	if ((v = mi_http_header(req, "If-None-Match")) != NULL &&
-	    none_match(v, etag)) {
-		close(fd);
-		mi_http_resp_status(r, 304);
-		return;
-	}
-	/* A Range is ignored when malformed or when If-Range differs. */
-	k = 0;
-	if ((v = mi_http_header(req, "Range")) != NULL) {
-		k = parse_range(v, st.st_size, &from, &to);
-		if ((v = mi_http_header(req, "If-Range")) != NULL &&
-		    strcmp(v, etag) != 0)
-			k = 0;
-	}
-	if (k == 0) {
-		mi_http_resp_status(r, 200);
-		mi_http_resp_file(r, fd, 0, st.st_size);
-		return;
-	}
-	if (k == -1) {
-		close(fd);
-		snprintf(cr, sizeof(cr), "bytes */%lld",
-		    (long long)st.st_size);
-		mi_http_resp_status(r, 416);
-		mi_http_resp_header(r, "Content-Range", cr);
-		mi_http_resp_body(r, "range not satisfiable\n", 22, NULL);
-		return;
-	}
-	snprintf(cr, sizeof(cr), "bytes %lld-%lld/%lld", from, to,
-	    (long long)st.st_size);
-	mi_http_resp_status(r, 206);
-	mi_http_resp_header(r, "Content-Range", cr);
-	mi_http_resp_file(r, fd, from, to - from + 1);
+	send_entity(s, req, r, fd, 0, (long long)st.st_size, p.hash,
+	    mi_mime_by_ext(p.ext)->type, exp);
 }
 
 static void
@@ -660,12 +810,15 @@ serve_metrics(struct server *s, const struct mi_http_req *req,
 	char *text;
 	int code;
 
-	/* Tenant names are not for everyone: loopback or a token. */
+	/*
+	 * Tenant names are not for everyone: the token, or any loopback
+	 * client when told so (behind a local proxy that is everyone).
+	 */
 	auth = mi_http_header(req, "Authorization");
-	if (s->metrics_token != NULL ? auth == NULL ||
-	    strncasecmp(auth, "Bearer ", 7) != 0 ||
-	    !mi_str_ct_equal(auth + 7, s->metrics_token) :
-	    !req->peer_loopback) {
+	if (!(s->metrics_token != NULL && auth != NULL &&
+	    strncasecmp(auth, "Bearer ", 7) == 0 &&
+	    mi_str_ct_equal(auth + 7, s->metrics_token)) &&
+	    !(s->metrics_loopback && req->peer_loopback)) {
 		not_found(s, req, r, R_NO_CREDENTIALS);
 		return;
 	}
@@ -684,8 +837,20 @@ serve_metrics(struct server *s, const struct mi_http_req *req,
 	    "mi_serve_open_connections %lld\n"
 	    "# HELP mi_serve_connections_accepted_total Connections accepted."
 	    "\n# TYPE mi_serve_connections_accepted_total counter\n"
-	    "mi_serve_connections_accepted_total %lld\n",
-	    st.bytes_sent, st.open_conns, st.accepted);
+	    "mi_serve_connections_accepted_total %lld\n"
+	    "# HELP mi_serve_connections_max Connections allowed at once.\n"
+	    "# TYPE mi_serve_connections_max gauge\n"
+	    "mi_serve_connections_max %lld\n"
+	    "# HELP mi_serve_connections_rejected_total Connections closed at "
+	    "once at a limit.\n"
+	    "# TYPE mi_serve_connections_rejected_total counter\n"
+	    "mi_serve_connections_rejected_total %lld\n"
+	    "# HELP mi_serve_connections_evicted_total Waiting connections "
+	    "closed to make room.\n"
+	    "# TYPE mi_serve_connections_evicted_total counter\n"
+	    "mi_serve_connections_evicted_total %lld\n",
+	    st.bytes_sent, st.open_conns, st.accepted, st.max_conns,
+	    st.rejected, st.evicted);
 	mi_buf_adds(&b, "# HELP mi_serve_refused_total Asset requests "
 	    "refused, by reason.\n# TYPE mi_serve_refused_total counter\n");
 	for (i = 0; i < R_NREFUSAL; i++)
@@ -717,24 +882,52 @@ serve_metrics(struct server *s, const struct mi_http_req *req,
 }
 
 static void
+serve_health(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r)
+{
+	text_answer(s, req, r, 200, "ok\n");
+}
+
+/*
+ * The routes, tried in order: a path equal to path, or starting with it
+ * when prefix is set.  preflight: OPTIONS is answered for CORS.
+ */
+static const struct route {
+	const char *path;
+	int prefix, preflight;
+	void (*serve)(struct server *, const struct mi_http_req *,
+	    struct mi_http_resp *);
+} routes[] = {
+	{ "/api/assets/", 1, 1, serve_asset },
+	{ "/healthz", 0, 0, serve_health },
+	{ "/metrics", 0, 0, serve_metrics },
+};
+
+static void
 handle(void *arg, const struct mi_http_req *req, struct mi_http_resp *r)
 {
-	static const char prefix[] = "/api/assets/";
 	struct server *s = arg;
-	int asset = strncmp(req->path, prefix, sizeof(prefix) - 1) == 0;
+	const struct route *rt = NULL;
+	size_t i, n;
 
 	if (req->error) {
 		text_answer(s, req, r, req->error, req->error == 505 ?
 		    "HTTP version not supported\n" : "bad request\n");
 		return;
 	}
-	if (req->method == MI_HTTP_OPTIONS && (asset ||
-	    strcmp(req->path, "*") == 0)) {
+	for (i = 0; i < sizeof(routes) / sizeof(routes[0]) && rt == NULL;
+	    i++) {
+		n = strlen(routes[i].path);
+		if (routes[i].prefix ? strncmp(req->path, routes[i].path, n) ==
+		    0 : strcmp(req->path, routes[i].path) == 0)
+			rt = &routes[i];
+	}
+	if (req->method == MI_HTTP_OPTIONS && ((rt != NULL &&
+	    rt->preflight) || strcmp(req->path, "*") == 0)) {
 		preflight(s, req, r);
 		return;
 	}
-	if (!asset && strcmp(req->path, "/healthz") != 0 &&
-	    strcmp(req->path, "/metrics") != 0) {
+	if (rt == NULL) {
 		not_found(s, req, r, R_PATH);
 		return;
 	}
@@ -742,12 +935,7 @@ handle(void *arg, const struct mi_http_req *req, struct mi_http_resp *r)
 		text_answer(s, req, r, 405, "method not allowed\n");
 		return;
 	}
-	if (asset)
-		serve_asset(s, req, r);
-	else if (strcmp(req->path, "/metrics") == 0)
-		serve_metrics(s, req, r);
-	else
-		text_answer(s, req, r, 200, "ok\n");
+	rt->serve(s, req, r);
 }
 
 /* The access log: never the query (it may hold a signature). */
@@ -756,18 +944,22 @@ log_request(void *arg, const struct mi_http_req *req, int status,
     long long sent, const char *note, long long usec)
 {
 	struct server *s = arg;
-	char when[32];
+	char when[32], path[MI_HTTP_MAX_TARGET];
+	const char *req_path = "-";
 	struct tm tm;
 	time_t t;
 
 	if (!s->access_log)
 		return;
+	/* A bundle entry's path may carry a signature too. */
+	if (req->path[0])
+		req_path = mi_bundle_log_path(req->path, path, sizeof(path));
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	fprintf(stderr, "%s %s \"%s %s\" %d %lld %lldus %s\n", when,
 	    req->peer ? req->peer : "-", req->method_name[0] ?
-	    req->method_name : "-", req->path[0] ? req->path : "-", status,
+	    req->method_name : "-", req_path, status,
 	    sent, usec, note[0] ? note : "-");
 }
 
@@ -795,12 +987,57 @@ parse_origins(struct server *s, const char *list)
 	}
 }
 
+/* The token verifier the environment asks for; NULL when none or bad. */
+static struct mi_jwt *
+load_jwt(struct mi_err *err)
+{
+	struct mi_jwt_opts jo;
+
+	memset(&jo, 0, sizeof(jo));
+	jo.secret = getenv("MI_JWT_SECRET");
+	jo.public_key_file = getenv("MI_JWT_JWKS");
+	if (jo.public_key_file == NULL || *jo.public_key_file == '\0')
+		jo.public_key_file = getenv("MI_JWT_PUBLIC_KEY");
+	jo.issuer = getenv("MI_JWT_ISSUER");
+	jo.audience = getenv("MI_JWT_AUDIENCE");
+	jo.tenant_claim = getenv("MI_JWT_TENANT_CLAIM");
+	jo.leeway_s = -1;
+	if ((jo.secret == NULL || *jo.secret == '\0') &&
+	    (jo.public_key_file == NULL || *jo.public_key_file == '\0'))
+		return NULL;
+	return mi_jwt_new(&jo, err);
+}
+
+/*
+ * SIGHUP: the key files are read again; tokens verified with the old keys
+ * are verified again.  Connections stay; on an error the old keys stay.
+ */
+static void
+reload_keys(struct server *s)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_jwt *j, *old;
+
+	if ((j = load_jwt(&err)) == NULL) {
+		if (err.code != 0)
+			mi_warn("keys not reloaded: %s", err.msg);
+		return;
+	}
+	pthread_rwlock_wrlock(&s->jwt_lock);
+	old = s->jwt;
+	s->jwt = j;
+	atomic_fetch_add(&s->jwt_gen, 1);
+	pthread_rwlock_unlock(&s->jwt_lock);
+	mi_jwt_free(old);
+	mi_verbose("keys reloaded: %zu public key%s", mi_jwt_nkeys(j),
+	    mi_jwt_nkeys(j) == 1 ? "" : "s");
+}
+
 /* Reads the environment; dies 78 on what cannot work. */
 static void
 configure(struct server *s, const char *root)
 {
 	struct mi_err err = MI_ERR_INIT;
-	struct mi_jwt_opts jo;
 	const char *k;
 
 	if (root == NULL && ((root = getenv("ASSET_STORAGE_DIR")) == NULL ||
@@ -811,62 +1048,67 @@ configure(struct server *s, const char *root)
 		mi_die(EX_CONFIG, "unable to open store '%s': %s", root,
 		    strerror(errno));
 	s->root = root;
-	memset(&jo, 0, sizeof(jo));
-	jo.secret = getenv("MI_JWT_SECRET");
-	jo.public_key_file = getenv("MI_JWT_PUBLIC_KEY");
-	jo.issuer = getenv("MI_JWT_ISSUER");
-	jo.audience = getenv("MI_JWT_AUDIENCE");
-	jo.tenant_claim = getenv("MI_JWT_TENANT_CLAIM");
-	jo.leeway_s = -1;
-	if ((jo.secret && *jo.secret) ||
-	    (jo.public_key_file && *jo.public_key_file)) {
-		if ((s->jwt = mi_jwt_new(&jo, &err)) == NULL)
-			mi_die_err(&err);
-	}
+	if ((s->jwt = load_jwt(&err)) == NULL && err.code != 0)
+		mi_die_err(&err);
 	if ((k = mi_sign_key()) != NULL && (s->sign_key = strdup(k)) == NULL)
 		mi_die(EX_OSERR, "out of memory");
 	if (s->jwt == NULL && s->sign_key == NULL)
 		mi_die(EX_CONFIG, "no credentials configured: set MI_JWT_SECRET, "
-		    "MI_JWT_PUBLIC_KEY or MI_URL_SIGNING_KEY");
+		    "MI_JWT_PUBLIC_KEY, MI_JWT_JWKS or MI_URL_SIGNING_KEY");
+	if (mi_sign_ttl(&err) == -1)
+		mi_die_err(&err);
 	if ((k = getenv("MI_METRICS_TOKEN")) != NULL && *k)
 		s->metrics_token = k;
+	if ((k = getenv("MI_METRICS_LOOPBACK")) != NULL && strcmp(k, "1") == 0)
+		s->metrics_loopback = 1;
 	parse_origins(s, getenv("MI_CORS_ORIGINS"));
 }
 
 static int
-serve(const char *listen, const char *root, int threads, int access_log)
+serve(const char *listen, const char *root, int threads, int access_log,
+    int max_conns, int max_per_client)
 {
 	static struct server s;
 	struct mi_err err = MI_ERR_INIT;
 	struct mi_httpd_opts o;
+	struct mi_httpd_stats st;
 	sigset_t set;
 	int sig;
 
 	s.access_log = access_log;
 	pthread_mutex_init(&s.lock, NULL);
+	pthread_rwlock_init(&s.jwt_lock, NULL);
 	configure(&s, root);
 	/* Workers inherit a mask without these: only sigwait sees them. */
 	sigemptyset(&set);
 	sigaddset(&set, SIGTERM);
 	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
 	pthread_sigmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	memset(&o, 0, sizeof(o));
 	o.listen = listen;
 	o.threads = threads;
+	o.max_conns = max_conns;
+	o.max_per_client = max_per_client;
 	o.handler = handle;
 	o.done = log_request;
 	o.arg = &s;
 	if ((s.httpd = mi_httpd_start(&o, &err)) == NULL)
 		mi_die_err(&err);
-	mi_verbose("listening on %s (port %d), serving '%s'", listen,
-	    mi_httpd_port(s.httpd), s.root);
+	mi_httpd_stats(s.httpd, &st);
+	mi_verbose("listening on %s (port %d), serving '%s', at most %lld "
+	    "connections, %lld per client", listen, mi_httpd_port(s.httpd),
+	    s.root, st.max_conns, st.max_per_client);
 	do {
 		if (sigwait(&set, &sig) != 0)
 			sig = SIGTERM;
+		if (sig == SIGHUP)
+			reload_keys(&s);
 	} while (sig != SIGTERM && sig != SIGINT);
 	mi_verbose("stopping on signal %d", sig);
 	mi_httpd_stop(s.httpd);
+	mi_bundle_cache_clear();
 	free_caches(&s);
 	mi_jwt_free(s.jwt);
 	if (s.sign_key != NULL)
@@ -917,12 +1159,12 @@ sign(const char *uri, long long ttl)
 static long long
 default_ttl(void)
 {
-	const char *t = getenv("MI_URL_TTL");
-	unsigned long long v;
+	struct mi_err err = MI_ERR_INIT;
+	long long t = mi_sign_ttl(&err);
 
-	if (t != NULL && mi_parse_uint(t, 1, 315360000, &v) == 0)
-		return (long long)v;
-	return 86400;
+	if (t == -1)
+		mi_die_err(&err);
+	return t;
 }
 
 int
@@ -932,6 +1174,8 @@ main(int argc, char **argv)
 		{ "access-log", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "listen", required_argument, NULL, 'l' },
+		{ "max-connections", required_argument, NULL, 'm' },
+		{ "max-per-client", required_argument, NULL, 'M' },
 		{ "root", required_argument, NULL, 'r' },
 		{ "sign", required_argument, NULL, 's' },
 		{ "threads", required_argument, NULL, 'T' },
@@ -941,13 +1185,13 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *listen = "127.0.0.1:8080", *root = NULL, *uri = NULL;
-	unsigned long long v, threads = 2;
+	unsigned long long v, threads = 2, max_conns = 0, per_client = 0;
 	long long ttl = -1;
 	int c, access_log = 0;
 
 	mi_setprogname(argv[0]);
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "al:r:s:T:t:v", opts,
+	while ((c = getopt_long(argc, argv, "al:M:m:r:s:T:t:v", opts,
 	    NULL)) != -1) {
 		switch (c) {
 		case 'a':
@@ -957,6 +1201,16 @@ main(int argc, char **argv)
 			mi_usage(usage, 0);
 		case 'l':
 			listen = optarg;
+			break;
+		case 'M':
+			if (mi_parse_uint(optarg, 1, 1 << 20, &per_client) == -1)
+				mi_die(EX_USAGE, "bad --max-per-client '%s'",
+				    optarg);
+			break;
+		case 'm':
+			if (mi_parse_uint(optarg, 1, 1 << 20, &max_conns) == -1)
+				mi_die(EX_USAGE, "bad --max-connections '%s'",
+				    optarg);
 			break;
 		case 'r':
 			root = optarg;
@@ -969,7 +1223,7 @@ main(int argc, char **argv)
 				mi_die(EX_USAGE, "bad --threads '%s'", optarg);
 			break;
 		case 't':
-			if (mi_parse_uint(optarg, 1, 315360000, &v) == -1)
+			if (mi_parse_uint(optarg, 1, MI_SIGN_TTL_MAX, &v) == -1)
 				mi_die(EX_USAGE, "bad --ttl '%s'", optarg);
 			ttl = (long long)v;
 			break;
@@ -986,5 +1240,6 @@ main(int argc, char **argv)
 		mi_usage(usage, EX_USAGE);
 	if (uri != NULL)
 		return sign(uri, ttl != -1 ? ttl : default_ttl());
-	return serve(listen, root, (int)threads, access_log);
+	return serve(listen, root, (int)threads, access_log, (int)max_conns,
+	    (int)per_client);
 }

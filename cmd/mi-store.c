@@ -17,6 +17,7 @@
 #include "db.h"
 #include "err.h"
 #include "json.h"
+#include "probe.h"
 #include "store.h"
 #include "banned.h"
 
@@ -63,6 +64,34 @@ emit_error(struct ctx *c, jv rec, const char *code, const char *msg,
 	mi_warn("%s", msg);
 	mi_json_write(stdout, mi_json_error(rec, code, msg, retryable));
 	c->failed = 1;
+}
+
+/* What the file was asked to be: rec.request, else rec's own
+ * media_type (default: the type), params and strict. */
+static jv
+request_of(jv rec)
+{
+	jv r = jv_object_get(jv_copy(rec), jv_string("request"));
+	static const char *const keys[] = { "media_type", "params", "strict",
+		"run_step_id", NULL };
+	int i;
+
+	if (jv_get_kind(r) == JV_KIND_OBJECT)
+		return r;
+	jv_free(r);
+	r = jv_object();
+	for (i = 0; keys[i]; i++) {
+		jv v = jv_object_get(jv_copy(rec), jv_string(keys[i]));
+
+		if (jv_is_valid(v) && jv_get_kind(v) != JV_KIND_NULL)
+			r = jv_object_set(r, jv_string(keys[i]), v);
+		else
+			jv_free(v);
+	}
+	if (!jv_object_has(jv_copy(r), jv_string("media_type")))
+		r = jv_object_set(r, jv_string("media_type"),
+		    jv_object_get(jv_copy(rec), jv_string("type")));
+	return r;
 }
 
 /*
@@ -119,6 +148,19 @@ store_one(struct ctx *c, jv rec)
 		    jv_string(filename));
 	extra = jv_object_set(extra, jv_string("metadata"),
 	    jv_object_get(jv_copy(rec), jv_string("metadata")));
+	/* Facts, warnings against the record's request, a model fitted
+	 * to its budget (probe.h); strict: an error record instead. */
+	switch (mi_probe_stored(c->db, c->st, &req, &res, request_of(rec),
+	    &extra, &err)) {
+	case -1:
+		jv_free(extra);
+		emit_error(c, rec, "STORAGE_ERROR", err.msg, 1);
+		return;
+	case 1:
+		jv_free(extra);
+		emit_error(c, rec, "VALIDATION_ERROR", err.msg, 0);
+		return;
+	}
 	art = mi_artifact_record(c->db, &req, &res, extra, &err);
 	if (!jv_is_valid(art)) {
 		jv_free(art);

@@ -77,13 +77,10 @@ mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
 	row = jv_object_set(row, jv_string("deduplicated"),
 	    res->deduplicated ? jv_true() : jv_false());
 	if ((key = mi_sign_key()) != NULL) {
-		const char *ttl = getenv("MI_URL_TTL");
-		long long t = ttl ? strtoll(ttl, NULL, 10) : 0;
+		long long t = mi_sign_ttl(NULL);
 
-		if (t <= 0)
-			t = 86400;
 		snprintf(path, sizeof(path), "/api/assets/%s", res->rel);
-		if (mi_sign_url(key, path, (long long)time(NULL) + t,
+		if (t > 0 && mi_sign_url(key, path, (long long)time(NULL) + t,
 		    signed_url, sizeof(signed_url), NULL) == 0) {
 			char full[2400];
 			const char *pub = getenv("MI_PUBLIC_URL");

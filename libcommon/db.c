@@ -244,3 +244,19 @@ mi_db_notified(struct mi_db *db, const char *channel)
 	}
 	return hit;
 }
+
+jv
+mi_db_notifications(struct mi_db *db)
+{
+	jv out = jv_array();
+	PGnotify *n;
+
+	PQconsumeInput(db->conn);
+	while ((n = PQnotifies(db->conn)) != NULL) {
+		out = jv_array_append(out, jv_array_append(jv_array_append(
+		    jv_array(), jv_string(n->relname)),
+		    jv_string(n->extra ? n->extra : "")));
+		PQfreemem(n);
+	}
+	return out;
+}

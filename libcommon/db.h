@@ -46,5 +46,7 @@ void mi_db_rollback(struct mi_db *db);
 int mi_db_listen(struct mi_db *db, const char *channel, struct mi_err *err);
 int mi_db_socket(struct mi_db *db);
 int mi_db_notified(struct mi_db *db, const char *channel);
+/* Drains the notifications that arrived: an array of [channel, payload]. */
+jv mi_db_notifications(struct mi_db *db);
 
 #endif

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -43,8 +44,11 @@
 #define CHUNK (2 << 20)	/* per sendfile call: one connection does not hog */
 #define LINGER_MS 2000
 #define MAX_EVENTS 256
+#define PAUSE_MS 100		/* listener unwatched after EMFILE, at most */
+#define FD_RESERVE 16		/* descriptors kept for anything but clients */
+#define ADDR_SLOTS 4096		/* per-client counts, by address hash */
 
-enum { C_READ, C_WRITE, C_LINGER };
+enum { C_READ, C_BODY, C_WRITE, C_LINGER };
 enum { IO_DONE, IO_AGAIN, IO_ERR };
 
 struct mi_http_resp {
@@ -69,6 +73,7 @@ struct conn {
 	int readable;
 	int close_after;
 	int loopback;
+	unsigned addr_slot;	/* in mi_httpd.per_addr */
 	int want_out;		/* EPOLLOUT registered */
 	long long t_start;	/* first byte of the current head; 0: idle */
 	long long t_last;	/* last progress */
@@ -90,6 +95,8 @@ struct conn {
 	atomic_llong *tally;
 	char note[48];
 	char peer[INET6_ADDRSTRLEN];
+	char *body;		/* the request's body (max_body) */
+	size_t body_want, body_got;
 	char buf[MI_HTTP_BUF_SIZE];
 };
 
@@ -102,11 +109,13 @@ struct worker {
 	struct conn live;	/* list head */
 	struct conn *dead;
 	int nconns;
+	int paused;		/* listener unwatched: out of descriptors */
+	long long paused_at;
 	char *scratch;
 	struct mi_http_resp resp;
 	time_t date_t;
 	char date[40];
-	atomic_llong open, accepted, bytes;
+	atomic_llong open, accepted, bytes, rejected, evicted;
 	atomic_llong requests[600];
 };
 
@@ -114,6 +123,7 @@ struct mi_httpd {
 	struct mi_httpd_opts o;
 	int port;
 	atomic_int nconns;
+	atomic_int per_addr[ADDR_SLOTS];
 	int nworkers;
 	struct worker *w;
 };
@@ -150,6 +160,7 @@ reason(int status)
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
+	case 411: return "Length Required";
 	case 413: return "Content Too Large";
 	case 414: return "URI Too Long";
 	case 416: return "Range Not Satisfiable";
@@ -249,12 +260,42 @@ body_release(struct conn *c)
 	c->out_len = c->out_off = c->out_body = 0;
 }
 
+/*
+ * Out of descriptors (EMFILE, ENFILE): the listener, which is level
+ * triggered, would wake the worker again at once, so it is unwatched until
+ * a connection closes, or PAUSE_MS, whichever comes first.
+ */
+static void
+listen_pause(struct worker *w)
+{
+	if (w->paused || w->lfd == -1)
+		return;
+	epoll_ctl(w->ep, EPOLL_CTL_DEL, w->lfd, NULL);
+	w->paused = 1;
+	w->paused_at = now_ms();
+}
+
+static void
+listen_resume(struct worker *w)
+{
+	struct epoll_event ev;
+
+	w->paused = 0;
+	if (w->lfd == -1)
+		return;
+	ev.events = EPOLLIN;
+	ev.data.ptr = &w->lfd;
+	epoll_ctl(w->ep, EPOLL_CTL_ADD, w->lfd, &ev);
+}
+
 static void
 conn_close(struct worker *w, struct conn *c)
 {
 	if (c->fd == -1)
 		return;
 	body_release(c);
+	free(c->body);
+	c->body = NULL;
 	close(c->fd);
 	c->fd = -1;
 	c->prev->next = c->next;
@@ -264,6 +305,10 @@ conn_close(struct worker *w, struct conn *c)
 	w->nconns--;
 	atomic_fetch_sub_explicit(&w->open, 1, memory_order_relaxed);
 	atomic_fetch_sub_explicit(&w->h->nconns, 1, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&w->h->per_addr[c->addr_slot], 1,
+	    memory_order_relaxed);
+	if (w->paused)
+		listen_resume(w);
 }
 
 /* The answer has been sent, or abandoned: count it and log it. */
@@ -284,6 +329,8 @@ conn_end_response(struct worker *w, struct conn *c)
 		h->o.done(h->o.arg, &c->req, c->status, c->body_sent, c->note,
 		    now_us() - c->t_req);
 	body_release(c);
+	free(c->body);
+	c->body = NULL;
 	c->tally = NULL;
 	c->status = 0;
 	/* Pipelined bytes after this head move to the front. */
@@ -534,6 +581,80 @@ conn_read(struct conn *c)
 	}
 }
 
+/*
+ * With max_body: takes the body of the request just parsed, from what
+ * follows its head in buf and then from the socket (C_BODY).  Returns 1
+ * while more of it is to come, 0 when the request is ready to answer
+ * (whole, or refused with req.error).
+ */
+static int
+body_start(struct worker *w, struct conn *c)
+{
+	size_t have, take;
+
+	if (c->req.chunked) {
+		c->req.error = 411;
+		return 0;
+	}
+	if (c->req.content_length < 0 ||
+	    (unsigned long long)c->req.content_length > w->h->o.max_body) {
+		c->req.error = 413;
+		return 0;
+	}
+	c->body_want = (size_t)c->req.content_length;
+	if ((c->body = malloc(c->body_want + 1)) == NULL) {
+		c->req.error = 503;
+		return 0;
+	}
+	have = c->len - c->head;
+	take = have < c->body_want ? have : c->body_want;
+	memcpy(c->body, c->buf + c->head, take);
+	c->head += take;
+	c->body_got = take;
+	if (c->body_got < c->body_want) {
+		c->state = C_BODY;
+		return 1;
+	}
+	c->body[c->body_want] = '\0';
+	c->req.body = c->body;
+	c->req.body_len = c->body_want;
+	return 0;
+}
+
+/* Reads more of the body; IO_DONE when it is whole. */
+static int
+body_read(struct conn *c)
+{
+	ssize_t n;
+
+	while (c->body_got < c->body_want) {
+		size_t room = c->body_want - c->body_got;
+
+		n = recv(c->fd, c->body + c->body_got, room, 0);
+		if (n == 0)
+			return IO_ERR;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				c->readable = 0;
+				return IO_AGAIN;
+			}
+			return IO_ERR;
+		}
+		c->body_got += (size_t)n;
+		if ((size_t)n < room) {
+			c->readable = 0;
+			if (c->body_got < c->body_want)
+				return IO_AGAIN;
+		}
+	}
+	c->body[c->body_want] = '\0';
+	c->req.body = c->body;
+	c->req.body_len = c->body_want;
+	return IO_DONE;
+}
+
 /* Half-close, then drain until the client closes (or LINGER_MS). */
 static void
 conn_linger(struct worker *w, struct conn *c)
@@ -585,6 +706,20 @@ conn_run(struct worker *w, struct conn *c)
 			conn_linger(w, c);
 			return;
 		}
+		if (c->state == C_BODY) {
+			if (!c->readable)
+				return;
+			r = body_read(c);
+			if (r == IO_ERR) {
+				conn_close(w, c);
+				return;
+			}
+			if (r == IO_AGAIN)
+				return;
+			c->t_last = now_ms();
+			respond(w, c);
+			continue;
+		}
 		if (c->state == C_WRITE) {
 			r = conn_write(c);
 			if (r == IO_AGAIN) {
@@ -612,6 +747,9 @@ conn_run(struct worker *w, struct conn *c)
 				r = -431;
 			if (r > 0) {
 				c->head = (size_t)r;
+				if (c->req.has_body && w->h->o.max_body > 0 &&
+				    body_start(w, c) == 1)
+					continue;
 				respond(w, c);
 				continue;
 			}
@@ -650,6 +788,21 @@ conn_run(struct worker *w, struct conn *c)
 	}
 }
 
+/*
+ * The client's slot for counting its connections: the IPv4 address, or
+ * the /64 of an IPv6 one (what one client usually has).
+ */
+static unsigned
+addr_slot(const unsigned char *b, size_t n)
+{
+	uint32_t h = 2166136261u;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h % ADDR_SLOTS;
+}
+
 static void
 peer_name(struct conn *c, const struct sockaddr_storage *ss)
 {
@@ -658,15 +811,41 @@ peer_name(struct conn *c, const struct sockaddr_storage *ss)
 
 		inet_ntop(AF_INET, &a->sin_addr, c->peer, sizeof(c->peer));
 		c->loopback = (ntohl(a->sin_addr.s_addr) >> 24) == 127;
+		c->addr_slot = addr_slot((const void *)&a->sin_addr, 4);
 	} else if (ss->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *a = (const void *)ss;
+		int v4 = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr);
 
 		inet_ntop(AF_INET6, &a->sin6_addr, c->peer, sizeof(c->peer));
 		c->loopback = IN6_IS_ADDR_LOOPBACK(&a->sin6_addr) ||
-		    (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) &&
-		    a->sin6_addr.s6_addr[12] == 127);
+		    (v4 && a->sin6_addr.s6_addr[12] == 127);
+		c->addr_slot = addr_slot(a->sin6_addr.s6_addr + (v4 ? 12 : 0),
+		    v4 ? 4 : 8);
 	} else
 		snprintf(c->peer, sizeof(c->peer), "-");
+}
+
+/*
+ * Makes room for one connection by closing this worker's longest-waiting
+ * connection that has no answer in flight (idle between requests, or
+ * still sending its head): of the client in slot when slot >= 0, of
+ * anyone otherwise.  0 when one was closed, -1 when none could be.
+ */
+static int
+evict(struct worker *w, long slot)
+{
+	struct conn *c, *old = NULL;
+
+	for (c = w->live.next; c != &w->live; c = c->next)
+		if (c->state == C_READ && (slot < 0 ||
+		    c->addr_slot == (unsigned)slot) &&
+		    (old == NULL || c->t_last < old->t_last))
+			old = c;
+	if (old == NULL)
+		return -1;
+	atomic_fetch_add_explicit(&w->evicted, 1, memory_order_relaxed);
+	conn_close(w, old);
+	return 0;
 }
 
 static void
@@ -686,21 +865,38 @@ accept_all(struct worker *w)
 		if (fd == -1) {
 			if (errno == EINTR || errno == ECONNABORTED)
 				continue;
-			return;	/* EAGAIN, or EMFILE: try again later */
+			if (errno == EMFILE || errno == ENFILE ||
+			    errno == ENOBUFS || errno == ENOMEM) {
+				/* Free one for the next try, then wait. */
+				(void)evict(w, -1);
+				listen_pause(w);
+			}
+			return;	/* EAGAIN */
 		}
-		if (atomic_load_explicit(&h->nconns, memory_order_relaxed) >=
-		    h->o.max_conns || (c = malloc(sizeof(*c))) == NULL) {
+		if ((c = malloc(sizeof(*c))) == NULL) {
 			close(fd);
 			continue;
 		}
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		memset(c, 0, offsetof(struct conn, buf));
+		peer_name(c, &ss);
+		/* At a limit, a waiting connection makes room, or this one goes. */
+		if ((atomic_load_explicit(&h->per_addr[c->addr_slot],
+		    memory_order_relaxed) >= h->o.max_per_client &&
+		    evict(w, (long)c->addr_slot) == -1) ||
+		    (atomic_load_explicit(&h->nconns, memory_order_relaxed) >=
+		    h->o.max_conns && evict(w, -1) == -1)) {
+			atomic_fetch_add_explicit(&w->rejected, 1,
+			    memory_order_relaxed);
+			close(fd);
+			free(c);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->fd = fd;
 		c->body_fd = -1;
 		c->state = C_READ;
 		c->t_start = c->t_last = now_ms();
 		c->req.path = c->req.query = c->req.method_name = "";
-		peer_name(c, &ss);
 		c->readable = 1;
 		ev.events = EPOLLIN | EPOLLRDHUP | EPOLLET;
 		ev.data.ptr = c;
@@ -718,6 +914,8 @@ accept_all(struct worker *w)
 		atomic_fetch_add_explicit(&w->accepted, 1,
 		    memory_order_relaxed);
 		atomic_fetch_add_explicit(&h->nconns, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&h->per_addr[c->addr_slot], 1,
+		    memory_order_relaxed);
 		conn_run(w, c);
 	}
 }
@@ -733,6 +931,10 @@ sweep(struct worker *w)
 	for (c = w->live.next; c != &w->live; c = next) {
 		next = c->next;
 		switch (c->state) {
+		case C_BODY:
+			if (now - c->t_start > o->header_timeout_ms)
+				conn_close(w, c);
+			break;
 		case C_READ:
 			if (c->t_start != 0 ?
 			    now - c->t_start > o->header_timeout_ms :
@@ -787,7 +989,10 @@ worker_main(void *arg)
 		if (w->stopping && (w->nconns == 0 ||
 		    now_ms() - w->stop_at > w->h->o.grace_ms))
 			break;
-		n = epoll_wait(w->ep, ev, MAX_EVENTS, 1000);
+		if (w->paused && now_ms() - w->paused_at >= PAUSE_MS)
+			listen_resume(w);
+		n = epoll_wait(w->ep, ev, MAX_EVENTS, w->paused ? PAUSE_MS :
+		    1000);
 		for (i = 0; i < n; i++) {
 			void *p = ev[i].data.ptr;
 			struct conn *c = p;
@@ -973,6 +1178,41 @@ free_workers(struct mi_httpd *h)
 	free(h);
 }
 
+/*
+ * Raises the descriptor limit to the hard one and keeps the connections
+ * below it: each may hold a socket and a file, and FD_RESERVE plus a few
+ * per worker stay for the rest, so accept(2) and open(2) do not meet
+ * EMFILE in normal operation.
+ */
+static void
+fd_budget(struct mi_httpd_opts *o)
+{
+	struct rlimit rl;
+	long long room = 1 << 20;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+		if (rl.rlim_cur < rl.rlim_max) {
+			rl.rlim_cur = rl.rlim_max;
+			(void)setrlimit(RLIMIT_NOFILE, &rl);
+			(void)getrlimit(RLIMIT_NOFILE, &rl);
+		}
+		if (rl.rlim_cur != RLIM_INFINITY)
+			room = ((long long)rl.rlim_cur - FD_RESERVE -
+			    4LL * o->threads) / 2;
+	}
+	if (room < 1)
+		room = 1;
+	if (o->max_conns <= 0)
+		o->max_conns = 8192;
+	if (o->max_conns > room)
+		o->max_conns = (int)room;
+	if (o->max_per_client <= 0)
+		o->max_per_client = o->max_conns / 8 > 16 ? o->max_conns / 8 :
+		    16;
+	if (o->max_per_client > o->max_conns)
+		o->max_per_client = o->max_conns;
+}
+
 struct mi_httpd *
 mi_httpd_start(const struct mi_httpd_opts *o, struct mi_err *err)
 {
@@ -987,8 +1227,7 @@ mi_httpd_start(const struct mi_httpd_opts *o, struct mi_err *err)
 	h->o = *o;
 	if (h->o.threads <= 0)
 		h->o.threads = 2;
-	if (h->o.max_conns <= 0)
-		h->o.max_conns = 8192;
+	fd_budget(&h->o);
 	if (h->o.header_timeout_ms <= 0)
 		h->o.header_timeout_ms = 30000;
 	if (h->o.idle_timeout_ms <= 0)
@@ -1083,8 +1322,15 @@ mi_httpd_stats(struct mi_httpd *h, struct mi_httpd_stats *st)
 	int i, s;
 
 	memset(st, 0, sizeof(*st));
+	st->max_conns = h->o.max_conns;
+	st->max_per_client = h->o.max_per_client;
 	for (i = 0; i < h->nworkers; i++) {
 		struct worker *w = &h->w[i];
+
+		st->rejected += atomic_load_explicit(&w->rejected,
+		    memory_order_relaxed);
+		st->evicted += atomic_load_explicit(&w->evicted,
+		    memory_order_relaxed);
 
 		st->open_conns += atomic_load_explicit(&w->open,
 		    memory_order_relaxed);

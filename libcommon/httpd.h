@@ -6,8 +6,10 @@
  * SO_REUSEPORT listening socket, so workers share nothing on the request
  * path.  Connections keep alive and may pipeline; file bodies go out with
  * sendfile(2) (small ones are read and sent with the header in one
- * write).  Requests never carry a body: one that announces a body is
- * answered and its connection closed.
+ * write).  Requests carry no body unless the server is started with
+ * max_body: then a Content-Length body of up to max_body bytes is read
+ * before the handler runs (larger: 413; chunked: 411); without it, a
+ * request that announces a body is answered and its connection closed.
  *
  * The request parser (mi_http_parse) is a pure function over a buffer so
  * that it can be fuzzed on its own; it checks the request line and header
@@ -53,6 +55,10 @@ struct mi_http_req {
 	int version;		/* 10 or 11 */
 	int keep_alive;		/* the client allows another request */
 	int has_body;		/* Content-Length > 0 or Transfer-Encoding */
+	int chunked;		/* Transfer-Encoding */
+	long long content_length;	/* -1 when none */
+	const char *body;	/* with max_body: the body, NUL-terminated */
+	size_t body_len;
 	size_t nheaders;
 	struct mi_http_header headers[MI_HTTP_MAX_HEADERS];
 	const char *peer;	/* client address, set by the server */
@@ -103,19 +109,25 @@ typedef void (*mi_httpd_done)(void *arg, const struct mi_http_req *req,
 struct mi_httpd_opts {
 	const char *listen;	/* "ADDR:PORT", "[v6]:PORT" */
 	int threads;		/* workers; 0: 2 */
-	int max_conns;		/* per server; 0: 8192 */
+	int max_conns;		/* per server; 0: 8192; kept below the fd limit */
+	int max_per_client;	/* per client address; 0: max_conns/8, >= 16 */
 	int header_timeout_ms;	/* a request head must arrive in; 0: 30000 */
 	int idle_timeout_ms;	/* keep-alive; 0: 75000 */
 	int send_timeout_ms;	/* without progress; 0: 60000 */
 	int grace_ms;		/* in-flight responses on stop; 0: 30000 */
+	size_t max_body;	/* request bodies read up to; 0: none */
 	mi_httpd_handler handler;
 	mi_httpd_done done;	/* may be NULL */
 	void *arg;
 };
 
 struct mi_httpd_stats {
+	long long max_conns;	/* in force */
+	long long max_per_client;
 	long long open_conns;
 	long long accepted;
+	long long rejected;	/* closed at once: a limit and no room */
+	long long evicted;	/* waiting ones closed to make room */
 	long long bytes_sent;	/* body bytes */
 	long long requests[600];	/* by status */
 };

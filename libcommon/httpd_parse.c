@@ -199,6 +199,8 @@ semantics(struct mi_http_req *req)
 	if (te && cl != -1)
 		return -400;
 	req->has_body = te || cl > 0;
+	req->chunked = te;
+	req->content_length = cl;
 	req->keep_alive = !close && (req->version == 11 || keep);
 	return 0;
 }

@@ -1,11 +1,20 @@
 /*
  * json.c - the record stream over jv's incremental parser.
  *
- * Input is fed to the parser a line at a time.  After a syntax error the
- * parser is replaced and the rest of that line dropped; a value left
- * unfinished when a new line starts with '{' or '[' in column 0 is given up
- * as invalid too, since no pretty-printer puts a nested value there: so one
- * broken record costs that record only and the stream goes on.
+ * Input is fed to the parser a line at a time, and a new line only once the
+ * parser has consumed the last one (jv asserts otherwise).  After a syntax
+ * error the parser is replaced and the rest of that line dropped; a value
+ * left unfinished when a new line starts with '{' or '[' in column 0 is
+ * given up as invalid too, since no pretty-printer puts a nested value
+ * there: so one broken record costs that record only and the stream goes on.
+ *
+ * Some input never reaches the parser.  0x1E (RS): jv silently resets
+ * itself on it in the middle of a buffer, then asserts when fed the next
+ * one.  0x00: jv reads it as the number 0.  A value that follows another
+ * inside an array or object with no separator: jv reports it but leaks the
+ * second value (jq 1.6).  None of these is JSON: the line is cut before
+ * it, and the value in progress with the rest of the line becomes one
+ * error record.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +23,7 @@
 #include "banned.h"
 
 #define MAX_LINE (64 * 1024 * 1024)
+#define NO_SEPARATOR 0x100	/* a cut: a value right after another */
 
 struct mi_json_in {
 	FILE *fp;
@@ -22,9 +32,14 @@ struct mi_json_in {
 	size_t cap;
 	char *held;		/* a line to feed after a resync */
 	size_t heldlen, heldcap;
+	int heldcut;
+	int cut;		/* why the fed line was cut short, or -1 */
 	unsigned long count;
+	unsigned long lines;
 	int depth;		/* nesting outside strings, across lines */
 	int instr, esc;
+	int after;		/* a value has ended inside an array/object */
+	int inlit;		/* inside a literal (number, true, ...) */
 	int fed_final;
 };
 
@@ -36,7 +51,11 @@ mi_json_in_new(FILE *fp)
 	if (in == NULL)
 		return NULL;
 	in->fp = fp;
-	in->p = jv_parser_new(0);
+	in->cut = -1;
+	if ((in->p = jv_parser_new(0)) == NULL) {
+		free(in);
+		return NULL;
+	}
 	return in;
 }
 
@@ -64,30 +83,94 @@ reset(struct mi_json_in *in)
 	in->p = jv_parser_new(0);
 	in->depth = 0;
 	in->instr = in->esc = 0;
+	in->after = in->inlit = 0;
+	in->cut = -1;
 }
 
-static void
+/* Cuts the line before its first NUL or RS byte; returns the byte or -1. */
+static int
+cut_bytes(const char *s, size_t *n)
+{
+	size_t i;
+
+	for (i = 0; i < *n; i++) {
+		if (s[i] == '\0' || s[i] == '\036') {
+			*n = i;
+			return (unsigned char)s[i];
+		}
+	}
+	return -1;
+}
+
+/*
+ * Follows the structure outside strings, across lines, as jv classifies
+ * bytes: the nesting (for the resync) and whether a value has just ended
+ * inside an array or object.  Returns the offset of a value that follows
+ * another there without a separator, or n.
+ */
+static size_t
 scan(struct mi_json_in *in, const char *s, size_t n)
 {
 	size_t i;
 
 	for (i = 0; i < n; i++) {
 		char c = s[i];
+		int start = 0;
 
 		if (in->instr) {
 			if (in->esc)
 				in->esc = 0;
 			else if (c == '\\')
 				in->esc = 1;
-			else if (c == '"')
+			else if (c == '"') {
 				in->instr = 0;
-		} else if (c == '"')
+				in->after = in->depth > 0;
+			}
+			continue;
+		}
+		switch (c) {
+		case ' ': case '\t': case '\r': case '\n':
+		case ',': case ':': case '}': case ']':
+			break;
+		case '"': case '{': case '[':
+			start = 1;
+			break;
+		default:
+			if (in->inlit)
+				continue;
+			start = 1;
+			break;
+		}
+		if (in->inlit) {
+			/* The literal ends here: it was a value. */
+			in->inlit = 0;
+			in->after = in->depth > 0;
+		}
+		if (start && in->after)
+			return i;
+		switch (c) {
+		case ',': case ':':
+			in->after = 0;
+			break;
+		case '}': case ']':
+			if (in->depth > 0)
+				in->depth--;
+			in->after = in->depth > 0;
+			break;
+		case '"':
 			in->instr = 1;
-		else if (c == '{' || c == '[')
+			break;
+		case '{': case '[':
 			in->depth++;
-		else if ((c == '}' || c == ']') && in->depth > 0)
-			in->depth--;
+			break;
+		case ' ': case '\t': case '\r': case '\n':
+			break;
+		default:
+			in->inlit = 1;
+			break;
+		}
 	}
+	return n;
 }
 
 int
@@ -96,6 +179,8 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 	for (;;) {
 		jv v = jv_parser_next(in->p);
 		ssize_t n;
+		size_t len;
+		int cut;
 
 		if (jv_is_valid(v)) {
 			in->count++;
@@ -113,13 +198,34 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 			return -1;
 		}
 		jv_free(v);
+		if (jv_parser_remaining(in->p) > 0) {
+			/* Stopped short with neither a value nor an error. */
+			in->count++;
+			reset(in);
+			return mi_err_set(err, EX_DATAERR,
+			    "record %lu: unparseable input at line %lu",
+			    in->count, in->lines);
+		}
+		if (in->cut != -1) {
+			cut = in->cut;
+			in->count++;
+			reset(in);
+			if (cut == NO_SEPARATOR)
+				return mi_err_set(err, EX_DATAERR,
+				    "record %lu: expected a separator between "
+				    "values at line %lu", in->count, in->lines);
+			return mi_err_set(err, EX_DATAERR,
+			    "record %lu: invalid byte 0x%02X at line %lu",
+			    in->count, cut, in->lines);
+		}
 		if (in->fed_final)
 			return 0;
 		if (in->held) {
 			free(in->line);
 			in->line = in->held;
 			in->cap = in->heldcap;
-			n = (ssize_t)in->heldlen;
+			len = in->heldlen;
+			cut = in->heldcut;
 			in->held = NULL;
 		} else {
 			n = getline(&in->line, &in->cap, in->fp);
@@ -131,6 +237,7 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 				in->fed_final = 1;
 				continue;
 			}
+			in->lines++;
 			if (n > MAX_LINE) {
 				in->count++;
 				reset(in);
@@ -138,13 +245,16 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 				    "record %lu: line longer than %d bytes",
 				    in->count, MAX_LINE);
 			}
+			len = (size_t)n;
+			cut = cut_bytes(in->line, &len);
 			if (in->depth > 0 && !in->instr &&
 			    (in->line[0] == '{' || in->line[0] == '[')) {
 				/* Resync: hold the new line, give up the old
 				 * value. */
 				in->held = in->line;
-				in->heldlen = (size_t)n;
+				in->heldlen = len;
 				in->heldcap = in->cap;
+				in->heldcut = cut;
 				in->line = NULL;
 				in->cap = 0;
 				in->count++;
@@ -154,7 +264,10 @@ mi_json_next(struct mi_json_in *in, jv *out, struct mi_err *err)
 				    in->count);
 			}
 		}
-		scan(in, in->line, (size_t)n);
+		n = (ssize_t)scan(in, in->line, len);
+		if ((size_t)n < len)
+			cut = NO_SEPARATOR;
+		in->cut = cut;
 		jv_parser_set_buf(in->p, in->line, (int)n, 1);
 	}
 }

@@ -41,12 +41,18 @@ static const char dispatcher[] =
     " if $f == \"provider\" then provider"
     " elif $f == \"validate\" then validate"
     " elif $f == \"cost\" then cost"
-    " elif $f == \"submit\" then submit"
+    " elif $f == \"submit\" then .webhook_url as $u | submit |"
+    "  if $u then with_webhook($u) else . end"
     " elif $f == \"submitted\" then submitted"
     " elif $f == \"poll\" then poll"
     " elif $f == \"polled\" then polled"
     " elif $f == \"download\" then download"
     " elif $f == \"lookup\" then lookup"
+    " elif $f == \"webhooks\" then webhooks"
+    " elif $f == \"webhook_job\" then webhook_job"
+    " elif $f == \"webhook\" then webhook"
+    " elif $f == \"cancel\" then cancel"
+    " elif $f == \"cancelled\" then cancelled"
     " else error(\"no function \" + $f) end;\n"
     "_mi_dispatch\n";
 
@@ -307,6 +313,16 @@ load(const char *id, struct mi_err *err)
 		goto fail;
 	}
 	p->meta = meta;
+	/* Webhooks and cancel: see webhook.h. */
+	meta = mi_provider_call(p, "webhooks", jv_object(), err);
+	if (!jv_is_valid(meta)) {
+		jv_free(meta);
+		goto fail;
+	}
+	if (jv_get_kind(meta) == JV_KIND_OBJECT)
+		p->meta = jv_object_set(p->meta, jv_string("webhooks"), meta);
+	else
+		jv_free(meta);
 	if (apply_overrides(p, err) == -1 || check_meta(p, err) == -1)
 		goto fail;
 	mi_buf_release(&prog);

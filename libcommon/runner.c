@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cancel.h"
 #include "inq.h"
 #include "jobs.h"
 #include "mime.h"
@@ -26,6 +27,7 @@
 #include "provider.h"
 #include "runner.h"
 #include "transport.h"
+#include "webhook.h"
 #include "banned.h"
 
 #define REF_MAX		(20 * 1024 * 1024)
@@ -44,6 +46,7 @@ struct group {
 	char media[24];		/* of the oldest waiting job: sets the limit */
 	struct rjob *head, *tail;	/* waiting jobs, oldest first */
 	int want;		/* a claim is due */
+	int missed;		/* a webhook did not come: poll as usual */
 	struct group *next;
 };
 
@@ -59,6 +62,7 @@ struct rjob {
 	char *pjid;
 	char *followup;		/* a follow-up create's request */
 	int phase, busy, lost, tries, attempts, progress, dirty, accepted;
+	int hooked;		/* asked for a webhook (webhook.h) */
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
 	int heap;
@@ -83,6 +87,10 @@ struct mi_runner {
 	long lease_ms, backstop_ms;
 	int parallel, create_retries, poll_retries, listening;
 	long coalesce_ms, batch_ms;
+	long hook_backstop_ms;	/* poll interval while a webhook is due */
+	jv hooks;		/* ids of jobs with deliveries to take */
+	int cancels;		/* remote cancels under way */
+	int closing;
 	int input_ready;
 	jv routing;
 	long finished;
@@ -420,6 +428,7 @@ job_new(struct mi_runner *r, jv row, struct mi_err *err)
 	j->interval = mi_json_num(row, "poll_interval_ms", &d, 0, NULL) == 1 &&
 	    d > 0 ? (long)d : mi_provider_poll_interval_ms(j->p, media);
 	j->accepted = j->pjid != NULL;
+	j->hooked = j->state && strstr(j->state, "\"webhook\":true") != NULL;
 	if (mi_json_num(row, "timeout_ms", &d, 0, NULL) != 1 || d <= 0)
 		d = (double)mi_provider_timeout_ms(j->p, media);
 	j->timeout = (long)d;
@@ -913,6 +922,7 @@ invalid:
 
 static void finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
     const char *status);
+static void remote_cancel(struct mi_runner *r, struct rjob *j);
 
 static int
 fallback_eligible(const char *code)
@@ -1221,6 +1231,40 @@ keep_processing(struct mi_runner *r, struct rjob *j, jv outcome, int created)
 	return 0;
 }
 
+/* The wait before the next poll: the backstop interval while a webhook
+ * is expected and the provider's webhooks have been arriving. */
+static long long
+next_poll(struct mi_runner *r, struct rjob *j)
+{
+	if (j->hooked && !j->g->missed && r->hook_backstop_ms > j->interval)
+		return jittered(r->hook_backstop_ms);
+	return jittered(j->interval);
+}
+
+/* A poll, not a webhook, found j's end: the provider's webhooks are not
+ * arriving, so its other jobs go back to the usual interval. */
+static void
+hook_missed(struct mi_runner *r, struct rjob *j)
+{
+	long long now = mi_now_ms();
+	size_t i;
+
+	if (!j->hooked || j->g->missed || r->hook_backstop_ms <= j->interval)
+		return;
+	j->g->missed = 1;
+	note(r, MI_NOTE_WARN, "job %s: no webhook from %s; polling every "
+	    "%ld ms again", j->id, mi_provider_id(j->p), j->interval);
+	for (i = 0; i < r->hn; i++) {
+		struct rjob *x = r->heap[i];
+
+		if (x->g == j->g && x->phase == P_POLL &&
+		    x->due > now + x->interval)
+			x->due = now + jittered(x->interval);
+	}
+	for (i = r->hn / 2 + 1; i-- > 0;)
+		heap_down(r, i);
+}
+
 /* A follow-up create the outcome asks for, or -1. */
 static int
 take_followup(struct rjob *j, jv outcome)
@@ -1276,7 +1320,7 @@ on_created(void *arg, jv out)
 
 			mi_json_bool(out, "poll_now", &now, 0, NULL);
 			schedule(r, j, P_POLL, mi_now_ms() +
-			    (now ? 0 : jittered(j->interval)));
+			    (now ? 0 : next_poll(r, j)));
 		}
 		jv_free(out);
 		return;
@@ -1345,6 +1389,8 @@ on_polled(void *arg, jv out)
 		return;
 	}
 	mi_json_str(out, "status", &st, 0, NULL);
+	if (strcmp(st, "completed") == 0 || strcmp(st, "failed") == 0)
+		hook_missed(r, j);
 	if (strcmp(st, "completed") == 0) {
 		finish_completed(r, j, out);
 		return;
@@ -1366,12 +1412,12 @@ on_polled(void *arg, jv out)
 		}
 		mi_json_bool(out, "poll_now", &pnow, 0, NULL);
 		jv_free(out);
-		schedule(r, j, P_POLL, now + (pnow ? 0 :
-		    jittered(j->interval)));
+		schedule(r, j, P_POLL, now + (pnow ? 0 : next_poll(r, j)));
 		return;
 	}
 	/* retry, or anything else: transient. */
 	if (++j->tries > r->poll_retries) {
+		remote_cancel(r, j);
 		finish_failed(r, j, out, "failed");
 		return;
 	}
@@ -1489,16 +1535,24 @@ static void
 do_create(struct mi_runner *r, struct rjob *j)
 {
 	struct mi_err err = MI_ERR_INIT;
-	char spool[4200], name[64], msg[300];
+	char spool[4200], name[64], msg[300], *hook = NULL;
 	jv p = jv_object(), row, in, ref;
 	int rc;
 
 	p = jv_object_set(p, jv_string("submit_add"), jv_number(1));
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_true());
 	p = jv_object_set(p, jv_string("started"), jv_true());
+	if (j->followup == NULL && j->t == &mi_transport_http &&
+	    (hook = mi_webhook_url(mi_provider_meta(j->p), j->id,
+	    j->g->tenant)) != NULL) {
+		j->hooked = 1;
+		p = jv_object_set(p, jv_string("provider_state"),
+		    obj1("webhook", jv_true()));
+	}
 	row = patch(r, j, p);
 	if (jv_get_kind(row) != JV_KIND_OBJECT) {
 		jv_free(row);
+		free(hook);
 		return;
 	}
 	if (j->deadline == 0) {
@@ -1510,6 +1564,11 @@ do_create(struct mi_runner *r, struct rjob *j)
 	}
 	jv_free(row);
 	in = job_input(j);
+	if (hook) {
+		in = jv_object_set(in, jv_string("webhook_url"),
+		    jv_string(hook));
+		free(hook);
+	}
 	j->phase = P_CREATING;
 	j->busy = 1;
 	if (j->followup) {
@@ -1553,6 +1612,67 @@ do_create(struct mi_runner *r, struct rjob *j)
 	}
 }
 
+struct rcancel {
+	struct mi_runner *r;
+	char id[40], provider[64];
+};
+
+static void
+on_cancel(void *arg, jv outcome)
+{
+	struct rcancel *c = arg;
+	struct mi_runner *r = c->r;
+	struct mi_err err = MI_ERR_INIT;
+	jv n;
+	int ok = 0;
+
+	r->cancels--;
+	if (r->closing) {
+		jv_free(outcome);
+		free(c);
+		return;
+	}
+	n = mi_cancel_record(r->db, c->id, outcome, &err);
+	if (!jv_is_valid(n))
+		note(r, MI_NOTE_WARN, "job %s: unable to record the cancel: "
+		    "%s", c->id, err.msg);
+	else {
+		mi_json_bool(n, "accepted", &ok, 0, NULL);
+		note(r, MI_NOTE_INFO, "job %s: cancelled at %s: %s", c->id,
+		    c->provider, ok ? "accepted" : "refused");
+	}
+	jv_free(n);
+	free(c);
+}
+
+/* A job mi gives up on may still run, and bill, at the provider: cancel
+ * it there where the definition can.  The answer is recorded later. */
+static void
+remote_cancel(struct mi_runner *r, struct rjob *j)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct rcancel *c;
+	int k;
+
+	if (!j->accepted || j->pjid == NULL || !j->t->polled ||
+	    (c = calloc(1, sizeof(*c))) == NULL)
+		return;
+	c->r = r;
+	snprintf(c->id, sizeof(c->id), "%s", j->id);
+	snprintf(c->provider, sizeof(c->provider), "%s",
+	    mi_provider_id(j->p));
+	k = mi_cancel_start(r->loop, j->p, job_input(j), on_cancel, c, &err);
+	if (k == 1) {
+		r->cancels++;
+		note(r, MI_NOTE_VERBOSE, "job %s: cancelling at %s", j->id,
+		    c->provider);
+		return;
+	}
+	if (k == -1)
+		note(r, MI_NOTE_WARN, "job %s: no cancel: %s", j->id, err.msg);
+	free(c);
+}
+
 static void
 do_poll(struct mi_runner *r, struct rjob *j)
 {
@@ -1563,6 +1683,7 @@ do_poll(struct mi_runner *r, struct rjob *j)
 
 		snprintf(msg, sizeof(msg), "no result from %s within %.1f s",
 		    mi_provider_id(j->p), j->timeout / 1000.0);
+		remote_cancel(r, j);
 		finish_failed(r, j, mi_outcome_error("timed_out", "TIMEOUT",
 		    msg, 1), "timed_out");
 		return;
@@ -1904,7 +2025,16 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 		free(r);
 		return NULL;
 	}
+	if (mi_db_listen(db, MI_WEBHOOK_CHANNEL, err) == -1) {
+		mi_loop_free(r->loop);
+		free(r->tab);
+		free(r);
+		return NULL;
+	}
 	r->listening = 1;
+	r->hooks = jv_array();
+	r->hook_backstop_ms = env_num("MI_WEBHOOK_BACKSTOP_MS", 60000, 10,
+	    86400000);
 	r->take = jv_array();
 	r->takerec = jv_object();
 	r->routing = jv_invalid();
@@ -1931,6 +2061,7 @@ mi_runner_free(struct mi_runner *r)
 
 	if (r == NULL)
 		return;
+	r->closing = 1;
 	/* Operations still under way end here; their jobs are freed. */
 	for (i = 0; i < r->nbuck; i++) {
 		struct rjob *j, *nx;
@@ -1952,6 +2083,7 @@ mi_runner_free(struct mi_runner *r)
 	free(r->tab);
 	free(r->heap);
 	jv_free(r->take);
+	jv_free(r->hooks);
 	jv_free(r->takerec);
 	jv_free(r->routing);
 	free(r);
@@ -1960,7 +2092,7 @@ mi_runner_free(struct mi_runner *r)
 int
 mi_runner_count(const struct mi_runner *r)
 {
-	return (int)r->n + jv_array_length(jv_copy(r->take));
+	return (int)r->n + jv_array_length(jv_copy(r->take)) + r->cancels;
 }
 
 void
@@ -2022,6 +2154,156 @@ early(const struct mi_runner *r, const struct rjob *j)
 	return e < r->batch_ms ? e : r->batch_ms;
 }
 
+/* Freed slots wake the claims; deliveries for jobs in hand are taken. */
+static void
+notified(struct mi_runner *r)
+{
+	jv all = mi_db_notifications(r->db);
+	struct group *g;
+	int i, n = jv_array_length(jv_copy(all));
+
+	for (i = 0; i < n; i++) {
+		jv e = jv_array_get(jv_copy(all), i);
+		jv ch = jv_array_get(jv_copy(e), 0), pl = jv_array_get(e, 1);
+
+		if (strcmp(jv_string_value(ch), MI_JOBS_CHANNEL) == 0) {
+			for (g = r->groups; g; g = g->next)
+				if (g->head)
+					g->want = 1;
+		} else if (find(r, jv_string_value(pl)) != NULL)
+			r->hooks = jv_array_append(r->hooks, jv_copy(pl));
+		jv_free(ch);
+		jv_free(pl);
+	}
+	jv_free(all);
+}
+
+/*
+ * A notification without a delivery: the job may have been ended by
+ * another program (mi-cancel).  Such a job goes out as it now is.
+ */
+static void
+ended_elsewhere(struct mi_runner *r, jv ids, jv rows)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv seen = jv_object(), rest = jv_array(), cur;
+	int i, n = jv_array_length(jv_copy(rows));
+
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(rows), i);
+
+		seen = jv_object_set(seen, jv_object_get(row,
+		    jv_string("job_id")), jv_true());
+	}
+	n = jv_array_length(jv_copy(ids));
+	for (i = 0; i < n; i++) {
+		jv id = jv_array_get(jv_copy(ids), i);
+		jv h = jv_object_get(jv_copy(seen), jv_copy(id));
+
+		if (jv_is_valid(h))
+			jv_free(id);
+		else
+			rest = jv_array_append(rest, id);
+		jv_free(h);
+	}
+	jv_free(seen);
+	jv_free(ids);
+	if (jv_array_length(jv_copy(rest)) == 0) {
+		jv_free(rest);
+		return;
+	}
+	cur = mi_jobs_get(r->db, rest, &err);
+	if (!jv_is_valid(cur)) {
+		fatal(r, &err);
+		return;
+	}
+	n = jv_array_length(jv_copy(cur));
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(cur), i);
+		const char *id = NULL, *st = "";
+		struct rjob *j;
+
+		mi_json_str(row, "id", &id, 0, NULL);
+		mi_json_str(row, "status", &st, 0, NULL);
+		if (id && (j = find(r, id)) != NULL && !j->busy &&
+		    (strcmp(st, "failed") == 0 ||
+		    strcmp(st, "timed_out") == 0)) {
+			note(r, MI_NOTE_INFO, "job %s: %s elsewhere", j->id,
+			    st);
+			drop(r, j);
+			emit(r, with_error(row, 0));
+		} else
+			jv_free(row);
+	}
+	jv_free(cur);
+}
+
+/*
+ * Applies the deliveries of jobs in hand exactly as poll answers (a hint
+ * polls at once).  A job with a poll under way keeps its delivery until
+ * the poll has ended.
+ */
+static void
+take_hooks(struct mi_runner *r)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv ids = jv_array(), later = jv_array(), rows;
+	int i, n = jv_array_length(jv_copy(r->hooks));
+
+	if (n == 0)
+		return;
+	for (i = 0; i < n; i++) {
+		jv id = jv_array_get(jv_copy(r->hooks), i);
+		struct rjob *j = find(r, jv_string_value(id));
+
+		if (j == NULL)
+			jv_free(id);
+		else if (j->busy)
+			later = jv_array_append(later, id);
+		else
+			ids = jv_array_append(ids, id);
+	}
+	jv_free(r->hooks);
+	r->hooks = later;
+	if (jv_array_length(jv_copy(ids)) == 0) {
+		jv_free(ids);
+		return;
+	}
+	rows = mi_webhook_take(r->db, jv_copy(ids), &err);
+	if (!jv_is_valid(rows)) {
+		jv_free(ids);
+		fatal(r, &err);
+		return;
+	}
+	ended_elsewhere(r, ids, rows);
+	n = jv_array_length(jv_copy(rows));
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(rows), i);
+		jv out = jv_object_get(jv_copy(row), jv_string("outcome"));
+		const char *id = NULL;
+		struct rjob *j;
+
+		mi_json_str(row, "job_id", &id, 0, NULL);
+		j = id ? find(r, id) : NULL;
+		if (j == NULL || j->busy || (j->phase != P_POLL &&
+		    j->phase != P_POLLING)) {
+			jv_free(out);
+		} else if (jv_get_kind(out) != JV_KIND_OBJECT) {
+			jv_free(out);
+			note(r, MI_NOTE_VERBOSE, "job %s: webhook: polling now",
+			    j->id);
+			schedule(r, j, P_POLL, mi_now_ms());
+		} else {
+			note(r, MI_NOTE_VERBOSE, "job %s: webhook", j->id);
+			j->g->missed = 0;
+			j->busy = 1;
+			on_polled(j, out);
+		}
+		jv_free(row);
+	}
+	jv_free(rows);
+}
+
 int
 mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
     struct mi_err *err)
@@ -2031,6 +2313,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	int all[8], i, n = 0, started = 0, ready;
 
 	take_over(r);
+	take_hooks(r);
 	for (g = r->groups; g && !r->fatal; g = g->next)
 		if (g->want)
 			claim(r, g);
@@ -2098,11 +2381,8 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
 	    0, err)) == -1)
 		return -1;
-	if ((ready & (1 << (n - 1))) &&
-	    mi_db_notified(r->db, MI_JOBS_CHANNEL))
-		for (g = r->groups; g; g = g->next)
-			if (g->head)
-				g->want = 1;
+	if (ready & (1 << (n - 1)))
+		notified(r);
 	if (r->fatal) {
 		*err = r->ferr;
 		return -1;

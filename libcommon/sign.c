@@ -17,6 +17,20 @@ mi_sign_key(void)
 	return k && *k ? k : NULL;
 }
 
+long long
+mi_sign_ttl(struct mi_err *err)
+{
+	const char *t = getenv("MI_URL_TTL");
+	unsigned long long v;
+
+	if (t == NULL || *t == '\0')
+		return MI_SIGN_TTL_DEFAULT;
+	if (mi_parse_uint(t, 1, MI_SIGN_TTL_MAX, &v) == -1)
+		return mi_err_set(err, EX_CONFIG, "MI_URL_TTL '%s' is not a "
+		    "number of seconds from 1 to %d", t, MI_SIGN_TTL_MAX);
+	return (long long)v;
+}
+
 static int
 mac(const char *key, const char *path, const char *exp, char hex[65])
 {
@@ -39,6 +53,9 @@ mi_sign_url(const char *key, const char *path, long long exp, char *out,
 	char e[32], hex[65];
 	int n;
 
+	if (exp < 1 || exp > MI_SIGN_EXP_MAX)
+		return mi_err_set(err, EX_SOFTWARE, "URL expiry %lld out of "
+		    "range", exp);
 	snprintf(e, sizeof(e), "%lld", exp);
 	if (mac(key, path, e, hex) == -1)
 		return mi_err_set(err, EX_SOFTWARE, "unable to sign URL");

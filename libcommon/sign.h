@@ -10,9 +10,19 @@
 
 #include "err.h"
 
+#define MI_SIGN_TTL_DEFAULT 86400
+#define MI_SIGN_TTL_MAX 31536000	/* a year */
+#define MI_SIGN_EXP_MAX 253402300799LL	/* 9999-12-31T23:59:59Z */
+
 /* Key from the environment; NULL when unset or empty. */
 const char *mi_sign_key(void);
-/* Writes "path?exp=..&sig=.." into out. */
+/*
+ * Lifetime of signed URLs from $MI_URL_TTL: MI_SIGN_TTL_DEFAULT when
+ * unset or empty; -1 (err: 78) when not a whole number of seconds in
+ * 1..MI_SIGN_TTL_MAX.
+ */
+long long mi_sign_ttl(struct mi_err *err);
+/* Writes "path?exp=..&sig=.." into out; exp in 1..MI_SIGN_EXP_MAX. */
 int mi_sign_url(const char *key, const char *path, long long exp,
     char *out, size_t outsz, struct mi_err *err);
 /* 1 when sig is valid for path and exp, and exp >= now. */

@@ -2,10 +2,13 @@
 # mi-serve over real HTTP: content types, 200/206/304/404/405/416 and their
 # headers, HEAD, CORS, every way a request can be refused (each answered
 # exactly as a missing file), a corpus of hostile paths, malformed
-# requests, metrics, restart, SIGTERM, signed URLs from mi-store, and the
-# request parser under libFuzzer.
+# requests, metrics, restart, SIGTERM, signed URLs from mi-store, caching
+# headers, JWKS keys (tokens minted by PyJWT) and their reload on SIGHUP,
+# hostile clients (pipelined bad tokens, idle connections at the fd limit).
+# The request parser's and token reader's fuzz targets run in fuzz.bats.
 #
-# Server A: HS256 secret + URL signing key + an origin list.
+# Server A: HS256 secret + URL signing key + an origin list, /metrics open
+# to loopback clients.
 # Server B: RS256 public key with issuer and audience, no signing key, no
 # origin list, a metrics token.
 
@@ -70,7 +73,7 @@ start_a() {
 	env -u MI_JWT_PUBLIC_KEY MI_JWT_SECRET="$SECRET" \
 	    MI_URL_SIGNING_KEY="$SIGNKEY" \
 	    MI_CORS_ORIGINS="https://game.example, https://other.example" \
-	    mi-serve --access-log --listen "127.0.0.1:$PA" \
+	    MI_METRICS_LOOPBACK=1 mi-serve --access-log --listen "127.0.0.1:$PA" \
 	    2>>"$BATS_FILE_TMPDIR/a.log" 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/a.pid"
 	wait_up "$PA"
@@ -187,7 +190,8 @@ B() {
 	[[ $output == "$PATH_A?exp="*"&sig="* ]]
 	exp=${output#*exp=}
 	exp=${exp%%&*}
-	[ "$exp" -ge $((NOW + 120)) ] && [ "$exp" -le $(($(date +%s) + 120)) ]
+	[ "$exp" -ge $((NOW + 120)) ]
+	[ "$exp" -le $(($(date +%s) + 120)) ]
 	[ "${output##*sig=}" = "$(sig_for "$PATH_A" "$exp")" ]
 	run -0 curl -fs -o "$BATS_TEST_TMPDIR/got" "$(A "$output")"
 	cmp "$BATS_TEST_TMPDIR/got" "$BATS_FILE_TMPDIR/m.glb"
@@ -201,6 +205,32 @@ B() {
 	run -78 env -u MI_URL_SIGNING_KEY mi-serve --sign "$PATH_A"
 	run -65 env MI_URL_SIGNING_KEY=k mi-serve --sign /etc/passwd
 	run -64 env MI_URL_SIGNING_KEY=k mi-serve --sign "$PATH_A" --ttl 0
+	run -64 env MI_URL_SIGNING_KEY=k mi-serve --sign "$PATH_A" --ttl 31536001
+}
+
+@test "MI_URL_TTL is bounded: a huge one is refused, never a negative exp" {
+	for t in 9223372036854775807 31536001 0 -5 12x; do
+		run -78 --separate-stderr env MI_URL_SIGNING_KEY=k MI_URL_TTL="$t" \
+		    mi-serve --sign "$PATH_A"
+		[[ $stderr == *"MI_URL_TTL '$t' is not a number of seconds"* ]]
+		run -78 env MI_URL_SIGNING_KEY=k MI_URL_TTL="$t" \
+		    mi-serve --listen 127.0.0.1:0
+	done
+	run -0 env MI_URL_SIGNING_KEY=k MI_URL_TTL=31536000 mi-serve --sign "$PATH_A"
+	exp=${output#*exp=}
+	exp=${exp%%&*}
+	[ "$exp" -le $(($(date +%s) + 31536000)) ]
+	# mi-store with such a TTL gives no signed_url rather than a bad one
+	run -0 env MI_URL_SIGNING_KEY="$SIGNKEY" MI_URL_TTL=9223372036854775807 \
+	    mi-store --tenant org_a --run "$R" --type model_3d "$BATS_FILE_TMPDIR/m.glb"
+	[ "$(jq -r .signed_url <<<"$output")" = null ]
+	run -0 env MI_URL_SIGNING_KEY="$SIGNKEY" MI_URL_TTL=60 \
+	    mi-store --tenant org_a --run "$R" --type model_3d "$BATS_FILE_TMPDIR/m.glb"
+	url=$(jq -r .signed_url <<<"$output")
+	exp=${url#*exp=}
+	exp=${exp%%&*}
+	[ "$exp" -gt "$(date +%s)" ]
+	[ "$exp" -le $(($(date +%s) + 60)) ]
 }
 
 @test "mi-store's signed_url is served by mi-serve" {
@@ -210,7 +240,7 @@ B() {
 	cmp "$BATS_TEST_TMPDIR/got" "$BATS_FILE_TMPDIR/m.glb"
 }
 
-@test "GET 200: the bytes, ETag, immutable private caching and the common headers" {
+@test "GET 200 with a token: the bytes, ETag, revalidated private caching, the common headers" {
 	run -0 curl -fs -D "$BATS_TEST_TMPDIR/h" -o "$BATS_TEST_TMPDIR/got" \
 	    -H "Authorization: Bearer $TOK_A" "$(A "$PATH_A")"
 	cmp "$BATS_TEST_TMPDIR/got" "$BATS_FILE_TMPDIR/m.glb"
@@ -219,7 +249,9 @@ B() {
 	assert_line "Content-Type: model/gltf-binary"
 	assert_line "Content-Length: $(stat -c %s "$BATS_FILE_TMPDIR/m.glb")"
 	assert_line "ETag: \"$HA\""
-	assert_line "Cache-Control: private, max-age=31536000, immutable"
+	assert_line "Cache-Control: private, no-cache"
+	refute_line --partial "immutable"
+	refute_line --partial "max-age"
 	assert_line "Accept-Ranges: bytes"
 	assert_line "Cross-Origin-Resource-Policy: cross-origin"
 	assert_line "X-Content-Type-Options: nosniff"
@@ -282,7 +314,7 @@ wasm application/wasm"
 		    -H "If-None-Match: $inm" "$(A "$PATH_A")"
 		assert_line --index 0 "HTTP/1.1 304 Not Modified"
 		assert_line "ETag: \"$HA\""
-		assert_line "Cache-Control: private, max-age=31536000, immutable"
+		assert_line "Cache-Control: private, no-cache"
 		assert_line "X-Content-Type-Options: nosniff"
 		assert_line "Cross-Origin-Resource-Policy: cross-origin"
 		refute_line --partial "Content-Length"
@@ -291,6 +323,72 @@ wasm application/wasm"
 	run -0 resp -H "Authorization: Bearer $TOK_A" \
 	    -H "If-None-Match: \"0000\"" "$(A "$PATH_A")"
 	assert_line --index 0 "HTTP/1.1 200 OK"
+	# revalidation checks the token again: without it, the 404
+	run -0 resp -H "If-None-Match: \"$HA\"" "$(A "$PATH_A")"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+	run -0 resp -H "Authorization: Bearer $TOK_B" -H "If-None-Match: \"$HA\"" \
+	    "$(A "$PATH_A")"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+}
+
+@test "a signed URL's answer may be cached publicly, never past its exp" {
+	local exp=$((NOW + 600)) far=$((NOW + 3 * 31536000)) got max
+	run -0 resp "$(A "$PATH_A?exp=$exp&sig=$(sig_for "$PATH_A" "$exp")")"
+	assert_line --index 0 "HTTP/1.1 200 OK"
+	assert_line "ETag: \"$HA\""
+	got=$(grep '^Cache-Control: ' <<<"$output")
+	[[ $got == "Cache-Control: public, max-age="*", immutable" ]]
+	max=${got#*max-age=}
+	max=${max%%,*}
+	[ "$max" -gt 0 ]
+	[ "$max" -le $((exp - NOW)) ]
+	[ "$max" -ge $((exp - $(date +%s) - 5)) ]
+	# a far exp is held a year at most
+	run -0 resp "$(A "$PATH_A?exp=$far&sig=$(sig_for "$PATH_A" "$far")")"
+	assert_line "Cache-Control: public, max-age=31536000, immutable"
+	# its 304 says the same
+	run -0 resp -H "If-None-Match: \"$HA\"" \
+	    "$(A "$PATH_A?exp=$exp&sig=$(sig_for "$PATH_A" "$exp")")"
+	assert_line --index 0 "HTTP/1.1 304 Not Modified"
+	assert_line --regexp '^Cache-Control: public, max-age=[0-9]+, immutable$'
+}
+
+@test "error answers are never cached and carry their own type" {
+	local size exp=$((NOW + 600)) old=$((NOW - 60)) u
+	size=$(stat -c %s "$BATS_FILE_TMPDIR/m.glb")
+	check_error() {
+		assert_line "Cache-Control: no-store"
+		assert_line "Content-Type: text/plain; charset=utf-8"
+		refute_line --partial "ETag"
+		refute_line --partial "immutable"
+		refute_line --partial "max-age"
+		refute_line --partial "Accept-Ranges"
+		[ "$(grep -c '^Cache-Control' <<<"$output")" -eq 1 ]
+		[ "$(grep -c '^Content-Type' <<<"$output")" -eq 1 ]
+	}
+	run -0 resp -H "Authorization: Bearer $TOK_A" -H "Range: bytes=$size-" "$(A "$PATH_A")"
+	assert_line --index 0 "HTTP/1.1 416 Range Not Satisfiable"
+	assert_line "Content-Range: bytes */$size"
+	check_error
+	u="$PATH_A?exp=$exp&sig=$(sig_for "$PATH_A" "$exp")"
+	run -0 resp -H "Range: bytes=$size-" "$(A "$u")"
+	assert_line --index 0 "HTTP/1.1 416 Range Not Satisfiable"
+	check_error
+	run -0 resp -H "Authorization: Bearer $TOK_A" "$(A "$PATH_M")"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+	check_error
+	run -0 resp "$(A "$PATH_A?exp=$old&sig=$(sig_for "$PATH_A" "$old")")"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+	check_error
+	run -0 resp -X DELETE -H "Authorization: Bearer $TOK_A" "$(A "$PATH_A")"
+	assert_line --index 0 "HTTP/1.1 405 Method Not Allowed"
+	check_error
+	raw() {
+		python3 "$BATS_TEST_DIRNAME/lib/httpraw.py" "$PA" "$1" | tr -d '\r'
+	}
+	run -0 raw "GET $PATH_A HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"
+	assert_line --index 0 "HTTP/1.1 400 Bad Request"
+	check_error
 }
 
 @test "Range: 206 for one range, 200 for several or a stale If-Range, 416 past the end" {
@@ -387,6 +485,11 @@ wasm application/wasm"
 		[crit header]="Authorization: Bearer $(jwt_hs "{\"org_id\":\"org_a\",\"exp\":$exp}" "$SECRET" '{"alg":"HS256","crit":["x"],"x":1}')"
 		[wrong tenant]="Authorization: Bearer $TOK_B"
 		[two tokens]="Authorization: Bearer $TOK_A $TOK_A"
+		[tenant with NUL]="Authorization: Bearer $(jwt_hs "{\"org_id\":\"org_a\\u0000x\",\"exp\":$exp}")"
+		[tenant twice]="Authorization: Bearer $(jwt_hs "{\"org_id\":\"org_a\",\"org_id\":\"org_a\",\"exp\":$exp}")"
+		[alg twice]="Authorization: Bearer $(jwt_hs "{\"org_id\":\"org_a\",\"exp\":$exp}" "$SECRET" '{"alg":"HS256","alg":"none"}')"
+		[header not JSON]="Authorization: Bearer $(jwt_hs "{\"org_id\":\"org_a\",\"exp\":$exp}" "$SECRET" '{"alg":"HS256",}')"
+		[header too long]="Authorization: Bearer $(jwt_hs "{\"org_id\":\"org_a\",\"exp\":$exp}" "$SECRET" "{\"alg\":\"HS256\",\"x\":\"$(printf 'x%.0s' $(seq 800))\"}")"
 	)
 	for c in "${!cases[@]}"; do
 		if [ -n "${cases[$c]}" ]; then
@@ -484,10 +587,12 @@ wasm application/wasm"
 
 	run -0 resp -H "Origin: https://other.example" -H "Authorization: Bearer $TOK_A" "$(A "$PATH_A")"
 	assert_line "Access-Control-Allow-Origin: https://other.example"
+	assert_line "Timing-Allow-Origin: https://other.example"
 	assert_line "Access-Control-Expose-Headers: Content-Length, Content-Range, Accept-Ranges, ETag"
 	run -0 resp -H "Origin: https://evil.example" -H "Authorization: Bearer $TOK_A" "$(A "$PATH_A")"
 	assert_line --index 0 "HTTP/1.1 200 OK"
 	refute_line --partial "Access-Control-Allow-Origin"
+	refute_line --partial "Timing-Allow-Origin"
 	# refusals carry the same CORS headers as answers
 	run -0 resp -H "Origin: https://game.example" "$(A "$PATH_A")"
 	assert_line --index 0 "HTTP/1.1 404 Not Found"
@@ -499,6 +604,7 @@ wasm application/wasm"
 	refute_line --partial "Access-Control-Allow-Origin"
 	run -0 resp -H "Origin: https://game.example" "$(B "$PATH_A?exp=1&sig=00")"
 	assert_line "Access-Control-Allow-Origin: *"
+	assert_line "Timing-Allow-Origin: *"
 }
 
 @test "traversal corpus: at least 40 hostile paths, all refused, nothing leaked" {
@@ -575,11 +681,29 @@ wasm application/wasm"
 	assert_line --regexp '^mi_serve_refused_total\{reason="no_credentials"\} [1-9][0-9]*$'
 	assert_line "# TYPE mi_serve_requests_total counter"
 	assert_line "# TYPE mi_serve_open_connections gauge"
-	# B wants its token for /metrics
+	assert_line --regexp '^mi_serve_connections_max [1-9][0-9]*$'
+	# B wants its token for /metrics, from loopback too
 	run -0 resp "$(B /metrics)"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+	run -0 resp -H "Authorization: Bearer wrong" "$(B /metrics)"
 	assert_line --index 0 "HTTP/1.1 404 Not Found"
 	run -0 curl -fs -H "Authorization: Bearer metrics-secret" "$(B /metrics)"
 	assert_line --partial "mi_serve_requests_total"
+}
+
+@test "/metrics without a token or MI_METRICS_LOOPBACK=1 is closed to loopback clients too" {
+	local port pid
+	port=$(free_port)
+	env -u MI_METRICS_TOKEN -u MI_METRICS_LOOPBACK MI_JWT_SECRET="$SECRET" \
+	    mi-serve --listen "127.0.0.1:$port" 3>&- &
+	pid=$!
+	wait_up "$port"
+	run -0 resp "http://127.0.0.1:$port/metrics"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+	run -0 resp -H "Authorization: Bearer " "http://127.0.0.1:$port/metrics"
+	assert_line --index 0 "HTTP/1.1 404 Not Found"
+	kill -TERM "$pid"
+	wait "$pid"
 }
 
 @test "the access log has one line per request and no secrets" {
@@ -626,19 +750,4 @@ wasm application/wasm"
 	st=0
 	wait "$pid" || st=$?
 	[ "$st" -eq 0 ]
-}
-
-@test "the request parser survives libFuzzer" {
-	local top="$BATS_TEST_DIRNAME/.."
-	clang -g -O1 -fsanitize=fuzzer,address,undefined \
-	    -fno-sanitize-recover=all -D_GNU_SOURCE -I"$top/libcommon" \
-	    "$top/test/fuzz/httpd_parse.c" "$top/libcommon/httpd_parse.c" \
-	    -o "$BATS_FILE_TMPDIR/fuzz"
-	mkdir -p "$BATS_FILE_TMPDIR/corpus"
-	run "$BATS_FILE_TMPDIR/fuzz" -max_total_time=10 -timeout=5 \
-	    -dict="$top/test/fuzz/httpd_parse.dict" \
-	    -artifact_prefix="$BATS_FILE_TMPDIR/" \
-	    "$BATS_FILE_TMPDIR/corpus" "$top/test/fuzz/corpus/httpd_parse"
-	[ "$status" -eq 0 ] || { echo "$output" | tail -30; false; }
-	[[ $output == *"Done "*" runs in "* ]]
 }

@@ -241,6 +241,41 @@ EOF
 	assert_output 3
 }
 
+@test "record mode: an RS byte is an error record, never an abort" {
+	# jq's parser resets on 0x1E mid-buffer, then asserts on the next one.
+	run -1 --separate-stderr sh -c "printf '[1,\036 2]\n' | mi-store"
+	assert_output --partial '"code":"INVALID_JSON"'
+	echo "$output" | jq -e '.error.message | test("0x1E")'
+	a='{"path":"'$MEDIA/a.png'","tenant_id":"org_rs","run_id":"'$RUN'","type":"image"}'
+	b='{"path":"'$MEDIA/s.wav'","tenant_id":"org_rs","run_id":"'$RUN'","type":"sfx"}'
+	printf '%s\n\036\n%s\n{"a":"x\036y"}\n{"n":\000}\n[1 "b"]\n%s\n' "$a" "$b" "$a" \
+	    > "$BATS_TEST_TMPDIR/in"
+	run -1 --separate-stderr mi-store < "$BATS_TEST_TMPDIR/in"
+	[ "$(echo "$output" | wc -l)" = 7 ]
+	echo "$output" | sed -n 1p | jq -e '.metadata.mime_type == "image/png"'
+	echo "$output" | sed -n 2p | jq -e '.error.code == "INVALID_JSON" and (.error.message | test("record 2: invalid byte 0x1E at line 2"))'
+	echo "$output" | sed -n 3p | jq -e '.metadata.mime_type == "audio/wav"'
+	echo "$output" | sed -n 4p | jq -e '.error.code == "INVALID_JSON" and (.error.message | test("0x1E"))'
+	echo "$output" | sed -n 5p | jq -e '.error.code == "INVALID_JSON" and (.error.message | test("0x00"))'
+	echo "$output" | sed -n 6p | jq -e '.error.code == "INVALID_JSON" and (.error.message | test("separator"))'
+	# The last record is the first one again: found.
+	echo "$output" | sed -n 7p | jq -e '.deduplicated == true'
+	run sql "SELECT count(*) FROM app.artifacts WHERE tenant_id = 'org_rs'"
+	assert_output 2
+}
+
+@test "another record reader (mi-route-audio) goes on after RS and NUL bytes" {
+	req='{"tenant_id":"org_a","run_id":"'$RUN'","run_step_id":"'$(uuid)'","media_type":"audio_sfx","prompt":"p","params":{"duration_sec":2,"sfx_type":"click"}}'
+	printf '%s\n\036\n[1,\0362]\n\000\n%s\n' "$req" "$req" > "$BATS_TEST_TMPDIR/in"
+	run -1 --separate-stderr mi-route-audio < "$BATS_TEST_TMPDIR/in"
+	[ "$(echo "$output" | wc -l)" = 5 ]
+	echo "$output" | sed -n 1p | jq -e '.error == null and .provider_id != null'
+	echo "$output" | sed -n 2p | jq -e '.error.code == "INVALID_JSON"'
+	echo "$output" | sed -n 3p | jq -e '.error.code == "INVALID_JSON"'
+	echo "$output" | sed -n 4p | jq -e '.error.code == "INVALID_JSON"'
+	echo "$output" | sed -n 5p | jq -e '.error == null and .provider_id != null'
+}
+
 @test "MI_PUBLIC_URL prefixes the uri and a signing key adds a signed URL" {
 	MI_PUBLIC_URL=https://cdn.example/ MI_URL_SIGNING_KEY=k3y \
 	    run --separate-stderr mi-store -t org_u -r "$RUN" -y image "$MEDIA/a.png"

@@ -89,3 +89,32 @@ def polled:
       else {status: "processing", progress: 95, state: {phase: "result"},
             poll_now: true} end
     else progressing(if $b.status == "IN_PROGRESS" then 50 else 5 end) end;
+
+# Webhooks and cancel (mi-providers(5)).  fal signs each delivery with
+# ED25519 (keys from its JWKS); the body carries the result document a
+# poll of the response URL would get, read here by polled itself.
+def webhooks:
+  {scheme: "ed25519-jwks", per_request: true,
+   jwks_url: "https://rest.alpha.fal.ai/.well-known/jwks.json"};
+def with_webhook($url): .query = ((.query // {}) + {fal_webhook: $url});
+def webhook_job:
+  .delivery.headers["x-fal-webhook-request-id"] // .delivery.body.request_id;
+def webhook:
+  .delivery.body as $d
+  | if ($d.payload | type) != "object" then {status: "poll"}
+    else .job.provider_state.phase = "result"
+      | .response = {status: (if $d.status == "OK" then 200 else 422 end),
+                     headers: {}, body: $d.payload}
+      | polled
+    end;
+def cancel:
+  if .job.provider_state.response_url then
+    {method: "PUT", url: "\(.job.provider_state.response_url)/cancel"}
+  else null end;
+# Removed from the queue before it ran: nothing to pay.
+def cancelled:
+  if ok and (.response.body.status == "CANCELLATION_REQUESTED"
+             or .response.body.status == "OK") then
+    {status: "completed", cost_usd: 0}
+  else failed("fal: cancel refused: HTTP \(.response.status): \(.response.body.status // body_message)")
+  end;

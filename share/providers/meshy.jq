@@ -120,3 +120,17 @@ def polled:
                ($m | test("busy|try again"; "i")))
         + {cost_usd: 0}
     else progressing(overall($t)) end;
+
+# Webhooks and cancel (mi-providers(5)).  Meshy's webhooks are set per
+# account and unsigned: a delivery only makes mi poll the task at once.
+def webhooks: {scheme: "none", per_request: false};
+def webhook_job: .delivery.body.id;
+def cancel:
+  if .job.provider_job_id then
+    {method: "DELETE", path: "\(task_path)/\(.job.provider_job_id)"}
+  else null end;
+# A pending task is deleted and refunded; a running one is refused.
+def cancelled:
+  if ok then {status: "completed", cost_usd: 0}
+  else failed("meshy: cancel refused: HTTP \(.response.status): \(body_message)")
+  end;

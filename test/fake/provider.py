@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+import webhooks  # noqa: E402  (test/fake/webhooks.py)
+
 PROVIDERS = ("meshy", "gemini", "veo", "suno", "elevenlabs", "blockade", "fal")
 MARKER_RE = re.compile(r"\[([a-z0-9]+)(?::([^\]@]*))?(?:@([a-z0-9-]+))?\]")
 RETENTION_MS = 3 * 86400 * 1000
@@ -259,6 +261,137 @@ class Media:
         if ext == "fbx":
             return make_fbx(note)
         return nb
+
+
+# --------------------------------------------------------------------------
+# Results that keep or break the request's promises: sound of the asked
+# length ([short]: 40 % short), and [heavy]: a 300,000-triangle GLB whose
+# material has base colour and metallic-roughness maps but no normal map.
+
+_HEAVY = {}
+_HEAVY_LOCK = threading.Lock()
+
+
+def make_heavy_glb(triangles=300000):
+    """A grid of triangles with UVs and two textures, built once."""
+    with _HEAVY_LOCK:
+        if triangles in _HEAVY:
+            return _HEAVY[triangles]
+        q = 1
+        while 2 * q * q < triangles:
+            q += 1
+        n = q + 1
+        pos = bytearray()
+        uv = bytearray()
+        for j in range(n):
+            for i in range(n):
+                x, z = i / q * 2 - 1, j / q * 2 - 1
+                y = 0.1 * ((i * 7 + j * 13) % 17) / 17
+                pos += struct.pack("<3f", x, y, z)
+                uv += struct.pack("<2f", i / q, j / q)
+        idx = bytearray()
+        left = triangles
+        for j in range(q):
+            for i in range(q):
+                a = j * n + i
+                if left > 0:
+                    idx += struct.pack("<3I", a, a + n, a + 1)
+                    left -= 1
+                if left > 0:
+                    idx += struct.pack("<3I", a + 1, a + n, a + n + 1)
+                    left -= 1
+        tex = [make_png(64, 64, 3), make_png(64, 64, 5)]
+        chunks = [bytes(pos), bytes(uv), bytes(idx)] + tex
+        views, off = [], 0
+        binc = b""
+        for k, c in enumerate(chunks):
+            v = {"buffer": 0, "byteOffset": off, "byteLength": len(c)}
+            if k < 2:
+                v["target"] = 34962
+            elif k == 2:
+                v["target"] = 34963
+            views.append(v)
+            c = c + b"\0" * (-len(c) % 4)
+            binc += c
+            off += len(c)
+        gltf = {
+            "asset": {"version": "2.0", "generator": "mi fake provider (heavy)"},
+            "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+            "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1},
+                                        "indices": 2, "material": 0, "mode": 4}]}],
+            "materials": [{"name": "heavy", "pbrMetallicRoughness": {
+                "baseColorTexture": {"index": 0},
+                "metallicRoughnessTexture": {"index": 1}}}],
+            "textures": [{"source": 0}, {"source": 1}],
+            "images": [{"bufferView": 3, "mimeType": "image/png"},
+                       {"bufferView": 4, "mimeType": "image/png"}],
+            "buffers": [{"byteLength": len(binc)}],
+            "bufferViews": views,
+            "accessors": [
+                {"bufferView": 0, "componentType": 5126, "count": n * n, "type": "VEC3",
+                 "min": [-1, 0, -1], "max": [1, 0.1 * 16 / 17, 1]},
+                {"bufferView": 1, "componentType": 5126, "count": n * n, "type": "VEC2"},
+                {"bufferView": 2, "componentType": 5125, "count": triangles * 3,
+                 "type": "SCALAR"}],
+        }
+        js = json.dumps(gltf, separators=(",", ":")).encode()
+        js += b" " * (-len(js) % 4)
+        total = 12 + 8 + len(js) + 8 + len(binc)
+        g = (struct.pack("<4sII", b"glTF", 2, total) +
+             struct.pack("<I4s", len(js), b"JSON") + js +
+             struct.pack("<I4s", len(binc), b"BIN\x00") + binc)
+        _HEAVY[triangles] = g
+        return g
+
+
+def mp3_frames(mp3):
+    """The MPEG audio frames of a CBR MP3 without tags or a Xing frame."""
+    frames, i = [], 0
+    rates = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0]
+    srs = [44100, 48000, 32000, 0]
+    while i + 4 <= len(mp3):
+        h = mp3[i:i + 4]
+        if h[0] != 0xff or (h[1] & 0xe0) != 0xe0:
+            i += 1
+            continue
+        br, sr = rates[h[2] >> 4], srs[(h[2] >> 2) & 3]
+        if not br or not sr:
+            i += 1
+            continue
+        size = 144000 * br // sr + ((h[2] >> 1) & 1)
+        f = mp3[i:i + size]
+        if b"Xing" not in f[:64] and b"Info" not in f[:64]:
+            frames.append(f)
+        i += size
+    return frames
+
+
+def sized_mp3(mp3, seconds, note=b""):
+    """An MP3 of about seconds, made of the frames of mp3 repeated."""
+    frames = mp3_frames(mp3) or [mp3]
+    want = max(1, int(round(seconds * 44100 / 1152)))
+    out = b"".join(frames[k % len(frames)] for k in range(want))
+    if note:
+        tag = b"TAG" + note[:30].ljust(30, b"\0") + b"mi fake".ljust(30, b"\0")
+        tag += b"\0" * 30 + b"2025" + b"\0" * 30 + b"\xff"
+        out += tag[:128]
+    return out
+
+
+def promised_audio(fake, markers, seconds, note):
+    """Sound of the asked length, or 40 % short with [short]."""
+    if seconds is None:
+        return None
+    if "short" in markers:
+        seconds = seconds * 0.6
+    return sized_mp3(fake.media.mp3, seconds, note)
+
+
+def broken_result(fake, job, ext):
+    """A file that breaks the request's promise, or None."""
+    if ext == "glb" and "heavy" in job.markers:
+        return make_heavy_glb()
+    return None
 
 
 CTYPES = {
@@ -601,7 +734,9 @@ def serve_file(ctx, job, name, gen):
             alt = "mp3" if ext in ("png", "jpg") else "png"
             return Resp(200, fake.media.build(alt, job.id), ctype)
     note = "" if "same" in m else job.id + "/" + name
-    data = fake.media.build(ext, note, job.sizes.get(name))
+    data = broken_result(fake, job, ext)
+    if data is None:
+        data = fake.media.build(ext, note, job.sizes.get(name))
     trunc = False
     if name in job.primary and job.truncated_left > 0:
         with fake.lock:
@@ -1332,7 +1467,10 @@ def route_elevenlabs(ctx, parts):
         if "badtype" in markers:
             data = fake.media.build("png", job.id)
         else:
-            data = fake.media.build("mp3", "" if "same" in markers else job.id)
+            data = promised_audio(fake, markers, dur,
+                                  b"" if "same" in markers else job.id.encode())
+            if data is None:
+                data = fake.media.build("mp3", "" if "same" in markers else job.id)
         resp = Resp(200, data, "audio/mpeg", {"request-id": uuid.uuid4().hex})
     resp.delay = delay
     sync_faults(resp, markers)
@@ -1846,6 +1984,8 @@ class Handler(BaseHTTPRequestHandler):
             if resp.delay and ctx.event == "create":
                 entry["delay_ms"] = int(resp.delay * 1000)
             fake.log(entry)
+        if ctx.event == "create" and ctx.accepted:
+            webhooks.created(sys.modules[__name__], ctx)
         if resp.delay:
             time.sleep(resp.delay)
         try:
@@ -1886,6 +2026,10 @@ class Handler(BaseHTTPRequestHandler):
         elif p == "reset" and ctx.method == "POST":
             fake.reset()
             r = J(200, {"reset": True})
+        elif p == "jwks.json" and ctx.method == "GET":
+            r = J(200, webhooks.jwks())
+        elif p == "deliver" and ctx.method == "POST":
+            r = J(*webhooks.control(sys.modules[__name__], fake, ctx))
         elif p == "jobs" and ctx.method == "GET":
             with fake.lock:
                 jobs = list(fake.jobs.values())

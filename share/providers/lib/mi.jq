@@ -101,3 +101,22 @@ def p($k; $default):
   .request.params[$k] as $v | if $v == null then $default else $v end;
 # Epoch milliseconds of an ISO 8601 time (seconds precision), or null.
 def iso_ms: (sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 * 1000)? // null;
+
+# Webhooks and remote cancel (mi-providers(5), WEBHOOKS AND CANCEL).
+# webhooks: {scheme: "standard-webhooks"|"ed25519-jwks"|"hmac"|"none",
+# secret_env?, jwks_url?, per_request?}, or null for none.
+def webhooks: null;
+# The submit request (input) asking for a webhook to $url.
+def with_webhook($url): .;
+# The provider's id of the job a delivery (.delivery) is about, or null.
+def webhook_job: null;
+# The outcome of a delivery, as polled's of an answer; {status: "poll"}
+# asks for a poll now (a delivery whose content is not signed).
+def webhook: {status: "poll"};
+# The request that cancels the job at the provider, or null.
+def cancel: null;
+# The answer to cancel: completed (accepted, with cost_usd when the
+# provider says what it charges) or failed (refused, too late).
+def cancelled:
+  if ok then {status: "completed"}
+  else failed("\(.provider.id): cancel refused: HTTP \(.response.status): \(body_message)") end;

@@ -1,0 +1,162 @@
+#!/usr/bin/env bats
+# Webhooks: the fake provider sends really signed deliveries (fal's
+# ED25519 with a JWKS it serves) to mi-hook; a verified one completes the
+# job through its worker with no poll in between; every kind of bad
+# delivery is refused with one answer and changes nothing; polling stays
+# the backstop.
+
+load test_helper
+load jobs_helper
+
+setup_file() {
+	jobs_setup_file --job-ms 1500
+	export HOOK_PORT=$(free_port)
+	export MI_WEBHOOK_URL=http://127.0.0.1:$HOOK_PORT
+	export MI_FAL_WEBHOOK_JWKS=$FAKE_URL/_fake/jwks.json
+	# Polls every 50 ms without webhooks; with them, a slow backstop.
+	export MI_WEBHOOK_BACKSTOP_MS=30000
+	mi-hook -v -l "127.0.0.1:$HOOK_PORT" 2>"$BATS_FILE_TMPDIR/hook.err" 3>&- &
+	export HOOK_PID=$!
+	for i in $(seq 1 50); do
+		curl -sf "$MI_WEBHOOK_URL/healthz" >/dev/null && break
+		sleep 0.1
+	done
+}
+
+teardown_file() {
+	kill "$HOOK_PID" 2>/dev/null || true
+	wait "$HOOK_PID" 2>/dev/null || true
+	fake_stop
+}
+
+# The fake's log lines of the job whose prompt is $1.
+events() {
+	local id
+	id=$(job_sql provider_job_id "$1")
+	jq -c --arg id "$id" 'select(.job_id == $id)' "$FAKE_LOG"
+}
+
+# deliver JOB MODE [URL]: the receiver's status for a delivery the fake
+# sends now.
+deliver() {
+	curl -sS -X POST "$FAKE_URL/_fake/deliver" -d "$(jq -nc --arg j "$1" \
+	    --arg m "$2" --arg u "${3:-}" \
+	    '{job: $j, mode: $m} + (if $u == "" then {} else {url: $u} end)')" |
+	    jq -r .status
+}
+
+metric() {
+	curl -s "$MI_WEBHOOK_URL/metrics" | awk -v k="$1" '$1 == k {print $2}'
+}
+
+@test "a verified delivery completes the job at once, with no poll in between" {
+	run -0 pipeline <<<"$(req fal image 'hook fast')"
+	jqok '.metadata.provider_id == "fal" and .metadata.mime_type == "image/png"' "$output"
+	run -0 events 'hook fast'
+	# The create asked for the webhook; polls before it, none after.
+	jqok -s '[.[] | select(.event == "create")][0].query.fal_webhook |
+	    startswith(env.MI_WEBHOOK_URL + "/hooks/fal?job=")' "$output"
+	jqok -s '[.[] | select(.event == "webhook")] | length == 1 and
+	    .[0].status == 200' "$output"
+	jqok -s '(map(.event) | index("webhook")) as $w |
+	    [.[$w:][] | select(.event == "poll")] == []' "$output"
+	# From the delivery to the completed job.
+	run -0 sql "SELECT (extract(epoch FROM j.completed_at - d.received_at)
+	    * 1000)::int FROM app.webhook_deliveries d
+	    JOIN app.generation_jobs j ON j.id = d.job_id
+	    WHERE j.request->>'prompt' = 'hook fast'"
+	echo "webhook to completed job: $output ms" >&3
+	[ "$output" -ge 0 ]
+	[ "$output" -lt "${HOOKS_MAX_MS:-1000}" ]
+	run -0 job_sql "status || ' ' || (artifact_id IS NOT NULL)" 'hook fast'
+	[ "$output" = "completed true" ]
+}
+
+@test "bad signature, replay, stale timestamp, oversized body: refused alike, nothing changed" {
+	local id before
+	# A job that gets no delivery by itself, and stays open.
+	mi-submit <<<"$(req fal image 'hook bad [nohook] [never]')" >"$BATS_TEST_TMPDIR/job"
+	id=$(job_sql provider_job_id 'hook bad [nohook] [never]')
+	before=$(job_sql "status || provider_state::text" 'hook bad [nohook] [never]')
+	run -0 deliver "$id" bad_signature
+	[ "$output" = 401 ]
+	run -0 deliver "$id" stale
+	[ "$output" = 401 ]
+	run -0 deliver "$id" oversize
+	[ "$output" = 413 ]
+	run -0 job_sql "status || provider_state::text" 'hook bad [nohook] [never]'
+	[ "$output" = "$before" ]
+	run -0 sql "SELECT count(*) FROM app.webhook_deliveries d
+	    JOIN app.generation_jobs j ON j.id = d.job_id
+	    WHERE j.request->>'prompt' = 'hook bad [nohook] [never]'"
+	[ "$output" = 0 ]
+	# A good one is taken once; the same bytes again are a replay.
+	run -0 deliver "$id" ok
+	[ "$output" = 200 ]
+	run -0 deliver "$id" again
+	[ "$output" = 401 ]
+	run -0 sql "SELECT count(*) FROM app.webhook_deliveries d
+	    JOIN app.generation_jobs j ON j.id = d.job_id
+	    WHERE j.request->>'prompt' = 'hook bad [nohook] [never]'"
+	[ "$output" = 1 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="signature"}')" -ge 1 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="stale"}')" -ge 1 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="replay"}')" -ge 1 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="too_large"}')" -ge 1 ]
+}
+
+@test "unknown job and another tenant's job: the same answer as a bad signature" {
+	local id job url
+	mi-submit <<<"$(req fal image 'hook foreign [nohook] [never]')" >/dev/null
+	id=$(job_sql provider_job_id 'hook foreign [nohook] [never]')
+	job=$(job_sql id 'hook foreign [nohook] [never]')
+	before=$(job_sql "status || provider_state::text" 'hook foreign [nohook] [never]')
+	run -0 deliver "$id" ok "$MI_WEBHOOK_URL/hooks/fal?job=$job&tenant=org_other"
+	[ "$output" = 401 ]
+	run -0 deliver "$id" ok "$MI_WEBHOOK_URL/hooks/fal?job=$(uuid)&tenant=org_a"
+	[ "$output" = 401 ]
+	# A job mi never had: the fake knows it, mi does not.
+	sql "UPDATE app.generation_jobs SET provider_job_id = 'gone'
+	    WHERE id = '$job'"
+	run -0 deliver "$id" ok
+	[ "$output" = 401 ]
+	sql "UPDATE app.generation_jobs SET provider_job_id = '$id'
+	    WHERE id = '$job'"
+	run -0 job_sql "status || provider_state::text" 'hook foreign [nohook] [never]'
+	[ "$output" = "$before" ]
+	[ "$(metric 'mi_hook_webhooks_total{result="tenant"}')" -ge 1 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="unknown_job"}')" -ge 2 ]
+	[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
+	    "$MI_WEBHOOK_URL/hooks/no-such-provider")" = 401 ]
+}
+
+@test "a delivery that never comes: the backstop poll completes the job" {
+	MI_WEBHOOK_BACKSTOP_MS=2500 run -0 pipeline <<<"$(req fal image 'hook none [nohook]')"
+	jqok '.metadata.provider_id == "fal"' "$output"
+	run -0 events 'hook none [nohook]'
+	jqok -s '[.[] | select(.event == "webhook")] == []' "$output"
+	run -0 job_sql status 'hook none [nohook]'
+	[ "$output" = completed ]
+	grep -q 'no webhook from fal' "$BATS_TEST_TMPDIR/poll.err"
+}
+
+@test "a delivery for a job mi already finished is ignored" {
+	local id done
+	run -0 pipeline <<<"$(req fal image 'hook late')"
+	id=$(job_sql provider_job_id 'hook late')
+	done=$(job_sql "status || completed_at::text || artifact_id::text" 'hook late')
+	run -0 deliver "$id" ok
+	[ "$output" = 200 ]
+	run -0 job_sql "status || completed_at::text || artifact_id::text" 'hook late'
+	[ "$output" = "$done" ]
+	[ "$(metric 'mi_hook_webhooks_total{result="ignored"}')" -ge 1 ]
+}
+
+@test "metrics: deliveries, latency to the stored artifact, polls saved" {
+	sleep 0.5
+	run -0 curl -s "$MI_WEBHOOK_URL/metrics"
+	[[ $output == *"mi_hook_webhooks_received_total "* ]]
+	[ "$(metric mi_hook_webhook_to_stored_seconds_count)" -ge 1 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="accepted"}')" -ge 2 ]
+	[[ $output == *"mi_hook_polls_saved_total "* ]]
+}
