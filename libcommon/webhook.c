@@ -984,9 +984,22 @@ mi_webhook_url(jv meta, const char *job_id, const char *tenant)
 		mi_json_bool(hooks, "per_request", &per, 0, NULL);
 	else
 		per = 0;
+	if (per && mi_json_str(meta, "id", &id, 1, NULL) == 1) {
+		const char *scheme = "", *senv = NULL, *v;
+		char name[160];
+
+		/* A delivery mi-hook cannot verify is not worth asking for:
+		 * polling would only slow down. */
+		mi_json_str(hooks, "scheme", &scheme, 0, NULL);
+		mi_json_str(hooks, "secret_env", &senv, 0, NULL);
+		env_name(id, "WEBHOOK_SECRET", name, sizeof(name));
+		v = getenv(senv ? senv : name);
+		if ((strcmp(scheme, "standard-webhooks") == 0 ||
+		    strcmp(scheme, "hmac") == 0) && (v == NULL || *v == '\0'))
+			per = 0;
+	}
 	jv_free(hooks);
-	if (!per || base == NULL || *base == '\0' ||
-	    mi_json_str(meta, "id", &id, 1, NULL) != 1) {
+	if (!per || base == NULL || *base == '\0' || id == NULL) {
 		jv_free(meta);
 		return NULL;
 	}
