@@ -1,7 +1,10 @@
 #!/bin/sh
 # One run of a "spin the wheel" campaign through the real pipeline:
-# requests -> mi-route-audio -> mi-submit -> mi-poll -> mi-fetch, with the
-# built-in local providers, then a cost report and the URLs.
+# requests -> mi-route -> mi-submit -> mi-poll -> mi-fetch.  No request
+# names a provider: the routing table does (the built-in local providers
+# by default, so that the demo runs offline; MI_ROUTING_FILE=share's
+# routing.json sends the same requests to the real providers), then a
+# cost report and the URLs.
 #   examples/campaign.sh [OUTDIR]
 # Needs DATABASE_URL and ASSET_STORAGE_DIR; a second run with the same
 # tenant and run id stores nothing new.
@@ -16,8 +19,7 @@ req() {	# media_type artifact_type step prompt params
 	jq -nc --arg t "$tenant" --arg r "$run" --arg s "$(step "$3")" \
 	    --arg m "$1" --arg a "$2" --arg p "$4" --argjson params "$5" \
 	    '{tenant_id:$t, run_id:$r, run_step_id:$s, media_type:$m,
-	      artifact_type:$a, prompt:$p, params:$params,
-	      provider_id:"local"}'
+	      artifact_type:$a, prompt:$p, params:$params}'
 }
 
 {
@@ -33,34 +35,23 @@ req() {	# media_type artifact_type step prompt params
 	    '{"width":1024,"height":1024,"seamless":true}'
 	req environment_map environment_map 6 "neon city night sky with a bright moon" \
 	    '{"width":2048,"format":"hdr"}'
-} > "$out/requests.ndjson"
-
-# Audio goes through the router, which names the provider.
-{
-	jq -nc --arg t "$tenant" --arg r "$run" --arg s "$(step 10)" \
-	    '{tenant_id:$t, run_id:$r, run_step_id:$s, audio_type:"bgm",
-	      artifact_type:"bgm", prompt:"upbeat synthwave arcade loop",
-	      params:{duration_sec:30, genre:"electronic", instrumental:true}}'
+	req audio_bgm bgm 10 "upbeat synthwave arcade loop" \
+	    '{"duration_sec":30,"genre":"electronic","instrumental":true}'
 	n=11
 	for sfx in click spin win lose; do
-		jq -nc --arg t "$tenant" --arg r "$run" --arg s "$(step $n)" \
-		    --arg x "$sfx" \
-		    '{tenant_id:$t, run_id:$r, run_step_id:$s, audio_type:"sfx",
-		      artifact_type:("sfx_" + $x), prompt:("arcade " + $x + " sound"),
-		      params:{duration_sec:1.5, sfx_type:$x}}'
+		req audio_sfx "sfx_$sfx" $n "arcade $sfx sound" \
+		    "{\"duration_sec\":1.5,\"sfx_type\":\"$sfx\"}"
 		n=$((n + 1))
 	done
-} > "$out/audio.ndjson"
+} > "$out/requests.ndjson"
 
-# The demo runs offline: the router's choice of provider is replaced by
-# the local one, with the router still validating every request.
+# The demo runs offline: every media type is routed to the local
+# generators, each request still checked by the provider it goes to.
 MI_ROUTING_FILE=${MI_ROUTING_FILE:-$(dirname "$0")/routing-local.json}
 export MI_ROUTING_FILE
 
-{
-	mi-route-audio < "$out/audio.ndjson"
-	cat "$out/requests.ndjson"
-} | mi-submit | mi-poll | mi-fetch > "$out/artifacts.ndjson"
+mi-route < "$out/requests.ndjson" | mi-submit | mi-poll | mi-fetch \
+    > "$out/artifacts.ndjson"
 
 # The brand's own logo, uploaded rather than generated.
 mi-store -t "$tenant" -r "$run" -y brand_logo \

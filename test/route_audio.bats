@@ -125,7 +125,7 @@ EOF2
 @test "audio_type sfx/bgm and top-level parameters are accepted" {
 	run -0 --separate-stderr mi-route-audio <<'EOF2'
 {"audio_type":"sfx","duration_sec":2,"sfx_type":"spin","prompt":"wheel"}
-{"audio_type":"bgm","params":{"duration_sec":90,"genre":"ambient"},"instrumental":true}
+{"audio_type":"bgm","prompt":"calm","params":{"duration_sec":90,"genre":"ambient"},"instrumental":true}
 EOF2
 	run -0 jq -s -e '
 	    (.[0] | .media_type == "audio_sfx" and .provider_id == "elevenlabs-sfx"
@@ -139,7 +139,7 @@ EOF2
 	run -0 --separate-stderr mi-route-audio <<'EOF2'
 {"media_type":"audio_sfx","params":{"duration_sec":1,"sfx_type":"flip"},"provider_id":"local"}
 {"media_type":"audio_bgm","params":{"duration_sec":60,"genre":"rock"},"provider_id":"suno","fallback":["udio","local"]}
-{"media_type":"audio_bgm","params":{"duration_sec":60,"genre":"rock"},"fallback":[]}
+{"media_type":"audio_bgm","prompt":"riff","params":{"duration_sec":60,"genre":"rock"},"fallback":[]}
 EOF2
 	run -0 jq -s -e '
 	    (.[0] | .provider_id == "local" and .fallback == []) and
