@@ -109,3 +109,12 @@ def polled:
 def lost_create:
   {policy: "resend",
    reason: "suno: sunoapi.org cannot list tasks; another generation costs about $0.06"};
+
+# Webhooks (mi-providers(5)).  The callback kie.ai signs is an HMAC of
+# the task id and timestamp only: the body is not signed, so a delivery
+# makes mi poll the task at once.  No cancel endpoint.
+def webhooks: {scheme: "hmac", per_request: true};
+def with_webhook($url): .json.callBackUrl = $url;
+def webhook_job:
+  .delivery.body | objects | (.data.task_id // .data.taskId // .taskId)
+  | strings;
