@@ -24,8 +24,20 @@
 #include "banned.h"
 
 #define MAX_CHANNELS	4
+#define MAX_TX_LOG	64
+
+/* A statement of the transaction under way, to run again after a lost
+ * connection, with the number of rows it gave. */
+struct logged {
+	char *sql;
+	char **params;
+	int n, script;
+	long rows;
+};
 
 struct mi_db {
+	struct logged log[MAX_TX_LOG];
+	int nlog, log_full;
 	PGconn *conn;
 	int in_tx, tx_lost, generation;
 	char lost[200];		/* why the connection went, seen idle */
@@ -101,6 +113,7 @@ mi_db_generation(const struct mi_db *db)
 }
 
 static void lost_text(char *out, size_t outsz, const char *s);
+static void log_clear(struct mi_db *db);
 
 /*
  * Notices are dropped, except the server's last word on a connection it
@@ -125,6 +138,7 @@ mi_db_close(struct mi_db *db)
 	if (db == NULL)
 		return;
 	PQfinish(db->conn);
+	log_clear(db);
 	for (i = 0; i < db->nchannels; i++)
 		free(db->channels[i]);
 	free(db);
@@ -239,6 +253,8 @@ fail(struct mi_db *db, PGresult *res, struct mi_err *err)
 		msg = PQerrorMessage(db->conn);
 	if (msg == NULL || *msg == '\0')
 		msg = "the connection to the server was lost";
+	if (strncmp(msg, "FATAL:  ", 8) == 0)
+		msg += 8;
 	if (session_lost(db, res))
 		code = EX_TEMPFAIL;
 	else if (state && (strcmp(state, "40001") == 0 ||
@@ -259,9 +275,91 @@ fail(struct mi_db *db, PGresult *res, struct mi_err *err)
 	return -1;
 }
 
+static void
+log_clear(struct mi_db *db)
+{
+	int i, k;
+
+	for (i = 0; i < db->nlog; i++) {
+		for (k = 0; k < db->log[i].n; k++)
+			free(db->log[i].params[k]);
+		free(db->log[i].params);
+		free(db->log[i].sql);
+	}
+	db->nlog = 0;
+	db->log_full = 0;
+}
+
+static long
+rows_of(PGresult *res)
+{
+	return PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) :
+	    strtol(PQcmdTuples(res), NULL, 10);
+}
+
+/* Keeps a statement of the transaction under way. */
+static void
+log_add(struct mi_db *db, const char *sql, int n, const char *const *params,
+    int script, PGresult *res)
+{
+	struct logged *l;
+	int k;
+
+	if (db->nlog >= MAX_TX_LOG) {
+		db->log_full = 1;
+		return;
+	}
+	l = &db->log[db->nlog];
+	memset(l, 0, sizeof(*l));
+	if ((l->sql = strdup(sql)) == NULL ||
+	    (n > 0 && (l->params = calloc((size_t)n, sizeof(char *))) ==
+	    NULL)) {
+		free(l->sql);
+		db->log_full = 1;
+		return;
+	}
+	for (k = 0; k < n; k++)
+		if (params[k] && (l->params[k] = strdup(params[k])) == NULL)
+			db->log_full = 1;
+	l->n = n;
+	l->script = script;
+	l->rows = rows_of(res);
+	db->nlog++;
+}
+
 /*
- * Runs a statement, making a lost connection again.  Returns the result
- * (status ok), or NULL with err.  script: a multi-statement text without
+ * After a new connection: the transaction that was under way is run
+ * again from its BEGIN, and holds only if every statement gives as many
+ * rows as it first did (else another session changed what it read, and
+ * it is lost).  0, or -1.
+ */
+static int
+replay(struct mi_db *db)
+{
+	PGresult *res;
+	int i, ok = !db->log_full;
+
+	for (i = 0; ok && i < db->nlog; i++) {
+		struct logged *l = &db->log[i];
+		ExecStatusType st;
+
+		res = l->script ? PQexec(db->conn, l->sql) :
+		    PQexecParams(db->conn, l->sql, l->n, NULL,
+		    (const char *const *)l->params, NULL, NULL, 0);
+		st = PQresultStatus(res);
+		ok = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) &&
+		    (i == 0 || rows_of(res) == l->rows);
+		PQclear(res);
+	}
+	if (!ok && PQstatus(db->conn) == CONNECTION_OK)
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+	return ok ? 0 : -1;
+}
+
+/*
+ * Runs a statement, making a lost connection again (and running the
+ * transaction under way again, see replay).  Returns the result (status
+ * ok), or NULL with err.  script: a multi-statement text without
  * parameters.
  */
 static PGresult *
@@ -297,18 +395,25 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 			    db->retry_ms / 1000.0, why);
 			return NULL;
 		}
-		if (db->in_tx) {
+		if (db->in_tx && replay(db) == -1) {
 			db->in_tx = 0;
 			db->tx_lost = 1;
+			log_clear(db);
 			mi_err_set(err, EX_TEMPFAIL, "%s; connected again, the "
 			    "transaction is lost", cause.msg);
 			return NULL;
 		}
 	}
-	if (strcmp(sql, "BEGIN") == 0)
+	if (strcmp(sql, "BEGIN") == 0) {
+		log_clear(db);
 		db->in_tx = 1;
-	else if (strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0)
+	} else if (strcmp(sql, "COMMIT") == 0 ||
+	    strcmp(sql, "ROLLBACK") == 0) {
 		db->in_tx = 0;
+		log_clear(db);
+	}
+	if (db->in_tx)
+		log_add(db, sql, n, params, script, res);
 	return res;
 }
 
@@ -407,6 +512,7 @@ void
 mi_db_rollback(struct mi_db *db)
 {
 	db->in_tx = 0;
+	log_clear(db);
 	if (PQstatus(db->conn) == CONNECTION_OK)
 		PQclear(PQexec(db->conn, "ROLLBACK"));
 }

@@ -15,7 +15,10 @@
  * $MI_DB_RETRY_MS (default 60000) ms, and the statement run again when
  * it was not inside a transaction; only then does it fail (75), with the
  * cause's message (the server's, e.g. "terminating connection due to
- * administrator command"), never the reconnect attempt's.
+ * administrator command"), never the reconnect attempt's.  A
+ * transaction under way is run again from its BEGIN on the new
+ * connection, and holds when each statement gives the rows it first gave;
+ * else the statement fails with mi_db_tx_lost.
  */
 #ifndef MI_DB_H
 #define MI_DB_H

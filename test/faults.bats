@@ -195,6 +195,8 @@ outage() {
 	wait "$p2" || true
 	# Whatever a pipeline could not finish, a recovery pass does.
 	mi-recover --once >/dev/null 2>"$BATS_TEST_TMPDIR/recover.err" || true
+	tail -n 5 "$BATS_TEST_TMPDIR"/*.err | cut -c1-300
+	sql "SELECT status, count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %' GROUP BY 1"
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %'")" -eq $((2 * n)) ]
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %' AND status = 'completed' AND artifact_id IS NOT NULL")" -eq $((2 * n)) ]
 	[ "$(fake_stats | jq '.creates_accepted.elevenlabs')" -eq "$n" ]
