@@ -76,6 +76,10 @@ struct ctx {
 	jv seen;		/* id -> times taken in this run */
 	jv state;		/* id -> "final" or "left" */
 	jv reclaim;		/* id -> monotonic ms to wait until */
+	jv backoff;		/* id -> [monotonic ms, tries]: store failed */
+	long long store_full;	/* monotonic ms until which the store is
+				 * taken to be full; 0: not full */
+	long store_full_ms;	/* the next such wait */
 	long long next_scan, next_beat, next_renew, next_clean;
 	int last_found;
 	long taken, stored, failed, timed_out;
@@ -766,6 +770,79 @@ id_array(jv o, int over)
 	return mi_buf_detach(&b, NULL);
 }
 
+/*
+ * The jobs not to take now: those taken MAX_TAKES times in this --once
+ * run, and those whose result could not be stored, until their backoff
+ * ends.
+ */
+static char *
+skip_array(struct ctx *c)
+{
+	long long now = mi_now_ms();
+	jv ids = jv_object(), keep = jv_object();
+	char *out;
+
+	jv_object_foreach(c->seen, k, v) {
+		if (c->once && jv_get_kind(v) == JV_KIND_NUMBER &&
+		    jv_number_value(v) >= MAX_TAKES)
+			ids = jv_object_set(ids, jv_copy(k), jv_true());
+		jv_free(k);
+		jv_free(v);
+	}
+	jv_object_foreach(c->backoff, k, v) {
+		jv until = jv_array_get(jv_copy(v), 0);
+
+		if (jv_number_value(until) > now)
+			ids = jv_object_set(ids, jv_copy(k), jv_true());
+		if (c->once || jv_number_value(until) > now - 3600000)
+			keep = jv_object_set(keep, jv_copy(k), jv_copy(v));
+		jv_free(until);
+		jv_free(k);
+		jv_free(v);
+	}
+	jv_free(c->backoff);
+	c->backoff = keep;
+	out = id_array(ids, 0);
+	jv_free(ids);
+	return out;
+}
+
+/*
+ * A result the store refused (STORAGE_ERROR): the job waits, 5 s then
+ * twice as long each time, rather than being downloaded again at once;
+ * a full disk stops the fetching of every job for a while (and ends a
+ * --once pass early), instead of downloading everything again in vain.
+ */
+static void
+store_failed(struct ctx *c, const char *id, const char *msg)
+{
+	jv v = jv_object_get(jv_copy(c->backoff), jv_string(id));
+	long long now = mi_now_ms();
+	double tries = 0;
+
+	if (jv_get_kind(v) == JV_KIND_ARRAY) {
+		jv t = jv_array_get(jv_copy(v), 1);
+
+		tries = jv_number_value(t);
+		jv_free(t);
+	}
+	jv_free(v);
+	tries++;
+	c->backoff = jv_object_set(c->backoff, jv_string(id),
+	    jv_array_append(jv_array_append(jv_array(), jv_number((double)(
+	    now + (5000LL << (tries < 8 ? (int)tries - 1 : 7))))),
+	    jv_number(tries)));
+	if (strstr(msg, "No space left") || strstr(msg, "Disk quota") ||
+	    strstr(msg, "ENOSPC")) {
+		if (c->store_full == 0)
+			mi_warn("the store is full (%s): no result is fetched "
+			    "for %ld s", msg, c->store_full_ms / 1000);
+		c->store_full = now + c->store_full_ms;
+		if (c->store_full_ms < 600000)
+			c->store_full_ms *= 2;
+	}
+}
+
 static int
 in_hand(struct ctx *c)
 {
@@ -846,7 +923,7 @@ scan(struct ctx *c)
 		snprintf(lease, sizeof(lease), "%ld", c->lease_ms);
 		snprintf(lim, sizeof(lim), "%d", room);
 		mine = id_array(c->seen, 0);
-		skip = id_array(c->seen, c->once ? MAX_TAKES : INT_MAX);
+		skip = skip_array(c);
 		params[0] = mi_jobs_owner();
 		params[1] = lease;
 		params[2] = lim;
@@ -1049,6 +1126,9 @@ fetched(struct ctx *c, struct fetcher *f, const char *line)
 
 			mi_json_str(e, "message", &m, 0, NULL);
 			mi_verbose("job %s: left for later: %s", ids, m);
+			if (mi_json_str(e, "code", &st, 0, NULL) == 1 &&
+			    strcmp(st, "STORAGE_ERROR") == 0)
+				store_failed(c, ids, m);
 			jv_free(e);
 			jv_free(rec);
 			set_state(c, ids, "left");
@@ -1100,6 +1180,26 @@ static void
 feed(struct ctx *c)
 {
 	int i;
+
+	if (c->store_full > mi_now_ms()) {
+		int n = jv_array_length(jv_copy(c->fq));
+
+		for (i = 0; i < n; i++) {
+			jv row = jv_array_get(jv_copy(c->fq), i);
+			const char *id = NULL;
+
+			if (mi_json_str(row, "id", &id, 0, NULL) == 1)
+				left(c, id, "the store is full");
+			jv_free(row);
+		}
+		jv_free(c->fq);
+		c->fq = jv_array();
+		return;
+	}
+	if (c->store_full) {
+		/* The wait is over: the next result tries the store. */
+		c->store_full = 0;
+	}
 
 	for (i = 0; i < c->nfetch; i++) {
 		struct fetcher *f = &c->f[i];
@@ -1421,6 +1521,9 @@ run(struct ctx *c)
 		if (c->once && !busy(c) && c->last_found == 0 &&
 		    !reclaiming(c))
 			return;
+		/* A full store ends a pass: a later run finds room. */
+		if (c->once && c->store_full > mi_now_ms() && !busy(c))
+			return;
 		wake = c->next_scan;
 		if (c->next_beat < wake)
 			wake = c->next_beat;
@@ -1575,6 +1678,8 @@ main(int argc, char **argv)
 	c.seen = jv_object();
 	c.state = jv_object();
 	c.reclaim = jv_object();
+	c.backoff = jv_object();
+	c.store_full_ms = 60000;
 	for (i = 0; i < MAX_FETCHERS; i++) {
 		c.f[i].pid = -1;
 		c.f[i].in = c.f[i].out = -1;
@@ -1613,6 +1718,7 @@ main(int argc, char **argv)
 	jv_free(c.seen);
 	jv_free(c.state);
 	jv_free(c.reclaim);
+	jv_free(c.backoff);
 	mi_close_stdout();
 	if (stop && c.once)
 		return EX_TEMPFAIL;

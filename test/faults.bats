@@ -277,3 +277,25 @@ outage() {
 	assert_output --partial "stopped by signal 15"
 	curl -sS -X POST "$PROXY_URL/_faultproxy/reset" >/dev/null
 }
+
+@test "a full disk: the recovery pass stops at the first refusal instead of downloading every result again" {
+	cc -shared -fPIC -o "$BATS_FILE_TMPDIR/failwrite.so" \
+	    "$BATS_TEST_DIRNAME/lib/failwrite.c" -ldl
+	local tag=$(uuid) i
+	for i in 1 2 3 4 5; do
+		req meshy model_3d "full $tag $i" '{"refine":false}'
+	done | mi-submit 2>/dev/null | mi-poll 2>/dev/null >/dev/null
+	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'full $tag %' AND status = 'completed' AND artifact_id IS NULL")" -eq 5 ]
+	sql "UPDATE app.generation_jobs SET lease_owner = NULL, lease_expires_at = NULL WHERE request->>'prompt' LIKE 'full $tag %'"
+	before=$(fake_stats | jq '.downloads.meshy // 0')
+	MI_FAULT_COUNT=1000000 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    MI_FETCH_BACKOFF_MS=10 run -75 --separate-stderr mi-recover --once -f 1
+	[[ $stderr == *"the store is full"* ]]
+	after=$(fake_stats | jq '.downloads.meshy // 0')
+	echo "# downloads while full: $((after - before)) for 5 jobs" >&3
+	[ $((after - before)) -le 2 ]
+	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'full $tag %' AND status = 'completed' AND artifact_id IS NULL")" -eq 5 ]
+	# Room again: the next pass stores them all.
+	run -0 --separate-stderr mi-recover --once
+	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'full $tag %' AND artifact_id IS NOT NULL")" -eq 5 ]
+}
