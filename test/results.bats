@@ -96,8 +96,9 @@ v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[1])),
 
 @test "results that miss their request are stored with named warnings" {
 	local art
-	# Gemini's flash image model makes 1K whatever is asked.
-	run -0 pipeline <<<"$(req nano-banana image 'warn big' '{"width":4096,"height":4096}')"
+	# Gemini 2.5's flash image model makes 1K whatever is asked.
+	MI_NANO_BANANA_MODEL=gemini-2.5-flash-image run -0 pipeline \
+	    <<<"$(req nano-banana image 'warn big' '{"width":4096,"height":4096}')"
 	art=$output
 	jqok '.metadata.media.width == 1024 and .metadata.media.height == 1024 and
 	    [.metadata.warnings[].code] == ["SIZE_MISMATCH"] and
@@ -127,7 +128,8 @@ v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[1])),
 	step=$(uuid)
 	sql "INSERT INTO app.runs (id, tenant_id) VALUES ('$RUN_ID', 'org_a')
 	    ON CONFLICT DO NOTHING" >/dev/null 2>&1 || true
-	run -0 pipeline <<<"$(req nano-banana image 'debug big' \
+	MI_NANO_BANANA_MODEL=gemini-2.5-flash-image run -0 pipeline \
+	    <<<"$(req nano-banana image 'debug big' \
 	    '{"width":2048,"height":2048}' "{\"run_step_id\":\"$step\"}")"
 	jqok '[.metadata.warnings[].code] == ["SIZE_MISMATCH"]' "$output"
 	if [ "$(sql "SELECT count(*) FROM information_schema.columns WHERE
