@@ -1,5 +1,6 @@
 # mi -- one non-recursive GNU Makefile.
-# Programs are every cmd/mi-*.c; the library is every libcommon/*.c.
+# Programs are every cmd/mi-*.c; the library is every libcommon/*.c and
+# libcommon/*/*.c (a module of several files keeps them in a folder).
 
 VERSION    = 0.1.0
 PREFIX    ?= /usr/local
@@ -31,7 +32,7 @@ JQ_LIBS ?= $(shell $(PKG_CONFIG) --libs libjq 2>/dev/null || echo -ljq)
 LIBS = $(shell $(PKG_CONFIG) --libs libpq libcurl libcrypto libmicrohttpd libpng 2>/dev/null) \
        $(JQ_LIBS) -lmagic -larchive -lz -lm -lpthread
 
-LIB_SRCS = $(sort $(wildcard libcommon/*.c))
+LIB_SRCS = $(sort $(wildcard libcommon/*.c libcommon/*/*.c))
 LIB_OBJS = $(LIB_SRCS:.c=.o)
 CMD_SRCS = $(sort $(wildcard cmd/mi-*.c))
 PROGRAMS = $(patsubst cmd/%.c,bin/%,$(CMD_SRCS))
@@ -84,9 +85,12 @@ FUZZ_SRCS_json_next = libcommon/json.c libcommon/err.c
 FUZZ_LIBS_json_next = $(JQ_LIBS)
 FUZZ_SRCS_jwt = libcommon/jwt.c libcommon/err.c
 FUZZ_LIBS_jwt = -lcrypto
+FUZZ_SRCS_zipread = libcommon/bundle/zipread.c libcommon/err.c
+FUZZ_LIBS_zipread = -lz
 
 .SECONDEXPANSION:
-.build/fuzz/%: test/fuzz/%.c $$(FUZZ_SRCS_$$*) $$(wildcard libcommon/*.h) Makefile
+.build/fuzz/%: test/fuzz/%.c $$(FUZZ_SRCS_$$*) $$(wildcard libcommon/*.h libcommon/*/*.h) \
+		Makefile
 	@mkdir -p .build/fuzz
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -std=c11 -D_GNU_SOURCE -Ilibcommon \
 		-DMI_VERSION=\"$(VERSION)\" -DMI_SHAREDIR=\"$(SHAREDIR)\" \
@@ -136,10 +140,12 @@ uninstall:
 
 lint:
 	mandoc -Tlint -Wwarning $(MANPAGES)
-	clang-format --dry-run -Werror $(LIB_SRCS) $(CMD_SRCS) libcommon/*.h
+	clang-format --dry-run -Werror $(LIB_SRCS) $(CMD_SRCS) libcommon/*.h \
+		libcommon/*/*.h
 
 clean:
-	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
+	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/*/*.o \
+		libcommon/*/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
 
 .PHONY: all check demo demo-stop deps fuzz fuzz-build install uninstall lint clean
 .SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "bundle/serve.h"
 #include "err.h"
 #include "hash.h"
 #include "httpd.h"
@@ -568,11 +569,14 @@ parse_range(const char *v, long long size, long long *from, long long *to)
 
 /*
  * Authorises the request for tenant; -1 with *why when refused.  *exp_out
- * is the signed URL's expiry, or 0 for a Bearer token.
+ * is the signed URL's expiry, or 0 for a Bearer token.  A signature is
+ * checked for sign_path with the exp and sig of query (a bundle's entries
+ * are covered by the bundle's signed URL).
  */
 static int
 authorise(struct server *s, const struct mi_http_req *req,
-    const char *tenant_want, long long *exp_out, int *why)
+    const char *tenant_want, const char *sign_path, const char *query,
+    long long *exp_out, int *why)
 {
 	char exp[32], sig[80], tenant[256];
 	const char *e, *g, *auth;
@@ -580,11 +584,11 @@ authorise(struct server *s, const struct mi_http_req *req,
 	enum refusal r = R_BAD_TOKEN;
 	int dup = 0;
 
-	e = query_param(req->query, "exp", exp, sizeof(exp), &dup);
-	g = query_param(req->query, "sig", sig, sizeof(sig), &dup);
+	e = query_param(query, "exp", exp, sizeof(exp), &dup);
+	g = query_param(query, "sig", sig, sizeof(sig), &dup);
 	if (e != NULL || g != NULL) {
 		if (dup || s->sign_key == NULL || e == NULL || g == NULL ||
-		    !signature_ok(s, req->path, e, g, now)) {
+		    !signature_ok(s, sign_path, e, g, now)) {
 			*why = e != NULL && strtoll(e, NULL, 10) < now &&
 			    s->sign_key != NULL ? R_EXPIRED_SIGNATURE :
 			    R_BAD_SIGNATURE;
@@ -615,6 +619,22 @@ authorise(struct server *s, const struct mi_http_req *req,
 	return 0;
 }
 
+/* Cache-Control of an answer: signed_exp as in send_entity. */
+static void
+cache_control(char *cc, size_t ccsz, long long signed_exp)
+{
+	long long left;
+
+	if (signed_exp == 0) {
+		snprintf(cc, ccsz, "%s", BEARER_CACHE);
+		return;
+	}
+	left = signed_exp - (long long)time(NULL);
+	snprintf(cc, ccsz, "public, max-age=%lld%s",
+	    left < 0 ? 0 : left > YEAR ? YEAR : left,
+	    left > 0 ? ", immutable" : "");
+}
+
 /*
  * Answers with len bytes of fd from off, an immutable entity called hash
  * (an asset, or a part of one such as a bundle's entry), honouring
@@ -627,7 +647,7 @@ send_entity(struct server *s, const struct mi_http_req *req,
     const char *hash, const char *type, long long signed_exp)
 {
 	char etag[80], cc[64], cr[96];
-	long long from = 0, to = 0, left;
+	long long from = 0, to = 0;
 	const char *v;
 	int k;
 
@@ -650,14 +670,7 @@ send_entity(struct server *s, const struct mi_http_req *req,
 		text_answer(s, req, r, 416, "range not satisfiable\n");
 		return;
 	}
-	if (signed_exp == 0)
-		snprintf(cc, sizeof(cc), "%s", BEARER_CACHE);
-	else {
-		left = signed_exp - (long long)time(NULL);
-		snprintf(cc, sizeof(cc), "public, max-age=%lld%s",
-		    left < 0 ? 0 : left > YEAR ? YEAR : left,
-		    left > 0 ? ", immutable" : "");
-	}
+	cache_control(cc, sizeof(cc), signed_exp);
 	common_headers(s, req, r, type);
 	mi_http_resp_header(r, "ETag", etag);
 	mi_http_resp_header(r, "Cache-Control", cc);
@@ -679,21 +692,91 @@ send_entity(struct server *s, const struct mi_http_req *req,
 	mi_http_resp_file(r, fd, off + (off_t)from, to - from + 1);
 }
 
+/* One entry of a stored bundle (libcommon/bundle/serve.c decides). */
+static void
+serve_bundle_entry(struct server *s, const struct mi_http_req *req,
+    struct mi_http_resp *r, const struct mi_bundle_url *u)
+{
+	struct mi_bundle_answer a;
+	struct tenant_stat *t;
+	struct stat st;
+	long long exp;
+	char cc[64];
+	int fd, why;
+
+	if (authorise(s, req, u->asset.tenant, u->zip_path, u->query[0] ?
+	    u->query : req->query, &exp, &why) == -1) {
+		not_found(s, req, r, why);
+		return;
+	}
+	if ((fd = open_asset(s, &u->asset)) == -1 || fstat(fd, &st) == -1 ||
+	    !S_ISREG(st.st_mode)) {
+		if (fd != -1)
+			close(fd);
+		not_found(s, req, r, -1);
+		return;
+	}
+	mi_bundle_answer(fd, (long long)st.st_size, u,
+	    mi_http_header(req, "If-None-Match"), mi_http_header(req, "Range"),
+	    mi_http_header(req, "If-Range"), &a);
+	if (a.status == 404 || a.status == 503) {
+		if (a.status == 404)
+			not_found(s, req, r, -1);
+		else
+			text_answer(s, req, r, 503, "busy\n");
+		mi_http_resp_note(r, a.why);
+		return;
+	}
+	if (a.status == 416) {
+		mi_http_resp_header(r, "Content-Range", a.content_range);
+		text_answer(s, req, r, 416, "range not satisfiable\n");
+		return;
+	}
+	if ((t = tenant_stat(s, u->asset.tenant)) != NULL) {
+		atomic_fetch_add_explicit(&t->requests, 1,
+		    memory_order_relaxed);
+		mi_http_resp_tally(r, &t->bytes);
+	}
+	mi_http_resp_status(r, a.status);
+	common_headers(s, req, r, a.type);
+	mi_http_resp_header(r, "ETag", a.etag);
+	cache_control(cc, sizeof(cc), exp);
+	mi_http_resp_header(r, "Cache-Control", cc);
+	mi_http_resp_header(r, "Accept-Ranges", "bytes");
+	mi_http_resp_note(r, "bundle");
+	if (a.content_range[0] != '\0')
+		mi_http_resp_header(r, "Content-Range", a.content_range);
+	if (a.fd != -1)
+		mi_http_resp_file(r, a.fd, a.off, a.len);
+	else if (a.mem != NULL)
+		mi_http_resp_body(r, a.mem, (size_t)a.len, a.free_fn);
+}
+
 static void
 serve_asset(struct server *s, const struct mi_http_req *req,
     struct mi_http_resp *r)
 {
+	struct mi_bundle_url u;
 	struct mi_asset_path p;
 	struct tenant_stat *t;
 	long long exp;
 	struct stat st;
 	int fd, why;
 
+	switch (mi_bundle_url_parse(req->path, &u)) {
+	case 1:
+		serve_bundle_entry(s, req, r, &u);
+		return;
+	case -1:
+		not_found(s, req, r, R_PATH);
+		return;
+	}
 	if (mi_asset_path_parse(req->path, &p, NULL) == -1) {
 		not_found(s, req, r, R_PATH);
 		return;
 	}
-	if (authorise(s, req, p.tenant, &exp, &why) == -1) {
+	if (authorise(s, req, p.tenant, req->path, req->query, &exp,
+	    &why) == -1) {
 		not_found(s, req, r, why);
 		return;
 	}
@@ -861,18 +944,22 @@ log_request(void *arg, const struct mi_http_req *req, int status,
     long long sent, const char *note, long long usec)
 {
 	struct server *s = arg;
-	char when[32];
+	char when[32], path[MI_HTTP_MAX_TARGET];
+	const char *req_path = "-";
 	struct tm tm;
 	time_t t;
 
 	if (!s->access_log)
 		return;
+	/* A bundle entry's path may carry a signature too. */
+	if (req->path[0])
+		req_path = mi_bundle_log_path(req->path, path, sizeof(path));
 	t = time(NULL);
 	gmtime_r(&t, &tm);
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
 	fprintf(stderr, "%s %s \"%s %s\" %d %lld %lldus %s\n", when,
 	    req->peer ? req->peer : "-", req->method_name[0] ?
-	    req->method_name : "-", req->path[0] ? req->path : "-", status,
+	    req->method_name : "-", req_path, status,
 	    sent, usec, note[0] ? note : "-");
 }
 
@@ -1021,6 +1108,7 @@ serve(const char *listen, const char *root, int threads, int access_log,
 	} while (sig != SIGTERM && sig != SIGINT);
 	mi_verbose("stopping on signal %d", sig);
 	mi_httpd_stop(s.httpd);
+	mi_bundle_cache_clear();
 	free_caches(&s);
 	mi_jwt_free(s.jwt);
 	if (s.sign_key != NULL)

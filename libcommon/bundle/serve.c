@@ -1,0 +1,388 @@
+/*
+ * serve.c - one entry of a stored bundle (see serve.h).
+ */
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "bundle/manifest.h"
+#include "bundle/serve.h"
+#include "bundle/zipread.h"
+#include "banned.h"
+
+struct slot {
+	char hash[65];
+	long long size;
+	struct mi_zip *z; /* NULL: the archive is refused */
+	int refs;
+	int temp; /* not in the table: freed on release */
+	unsigned long long used;
+};
+
+static struct slot slots[MI_BUNDLE_CACHE];
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned long long tick;
+static atomic_llong inflight;
+
+/* What precedes an inflated body in its allocation. */
+struct body {
+	long long size;
+	long long pad;
+};
+
+int
+mi_bundle_url_parse(const char *path, struct mi_bundle_url *u)
+{
+	static const char prefix[] = "/api/assets/";
+	const char *s, *z, *rest, *e;
+	size_t n;
+	int i;
+
+	if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	s = path + sizeof(prefix) - 1;
+	for (i = 0; i < 2; i++) {
+		if ((s = strchr(s, '/')) == NULL)
+			return 0;
+		s++;
+	}
+	if (strncmp(s, "bundle/", 7) != 0 || (z = strchr(s + 7, '/')) == NULL)
+		return 0;
+	/* From here on the path has the bundle-entry form. */
+	memset(u, 0, sizeof(*u));
+	n = (size_t)(z - path);
+	if (n >= sizeof(u->zip_path))
+		return -1;
+	memcpy(u->zip_path, path, n);
+	u->zip_path[n] = '\0';
+	if (mi_asset_path_parse(u->zip_path, &u->asset, NULL) == -1 ||
+	    strcmp(u->asset.ext, "zip") != 0)
+		return -1;
+	rest = z + 1;
+	if (strncmp(rest, "exp=", 4) == 0) {
+		e = strchr(rest, '/');
+		n = e ? (size_t)(e - rest) : strlen(rest);
+		if (n >= sizeof(u->query))
+			return -1;
+		memcpy(u->query, rest, n);
+		u->query[n] = '\0';
+		if (strstr(u->query, "&sig=") == NULL)
+			return -1;
+		rest = e ? e + 1 : "";
+	}
+	n = strlen(rest);
+	if (n + sizeof("index.html") > sizeof(u->entry))
+		return -1;
+	memcpy(u->entry, rest, n + 1);
+	if (n == 0 || rest[n - 1] == '/')
+		memcpy(u->entry + n, "index.html", sizeof("index.html"));
+	return mi_zip_name_ok(u->entry, strlen(u->entry)) ? 1 : -1;
+}
+
+const char *
+mi_bundle_log_path(const char *path, char *buf, size_t bufsz)
+{
+	const char *c = strstr(path, ".zip/exp="), *sig, *end;
+
+	if (c == NULL || (sig = strstr(c, "&sig=")) == NULL ||
+	    ((end = strchr(c + 5, '/')) != NULL && end < sig))
+		return path;
+	sig += 5;
+	end = strchr(sig, '/');
+	if ((size_t)snprintf(buf, bufsz, "%.*s-%s", (int)(sig - path), path,
+		end ? end : "") >= bufsz)
+		return "-";
+	return buf;
+}
+
+static void
+slot_free(struct slot *s)
+{
+	mi_zip_free(s->z);
+	memset(s, 0, sizeof(*s));
+}
+
+/* The directory of the zip with content hash, parsed on first use. */
+static struct slot *
+dir_get(const char *hash, int fd, long long size)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct slot *s, *victim = NULL;
+	struct mi_zip *z;
+	size_t i;
+
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < MI_BUNDLE_CACHE; i++)
+		if (strcmp(slots[i].hash, hash) == 0) {
+			slots[i].refs++;
+			slots[i].used = ++tick;
+			pthread_mutex_unlock(&lock);
+			return &slots[i];
+		}
+	pthread_mutex_unlock(&lock);
+	/* Parsed outside the lock: other bundles are not held up. */
+	z = mi_zip_open(mi_zip_read_fd, &fd, (uint64_t)size, &err);
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < MI_BUNDLE_CACHE; i++) {
+		s = &slots[i];
+		if (strcmp(s->hash, hash) == 0) {
+			/* Another thread was quicker. */
+			s->refs++;
+			s->used = ++tick;
+			pthread_mutex_unlock(&lock);
+			mi_zip_free(z);
+			return s;
+		}
+		if (s->refs == 0 && (victim == NULL || s->used < victim->used))
+			victim = s;
+	}
+	if (victim == NULL) {
+		/* Every slot in use: this directory lives for one answer. */
+		pthread_mutex_unlock(&lock);
+		if ((victim = calloc(1, sizeof(*victim))) == NULL) {
+			mi_zip_free(z);
+			return NULL;
+		}
+		victim->temp = 1;
+		pthread_mutex_lock(&lock);
+	} else
+		slot_free(victim);
+	memcpy(victim->hash, hash, sizeof(victim->hash));
+	victim->size = size;
+	victim->z = z;
+	victim->refs = 1;
+	victim->used = ++tick;
+	pthread_mutex_unlock(&lock);
+	return victim;
+}
+
+static void
+dir_release(struct slot *s)
+{
+	int temp;
+
+	pthread_mutex_lock(&lock);
+	s->refs--;
+	temp = s->temp;
+	pthread_mutex_unlock(&lock);
+	if (temp) {
+		mi_zip_free(s->z);
+		free(s);
+	}
+}
+
+void
+mi_bundle_cache_clear(void)
+{
+	size_t i;
+
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < MI_BUNDLE_CACHE; i++)
+		if (slots[i].refs == 0)
+			slot_free(&slots[i]);
+	pthread_mutex_unlock(&lock);
+}
+
+static void
+body_free(void *p)
+{
+	struct body *b = (struct body *)p - 1;
+
+	atomic_fetch_sub(&inflight, b->size);
+	free(b);
+}
+
+/* Whether If-None-Match lists etag (weak comparison). */
+static int
+none_match(const char *v, const char *etag)
+{
+	size_t n = strlen(etag), k;
+
+	while (*v) {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (*v == '*')
+			return 1;
+		if (strncmp(v, "W/", 2) == 0)
+			v += 2;
+		k = strcspn(v, ",");
+		while (k > 0 && (v[k - 1] == ' ' || v[k - 1] == '\t'))
+			k--;
+		if (k == n && strncmp(v, etag, n) == 0)
+			return 1;
+		v += strcspn(v, ",");
+	}
+	return 0;
+}
+
+static int
+digits(const char **p, long long *out)
+{
+	const char *s = *p;
+	long long n = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (n > (LLONG_MAX - 9) / 10)
+			return -1;
+		n = n * 10 + (*s - '0');
+	}
+	*p = s;
+	*out = n;
+	return 0;
+}
+
+/* 1 with [from, to], 0 to ignore the header, -1 when unsatisfiable. */
+static int
+parse_range(const char *v, long long size, long long *from, long long *to)
+{
+	long long a, b;
+
+	if (strncasecmp(v, "bytes", 5) != 0)
+		return 0;
+	for (v += 5; *v == ' ' || *v == '\t'; v++)
+		;
+	if (*v++ != '=')
+		return 0;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strchr(v, ',') != NULL)
+		return 0;
+	if (*v == '-') {
+		v++;
+		if (digits(&v, &b) == -1 || *v != '\0')
+			return 0;
+		if (b == 0 || size == 0)
+			return -1;
+		*from = b >= size ? 0 : size - b;
+		*to = size - 1;
+		return 1;
+	}
+	if (digits(&v, &a) == -1 || *v++ != '-')
+		return 0;
+	if (*v == '\0')
+		b = LLONG_MAX;
+	else if (digits(&v, &b) == -1 || *v != '\0' || b < a)
+		return 0;
+	if (a >= size)
+		return -1;
+	*from = a;
+	*to = b >= size ? size - 1 : b;
+	return 1;
+}
+
+/* Inflates e into a budgeted buffer; the body's first byte, or NULL. */
+static char *
+inflate_entry(const struct mi_zip_entry *e, int fd, const char **why)
+{
+	struct mi_err err = MI_ERR_INIT;
+	long long size = (long long)e->usize;
+	struct body *b;
+
+	if (atomic_fetch_add(&inflight, size) + size >
+	    MI_BUNDLE_INFLATE_BUDGET) {
+		atomic_fetch_sub(&inflight, size);
+		*why = "busy";
+		return NULL;
+	}
+	if ((b = malloc(sizeof(*b) + (size_t)size + 1)) == NULL) {
+		atomic_fetch_sub(&inflight, size);
+		*why = "busy";
+		return NULL;
+	}
+	b->size = size;
+	if (mi_zip_extract(e, mi_zip_read_fd, &fd, b + 1, (size_t)size, &err) ==
+	    -1) {
+		body_free(b + 1);
+		*why = "damaged entry";
+		return NULL;
+	}
+	return (char *)(b + 1);
+}
+
+void
+mi_bundle_answer(int fd, long long size, const struct mi_bundle_url *u,
+    const char *inm, const char *range, const char *if_range,
+    struct mi_bundle_answer *a)
+{
+	const struct mi_zip_entry *e;
+	long long from = 0, to = -1, usize;
+	struct slot *s;
+	char *mem;
+	int k = 0;
+
+	memset(a, 0, sizeof(*a));
+	a->fd = -1;
+	a->status = 404;
+	a->type = "text/plain; charset=utf-8";
+	if ((s = dir_get(u->asset.hash, fd, size)) == NULL) {
+		close(fd);
+		a->status = 503;
+		a->why = "busy";
+		return;
+	}
+	if (s->z == NULL || s->size != size ||
+	    (e = mi_zip_find(s->z, u->entry, strlen(u->entry))) == NULL) {
+		a->why = s->z == NULL ? "refused archive" : "no entry";
+		dir_release(s);
+		close(fd);
+		return;
+	}
+	a->type = mi_bundle_content_type(e->name);
+	snprintf(a->etag, sizeof(a->etag), "\"%s/%s\"", u->asset.hash,
+	    u->entry);
+	usize = (long long)e->usize;
+	if (inm != NULL && none_match(inm, a->etag)) {
+		dir_release(s);
+		close(fd);
+		a->status = 304;
+		return;
+	}
+	if (range != NULL) {
+		k = parse_range(range, usize, &from, &to);
+		if (if_range != NULL && strcmp(if_range, a->etag) != 0)
+			k = 0;
+	}
+	if (k == -1) {
+		dir_release(s);
+		close(fd);
+		a->status = 416;
+		snprintf(a->content_range, sizeof(a->content_range),
+		    "bytes */%lld", usize);
+		return;
+	}
+	if (k == 0) {
+		from = 0;
+		to = usize - 1;
+	}
+	a->len = to - from + 1;
+	if (e->method == 0) {
+		/* Stored: the bytes of the zip file itself, by sendfile. */
+		a->fd = fd;
+		a->off = (off_t)(e->data_off + (uint64_t)from);
+		dir_release(s);
+	} else {
+		mem = inflate_entry(e, fd, &a->why);
+		dir_release(s);
+		close(fd);
+		if (mem == NULL) {
+			a->status = strcmp(a->why, "busy") == 0 ? 503 : 404;
+			a->len = 0;
+			return;
+		}
+		if (from > 0)
+			memmove(mem, mem + from, (size_t)a->len);
+		a->mem = mem;
+		a->free_fn = body_free;
+	}
+	a->status = k == 1 ? 206 : 200;
+	if (k == 1)
+		snprintf(a->content_range, sizeof(a->content_range),
+		    "bytes %lld-%lld/%lld", from, to, usize);
+}
