@@ -109,7 +109,7 @@ run_one() {
 	run_one nano-banana texture "mossy cobblestone" '{"width":1024,"height":576}'
 	jqok '.type == "texture" and .metadata.mime_type == "image/png" and
 	    .metadata.cost_source == "provider" and
-	    (.metadata.cost_usd > 0.15 and .metadata.cost_usd < 0.16) and
+	    (.metadata.cost_usd > 0.134 and .metadata.cost_usd < 0.135) and
 	    .metadata.model == "gemini-3-pro-image" and
 	    .metadata.provider.aspect_ratio == "16:9" and
 	    .metadata.provider.image_size == "1K"' "$art"

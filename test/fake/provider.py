@@ -1136,8 +1136,10 @@ def gemini_image(ctx, model):
     ctx.job = job
     ctx.accepted = True
     delay = hang_delay(markers, ctx.attempt) or (job.duration or 0) / 1000.0
-    usage = {"promptTokenCount": max(1, len(prompt) // 4), "candidatesTokenCount": 1290,
-             "totalTokenCount": max(1, len(prompt) // 4) + 1290}
+    # Output tokens per image: 1290 (2.5 Flash), 1120 (Pro 1K/2K), 2000 (Pro 4K).
+    otok = (2000 if size == "4K" else 1120) if "pro" in model else 1290
+    usage = {"promptTokenCount": max(1, len(prompt) // 4), "candidatesTokenCount": otok,
+             "totalTokenCount": max(1, len(prompt) // 4) + otok}
     out = {"usageMetadata": usage, "modelVersion": model,
            "responseId": rid(22, string.ascii_letters + string.digits)}
     mods = gc.get("responseModalities")
