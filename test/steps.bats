@@ -157,6 +157,20 @@ inode() {
 	run -0 sql "SELECT status || ' ' || tenant_id FROM app.runs
 	    WHERE id = '$run2'"
 	assert_output 'running org_a'
+	# mi-cost --by step: the hit cost nothing and saved the first job's
+	# cost; the first run's step paid it, with one create.
+	run -0 mi-cost --by step -t org_a
+	jqv "$output" 'map(select(.run_id == $r and
+	    .step_id == "cached")) | length == 1 and .[0].cache_hits == 1 and
+	    .[0].cache_saved_usd == 0.4 and .[0].cost_usd == 0 and
+	    .[0].jobs == 0 and .[0].creates == 0' -s --arg r "$run2"
+	jqv "$output" 'map(select(.run_id == $a.run_id and
+	    .step_id == "cached")) | .[0].creates == 1 and .[0].jobs == 1 and
+	    .[0].cost_usd == 0.4 and .[0].cache_hits == 0 and
+	    .[0].workflow_name == "campaign.build"' -s --argjson a "$a"
+	run -0 mi-cost --by step -t org_a -f table
+	assert_line --index 0 --partial 'step_id'
+	run -64 mi-cost --by step,tenant
 }
 
 @test "no cache hit: cache off, another tenant, run_only across runs, an expired entry" {
