@@ -1360,6 +1360,16 @@ bundle_facts(struct ctx *c, const struct file *f, jv *entry_point,
 	return bad ? -1 : 0;
 }
 
+/* Whether an artifact type is key, or ends in "_" key (outcome_win_video). */
+static int
+type_is(const char *type, const char *key)
+{
+	size_t n = strlen(type), k = strlen(key);
+
+	return strcmp(type, key) == 0 || (n > k + 1 &&
+	    type[n - k - 1] == '_' && strcmp(type + n - k, key) == 0);
+}
+
 static int
 campaign(struct ctx *c, const char *path, const char *run)
 {
@@ -1395,7 +1405,7 @@ campaign(struct ctx *c, const char *path, const char *run)
 	read_artifacts(c, run, take_artifact);
 	for (i = 0; i < c->nfiles; i++) {
 		for (k = 0; keys[k]; k++)
-			if (strcmp(c->files[i].artifact_type, keys[k]) == 0 &&
+			if (type_is(c->files[i].artifact_type, keys[k]) &&
 			    found[k] == NULL) {
 				found[k] = &c->files[i];
 				break;

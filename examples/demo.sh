@@ -64,3 +64,4 @@ if ! curl -fsS "http://127.0.0.1:$vport/index.html" >/dev/null 2>&1; then
 	    echo $! > "$dir/viewer.pid")
 fi
 echo "viewer: http://127.0.0.1:$vport/index.html"
+sh "$top/examples/demo-bundle.sh" "$dir"
