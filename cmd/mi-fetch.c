@@ -509,7 +509,8 @@ fetch_one(struct ctx *c, jv job)
 	req.from_provider = 1;
 	req.max_size = c->max_size;
 	if (fetch_retrying(c, p, &job, &req, &res, &err) == -1) {
-		const char *code = err.code == EX_IOERR ? "STORAGE_ERROR" :
+		const char *code = err.code == EX_IOERR ||
+		    err.code == EX_CANTCREAT ? "STORAGE_ERROR" :
 		    err.code == EX_CONFIG ? "CONFIG_ERROR" :
 		    err.code == EX_TEMPFAIL ? "PROVIDER_UNAVAILABLE" :
 		    "PROVIDER_ERROR";

@@ -35,7 +35,9 @@ mi-bundle --verify < "$dir/manifest.ndjson" > "$dir/verify.ndjson"
 
 # The bundle's signed query as the first path segment: the page's
 # relative URLs (scripts, model, sounds) carry it.
-signed=$(mi-serve --sign "$(jq -r .uri "$dir/bundle.ndjson")")
+signed=$(jq -r .signed_url "$dir/bundle.ndjson")
+[ "$signed" != null ] ||
+    signed=$(mi-serve --sign "$(jq -r .uri "$dir/bundle.ndjson")")
 echo "game ($(jq -r .metadata.file_count "$dir/bundle.ndjson") files," \
     "$(jq -r .size_bytes "$dir/bundle.ndjson") bytes," \
     "$(jq -r .checked "$dir/verify.ndjson") checks passed):"

@@ -2,6 +2,7 @@
  * names.c - the name grammar.  Checks work on bytes: anything outside the
  * allowed set (including '/', '.', '%', '\\' and NUL-like tricks) fails.
  */
+#include <ctype.h>
 #include <string.h>
 
 #include "mime.h"
@@ -96,6 +97,7 @@ mi_asset_path_parse(const char *path, struct mi_asset_path *p,
 	static const char prefix[] = "/api/assets/";
 	const char *s, *e, *dot;
 	const struct mi_mime *m;
+	size_t i;
 
 	if (strncmp(path, prefix, sizeof(prefix) - 1) != 0)
 		return mi_err_set(err, EX_DATAERR, "not an asset path");
@@ -107,6 +109,9 @@ mi_asset_path_parse(const char *path, struct mi_asset_path *p,
 	if ((e = strchr(s, '/')) == NULL || seg(s, e, p->run,
 	    sizeof(p->run)) == -1 || !mi_name_uuid_ok(p->run))
 		return mi_err_set(err, EX_DATAERR, "bad run in asset path");
+	/* The store files runs in lower case (store.c). */
+	for (i = 0; p->run[i]; i++)
+		p->run[i] = (char)tolower((unsigned char)p->run[i]);
 	s = e + 1;
 	if ((e = strchr(s, '/')) == NULL || seg(s, e, p->type,
 	    sizeof(p->type)) == -1 || !mi_name_type_ok(p->type))

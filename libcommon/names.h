@@ -2,7 +2,8 @@
  * names.h - the strict grammar of the names that become path components.
  * Every name is checked here before it touches a path.
  *   tenant, type: [A-Za-z0-9_-]{1,255}
- *   run:          a UUID (8-4-4-4-12 hex, either case)
+ *   run:          a UUID (8-4-4-4-12 hex, either case; stored, linked and
+ *                 parsed from asset paths in lower case)
  *   hash:         64 lowercase hex digits
  *   ext:          one of the extensions of the MIME table (mime.h)
  */

@@ -1543,8 +1543,9 @@ do_create(struct mi_runner *r, struct rjob *j)
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_true());
 	p = jv_object_set(p, jv_string("started"), jv_true());
 	if (j->followup == NULL && j->t == &mi_transport_http &&
-	    (hook = mi_webhook_url(mi_provider_meta(j->p), j->id,
-	    j->g->tenant)) != NULL) {
+	    mi_webhook_expected(mi_provider_meta(j->p), NULL)) {
+		hook = mi_webhook_url(mi_provider_meta(j->p), j->id,
+		    j->g->tenant);
 		j->hooked = 1;
 		p = jv_object_set(p, jv_string("provider_state"),
 		    obj1("webhook", jv_true()));
@@ -1569,6 +1570,7 @@ do_create(struct mi_runner *r, struct rjob *j)
 		    jv_string(hook));
 		free(hook);
 	}
+	hook = NULL;
 	j->phase = P_CREATING;
 	j->busy = 1;
 	if (j->followup) {

@@ -8,10 +8,10 @@
  * hard-linked into {run}/{type}/.  A crash before the link leaves nothing:
  * an unnamed file disappears with its last descriptor.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +33,7 @@ struct mi_store {
 struct mi_store_tx {
 	struct mi_store *st;
 	struct mi_store_req req;
+	char run[37];		/* req.run, lowercased */
 	char objdir[PATH_MAX];
 	char tmpname[PATH_MAX];	/* named fallback when O_TMPFILE fails */
 	int fd;
@@ -49,45 +50,116 @@ backoff(int i)
 	mi_sleep_ms(20LL << (2 * (i - 1)));
 }
 
+/*
+ * Storage errors are EX_IOERR (STORAGE_ERROR, retryable: the disk may have
+ * room or work later) except those that trying again will not change
+ * (permissions, a read-only filesystem, a file where a directory belongs):
+ * EX_CANTCREAT, also STORAGE_ERROR but not retryable.
+ */
+static int
+storage_code(int e)
+{
+	switch (e) {
+	case EACCES:
+	case EPERM:
+	case EROFS:
+	case ENOTDIR:
+	case EEXIST:
+	case ELOOP:
+	case ENAMETOOLONG:
+		return EX_CANTCREAT;
+	default:
+		return EX_IOERR;
+	}
+}
+
 static int
 storage_err(struct mi_err *err, const char *what, const char *path, int e)
 {
-	return mi_err_set(err, EX_IOERR, "unable to %s '%s': %s", what, path,
-	    strerror(e));
+	return mi_err_set(err, storage_code(e), "unable to %s '%s': %s", what,
+	    path, strerror(e));
 }
 
 static int
-mkdirs(const char *path, struct mi_err *err)
+fsync_dir(const char *dir, struct mi_err *err)
 {
-	char tmp[PATH_MAX];
-	char *p;
+	int fd, r, e;
 
-	if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
-		return mi_err_set(err, EX_DATAERR, "path too long");
-	for (p = tmp + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-			return storage_err(err, "create directory", tmp, errno);
-		*p = '/';
-	}
-	if (mkdir(tmp, 0755) == -1 && errno != EEXIST)
-		return storage_err(err, "create directory", tmp, errno);
+	if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return storage_err(err, "open directory", dir, errno);
+	r = fsync(fd);
+	e = errno;
+	close(fd);
+	if (r == -1)
+		return storage_err(err, "fsync directory", dir, e);
 	return 0;
 }
 
+/* fsync_dir, retried like writes. */
 static int
-fsync_dir(const char *dir)
+fsync_dir_retrying(const char *dir, struct mi_err *err)
 {
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int r;
+	int i;
 
-	if (fd == -1)
-		return -1;
-	r = fsync(fd);
-	close(fd);
-	return r;
+	for (i = 0; fsync_dir(dir, err) == -1; ) {
+		if (++i > RETRIES)
+			return -1;
+		backoff(i);
+	}
+	return 0;
+}
+
+/*
+ * mkdir -p; returns 0, -1 (mkdir failed) or -2 (an fsync failed, retried
+ * already).  A directory made here is made durable by an fsync of its
+ * parent (the new entry lives there), so a later link into it cannot
+ * outlive, after a crash, the directory that holds it.
+ */
+static int
+mkdirs_once(const char *path, struct mi_err *err)
+{
+	char tmp[PATH_MAX];
+	char *p, *end;
+
+	if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
+		return mi_err_set(err, EX_DATAERR, "path too long");
+	end = tmp + strlen(tmp);
+	for (p = tmp + 1; p <= end; p++) {
+		char *slash;
+
+		if (*p != '/' && *p != '\0')
+			continue;
+		*p = '\0';
+		if (mkdir(tmp, 0755) == 0) {
+			char parent[PATH_MAX];
+
+			memcpy(parent, tmp, (size_t)(p - tmp) + 1);
+			if ((slash = strrchr(parent, '/')) == NULL)
+				memcpy(parent, ".", 2);
+			else
+				slash[slash == parent] = '\0';
+			if (fsync_dir_retrying(parent, err) == -1)
+				return -2;	/* retried already */
+		} else if (errno != EEXIST)
+			return storage_err(err, "create directory", tmp, errno);
+		if (p < end)
+			*p = '/';
+	}
+	return 0;
+}
+
+/* mkdirs_once, retried like writes. */
+static int
+mkdirs(const char *path, struct mi_err *err)
+{
+	int i, r;
+
+	for (i = 0; (r = mkdirs_once(path, err)) != 0; ) {
+		if (r == -2 || err->code == EX_DATAERR || ++i > RETRIES)
+			return -1;
+		backoff(i);
+	}
+	return 0;
 }
 
 struct mi_store *
@@ -163,28 +235,50 @@ mi_store_begin(struct mi_store *st, const struct mi_store_req *req,
 	tx->st = st;
 	tx->req = *req;
 	tx->fd = -1;
+	/* One tree per run whatever the case it is spelt in (a UUID). */
+	for (i = 0; i < 36; i++)
+		tx->run[i] = (char)tolower((unsigned char)req->run[i]);
+	tx->req.run = tx->run;
 	if ((size_t)snprintf(tx->objdir, sizeof(tx->objdir), "%s/%s/.objects",
 	    st->root, req->tenant) >= sizeof(tx->objdir)) {
 		free(tx);
 		mi_err_set(err, EX_DATAERR, "path too long");
 		return NULL;
 	}
+	if (mkdirs(tx->objdir, err) == -1) {
+		mi_store_abort(tx);
+		return NULL;
+	}
 	for (i = 0; i <= RETRIES; i++) {
 		if (i > 0)
 			backoff(i);
-		if (mkdirs(tx->objdir, err) == -1)
-			continue;
 		tx->fd = open(tx->objdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0644);
 		if (tx->fd == -1 && (errno == EOPNOTSUPP || errno == EISDIR ||
 		    errno == EINVAL)) {
-			/* No O_TMPFILE on this filesystem: a named temp. */
+			/*
+			 * No O_TMPFILE on this filesystem: a named temp,
+			 * made readable like the O_TMPFILE one (mkstemp
+			 * gives 0600, and mi-serve may run as another user).
+			 */
 			if ((size_t)snprintf(tx->tmpname, sizeof(tx->tmpname),
-			    "%s/.tmp.XXXXXX", tx->objdir) < sizeof(tx->tmpname))
-				tx->fd = mkstemp(tx->tmpname);
+			    "%s/.tmp.XXXXXX", tx->objdir) < sizeof(tx->tmpname) &&
+			    (tx->fd = mkstemp(tx->tmpname)) != -1 &&
+			    fchmod(tx->fd, 0644) == -1) {
+				int e = errno;
+
+				close(tx->fd);
+				unlink(tx->tmpname);
+				tx->fd = -1;
+				errno = e;
+			}
+			if (tx->fd == -1)
+				tx->tmpname[0] = '\0';
 		}
 		if (tx->fd != -1)
 			break;
 		storage_err(err, "create a file in", tx->objdir, errno);
+		if (err->code != EX_IOERR)
+			break;
 	}
 	if (tx->fd == -1 || (tx->h = mi_sha256_new(err)) == NULL) {
 		mi_store_abort(tx);
@@ -301,6 +395,7 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 {
 	const struct mi_mime *m, *declared;
 	char obj[PATH_MAX], dir[PATH_MAX];
+	struct stat sb;
 	int i, r, existed;
 
 	memset(res, 0, sizeof(*res));
@@ -327,6 +422,12 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		mismatch(tx, err);
 		goto fail;
 	}
+	/* The file holds exactly the bytes hashed, nothing after them. */
+	if (fstat(tx->fd, &sb) == -1 || (long long)sb.st_size != tx->size) {
+		mi_err_set(err, EX_SOFTWARE, "stored size differs from the "
+		    "hashed size in '%s'", tx->objdir);
+		goto fail;
+	}
 	for (i = 0; fsync(tx->fd) == -1; ) {
 		if (++i > RETRIES) {
 			storage_err(err, "fsync a file in", tx->objdir, errno);
@@ -342,10 +443,6 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		mi_err_set(err, EX_DATAERR, "path too long");
 		goto fail;
 	}
-	if ((existed = link_tmp(tx, obj, err)) == -1)
-		goto fail;
-	if (!existed)
-		fsync_dir(tx->objdir);
 	if ((size_t)snprintf(res->rel, sizeof(res->rel), "%s/%s/%s/%s.%s",
 	    tx->req.tenant, tx->req.run, tx->req.type, res->hash, m->ext) >=
 	    sizeof(res->rel) || (size_t)snprintf(dir, sizeof(dir), "%s/%s/%s/%s",
@@ -355,7 +452,12 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		mi_err_set(err, EX_DATAERR, "path too long");
 		goto fail;
 	}
+	/* The run's directory first: a failure there leaves no object. */
 	if (mkdirs(dir, err) == -1)
+		goto fail;
+	if ((existed = link_tmp(tx, obj, err)) == -1)
+		goto fail;
+	if (!existed && fsync_dir_retrying(tx->objdir, err) == -1)
 		goto fail;
 	for (i = 0; (r = link(obj, res->path)) == -1 && errno != EEXIST; ) {
 		if (++i > RETRIES) {
@@ -364,8 +466,8 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		}
 		backoff(i);
 	}
-	if (r == 0)
-		fsync_dir(dir);
+	if (r == 0 && fsync_dir_retrying(dir, err) == -1)
+		goto fail;
 	res->deduplicated = existed;
 	mi_store_abort(tx);
 	return 0;
@@ -375,9 +477,13 @@ fail:
 }
 
 /*
- * Regular files: one thread copies in the kernel (copy_file_range) while
- * this one hashes; when hashing is done this thread takes copy chunks too.
- * Both cores stay busy, so storing costs little more than hashing alone.
+ * Regular files: one thread copies in the kernel (copy_file_range), chunk
+ * after chunk, while this one hashes what the copier has written, read
+ * back from the new file (page cache).  The hash is of the bytes that
+ * will be linked, whatever happens to the input meanwhile; copying is
+ * faster than hashing, so storing costs little more than hashing alone.
+ * An input whose size, mtime or ctime changed during the copy is stored
+ * again from the start (it would be a mix of two versions).
  */
 #define CHUNK (8LL << 20)
 
@@ -385,9 +491,11 @@ struct copier {
 	int in, out;
 	long long size;
 	const char *dir;
-	atomic_llong next;	/* next chunk to copy */
-	atomic_int failed;
 	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	long long done;		/* bytes copied, from 0: under lock */
+	int failed;		/* under lock */
+	int quit;		/* the hasher gave up: under lock */
 	struct mi_err err;
 };
 
@@ -406,7 +514,8 @@ copy_chunk(struct copier *c, long long off, size_t len, struct mi_err *err)
 			continue;
 		}
 		if (n == 0)
-			return storage_err(err, "read", "input", EIO);
+			return mi_err_set(err, EX_IOERR,
+			    "input ended early: it changed while being stored");
 		if (errno == EINTR)
 			continue;
 		if (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
@@ -416,9 +525,11 @@ copy_chunk(struct copier *c, long long off, size_t len, struct mi_err *err)
 			ssize_t r = pread(c->in, buf, sizeof(buf) < len ?
 			    sizeof(buf) : len, (off_t)off);
 
-			if (r <= 0)
-				return storage_err(err, "read", "input",
-				    r == 0 ? EIO : errno);
+			if (r == 0)
+				return mi_err_set(err, EX_IOERR, "input ended "
+				    "early: it changed while being stored");
+			if (r < 0)
+				return storage_err(err, "read", "input", errno);
 			if (write_at(c->out, buf, (size_t)r, off, c->dir,
 			    err) == -1)
 				return -1;
@@ -438,90 +549,171 @@ copier_main(void *arg)
 {
 	struct copier *c = arg;
 	struct mi_err err = MI_ERR_INIT;
-	long long i, nchunks = (c->size + CHUNK - 1) / CHUNK;
+	long long off = 0;
 
-	while (!atomic_load(&c->failed) &&
-	    (i = atomic_fetch_add(&c->next, 1)) < nchunks) {
-		long long off = i * CHUNK;
+	while (off < c->size) {
 		long long n = c->size - off < CHUNK ? c->size - off : CHUNK;
+		int r, quit;
 
-		if (copy_chunk(c, off, (size_t)n, &err) == -1) {
-			pthread_mutex_lock(&c->lock);
-			if (!atomic_load(&c->failed))
-				c->err = err;
-			atomic_store(&c->failed, 1);
-			pthread_mutex_unlock(&c->lock);
+		pthread_mutex_lock(&c->lock);
+		quit = c->quit;
+		pthread_mutex_unlock(&c->lock);
+		if (quit)
 			break;
-		}
+		r = copy_chunk(c, off, (size_t)n, &err);
+		pthread_mutex_lock(&c->lock);
+		if (r == -1) {
+			c->err = err;
+			c->failed = 1;
+		} else
+			c->done = off + n;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+		if (r == -1)
+			break;
 		/* Start writeback now so the final fsync has little left. */
 		sync_file_range(c->out, off, n, SYNC_FILE_RANGE_WRITE);
+		off += n;
 	}
 	return NULL;
 }
 
+/* Waits until the copier has copied past off; returns that end, or -1. */
+static long long
+copied_past(struct copier *c, long long off)
+{
+	long long done;
+
+	pthread_mutex_lock(&c->lock);
+	while (c->done <= off && !c->failed)
+		pthread_cond_wait(&c->cond, &c->lock);
+	done = c->failed ? -1 : c->done;
+	pthread_mutex_unlock(&c->lock);
+	return done;
+}
+
 static int
-put_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
-    long long size, struct mi_store_result *res, struct mi_err *err)
+same_file_state(const struct stat *a, const struct stat *b)
+{
+	return a->st_size == b->st_size &&
+	    a->st_mtim.tv_sec == b->st_mtim.tv_sec &&
+	    a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+	    a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+	    a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/*
+ * One attempt: copies and hashes into a new transaction.  Returns the
+ * transaction ready to commit, or NULL (err filled; *changed set when the
+ * input changed meanwhile).
+ */
+static struct mi_store_tx *
+copy_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
+    const struct stat *before, char *buf, size_t bufsz, int *changed,
+    struct mi_err *err)
 {
 	struct mi_store_tx *tx;
 	struct copier c;
+	struct stat after;
 	pthread_t th;
-	size_t bufsz = 1 << 20;
-	char *buf;
-	long long off = 0;
-	int started = 0;
+	long long off = 0, size = (long long)before->st_size;
+	int started = 0, ok = 1;
 
-	if (req->max_size && size > req->max_size)
-		return mi_err_set(err, req->from_provider ? EX_PROTOCOL :
-		    EX_DATAERR, "content larger than %lld bytes", req->max_size);
+	*changed = 0;
 	if ((tx = mi_store_begin(st, req, err)) == NULL)
-		return -1;
-	if ((buf = malloc(bufsz)) == NULL) {
-		mi_store_abort(tx);
-		return mi_err_set(err, EX_OSERR, "out of memory");
-	}
+		return NULL;
 	memset(&c, 0, sizeof(c));
-	atomic_init(&c.next, 0);
-	atomic_init(&c.failed, 0);
 	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cond, NULL);
 	c.in = fd;
 	c.out = tx->fd;
 	c.size = size;
 	c.dir = tx->objdir;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (size > 0 && pthread_create(&th, NULL, copier_main, &c) == 0)
 		started = 1;
 	else if (size > 0)
 		copier_main(&c);
 	while (off < size) {
-		ssize_t n = pread(fd, buf, bufsz, (off_t)off);
+		long long end = copied_past(&c, off);
 
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			storage_err(err, "read", "input", n == 0 ? EIO : errno);
+		if (end == -1) {
+			*err = c.err;
+			ok = 0;
 			break;
 		}
-		take_head(tx, buf, (size_t)n);
-		mi_sha256_update(tx->h, buf, (size_t)n);
-		off += n;
+		while (off < end) {
+			size_t want = end - off < (long long)bufsz ?
+			    (size_t)(end - off) : bufsz;
+			ssize_t n = pread(tx->fd, buf, want, (off_t)off);
+
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				storage_err(err, "read back a file in",
+				    tx->objdir, n == 0 ? EIO : errno);
+				ok = 0;
+				break;
+			}
+			take_head(tx, buf, (size_t)n);
+			mi_sha256_update(tx->h, buf, (size_t)n);
+			off += n;
+		}
+		if (!ok)
+			break;
 	}
 	if (started) {
-		copier_main(&c);	/* help with what is left to copy */
+		pthread_mutex_lock(&c.lock);
+		c.quit = 1;
+		pthread_mutex_unlock(&c.lock);
 		pthread_join(th, NULL);
 	}
+	pthread_cond_destroy(&c.cond);
 	pthread_mutex_destroy(&c.lock);
+	if (fstat(fd, &after) == 0 && !same_file_state(before, &after)) {
+		*changed = 1;
+		mi_err_set(err, EX_IOERR, "input changed while being stored");
+		ok = 0;
+	}
+	if (!ok) {
+		mi_store_abort(tx);
+		return NULL;
+	}
+	tx->size = off;
+	return tx;
+}
+
+static int
+put_regular(struct mi_store *st, const struct mi_store_req *req, int fd,
+    const struct stat *sb, struct mi_store_result *res, struct mi_err *err)
+{
+	struct mi_store_tx *tx = NULL;
+	struct stat before = *sb;
+	size_t bufsz = 1 << 20;
+	char *buf;
+	int i, changed = 0;
+
+	if (req->max_size && before.st_size > req->max_size)
+		return mi_err_set(err, req->from_provider ? EX_PROTOCOL :
+		    EX_DATAERR, "content larger than %lld bytes", req->max_size);
+	if ((buf = malloc(bufsz)) == NULL)
+		return mi_err_set(err, EX_OSERR, "out of memory");
+	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	for (i = 0; i <= RETRIES; i++) {
+		if (i > 0) {
+			backoff(i);
+			if (fstat(fd, &before) == -1) {
+				storage_err(err, "stat", "input", errno);
+				break;
+			}
+		}
+		tx = copy_regular(st, req, fd, &before, buf, bufsz, &changed,
+		    err);
+		if (tx != NULL || !changed)
+			break;
+	}
 	free(buf);
-	if (off < size) {
-		mi_store_abort(tx);
+	if (tx == NULL)
 		return -1;
-	}
-	if (c.failed) {
-		*err = c.err;
-		mi_store_abort(tx);
-		return -1;
-	}
-	tx->size = size;
 	return mi_store_commit(tx, res, err);
 }
 
@@ -536,7 +728,7 @@ mi_store_put_fd(struct mi_store *st, const struct mi_store_req *req, int fd,
 
 	if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
 	    lseek(fd, 0, SEEK_CUR) == 0)
-		return put_regular(st, req, fd, (long long)sb.st_size, res, err);
+		return put_regular(st, req, fd, &sb, res, err);
 	if ((tx = mi_store_begin(st, req, err)) == NULL)
 		return -1;
 	if ((buf = malloc(bufsz)) == NULL) {

@@ -57,7 +57,12 @@ int mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
     struct mi_err *err);	/* frees tx, success or not */
 void mi_store_abort(struct mi_store_tx *tx);
 
-/* Whole file descriptor; regular files take a parallel copy+hash path. */
+/*
+ * Whole file descriptor.  A regular file is copied in the kernel and hashed
+ * as read back from the copy, so the hash is always of the stored bytes;
+ * one that changes meanwhile (size, mtime, ctime) is copied again, up to 3
+ * times, then reported as "input changed while being stored" (EX_IOERR).
+ */
 int mi_store_put_fd(struct mi_store *st, const struct mi_store_req *req,
     int fd, struct mi_store_result *res, struct mi_err *err);
 

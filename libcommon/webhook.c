@@ -969,23 +969,50 @@ mi_webhook_prune(struct mi_db *db, long keep_s, struct mi_err *err)
 	    params, NULL, err);
 }
 
+int
+mi_webhook_expected(jv meta, int *per_request)
+{
+	const char *base = getenv("MI_WEBHOOK_URL"), *id = NULL;
+	const char *scheme = "", *senv = NULL, *v;
+	jv hooks = jv_object_get(jv_copy(meta), jv_string("webhooks"));
+	int per = 0, ok = 0;
+	char name[160];
+
+	if (base == NULL || *base == '\0')
+		base = getenv("MI_PUBLIC_URL");
+	if (jv_get_kind(hooks) == JV_KIND_OBJECT && base && *base &&
+	    mi_json_str(meta, "id", &id, 1, NULL) == 1) {
+		mi_json_bool(hooks, "per_request", &per, 0, NULL);
+		mi_json_str(hooks, "scheme", &scheme, 0, NULL);
+		mi_json_str(hooks, "secret_env", &senv, 0, NULL);
+		env_name(id, "WEBHOOK_SECRET", name, sizeof(name));
+		v = getenv(senv ? senv : name);
+		/* Only a delivery mi-hook can verify is worth waiting for;
+		 * an unsigned one is a hint, and may never come. */
+		if (strcmp(scheme, "ed25519-jwks") == 0)
+			ok = 1;
+		else if (strcmp(scheme, "standard-webhooks") == 0 ||
+		    strcmp(scheme, "hmac") == 0)
+			ok = v != NULL && *v != '\0';
+	}
+	jv_free(hooks);
+	jv_free(meta);
+	if (per_request)
+		*per_request = ok && per;
+	return ok;
+}
+
 char *
 mi_webhook_url(jv meta, const char *job_id, const char *tenant)
 {
 	const char *base = getenv("MI_WEBHOOK_URL"), *id = NULL;
-	jv hooks = jv_object_get(jv_copy(meta), jv_string("webhooks"));
 	struct mi_buf b = MI_BUF_INIT;
-	int per = 1;
+	int per = 0;
 	size_t n;
 
 	if (base == NULL || *base == '\0')
 		base = getenv("MI_PUBLIC_URL");
-	if (jv_get_kind(hooks) == JV_KIND_OBJECT)
-		mi_json_bool(hooks, "per_request", &per, 0, NULL);
-	else
-		per = 0;
-	jv_free(hooks);
-	if (!per || base == NULL || *base == '\0' ||
+	if (!mi_webhook_expected(jv_copy(meta), &per) || !per ||
 	    mi_json_str(meta, "id", &id, 1, NULL) != 1) {
 		jv_free(meta);
 		return NULL;

@@ -105,6 +105,11 @@ jv mi_webhook_stored(struct mi_db *db, struct mi_err *err);
 /* Forgets deliveries older than keep_s (their ids no longer needed). */
 int mi_webhook_prune(struct mi_db *db, long keep_s, struct mi_err *err);
 
+/* Whether jobs of the provider (meta consumed) may wait for a webhook
+ * (polled at the backstop interval): a receiver is configured
+ * (MI_WEBHOOK_URL or MI_PUBLIC_URL) and can verify the provider's
+ * deliveries.  *per_request: a submit names the URL. */
+int mi_webhook_expected(jv meta, int *per_request);
 /* The URL a submit of job gives the provider: $MI_WEBHOOK_URL (or
  * $MI_PUBLIC_URL) + "/hooks/{provider}?job=&tenant=", or NULL when
  * neither is set or the provider has no per-request webhooks. */

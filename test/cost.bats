@@ -369,7 +369,8 @@ du_files() {
 		MI_REPORT_DIR=$dir run -0 sh -c "$line"
 	done < <(grep -E '^[0-9*]' "$BATS_TEST_DIRNAME/../examples/cost-report.cron" |
 	    cut -d' ' -f6- | sed 's/\\%/%/g')
-	[ -f "$dir/cost-$d.csv" ] && [ -f "$dir/storage-$d.csv" ]
+	[ -f "$dir/cost-$d.csv" ]
+	[ -f "$dir/storage-$d.csv" ]
 	[ -z "$(find "$dir" -name '.*.csv')" ]
 	run -0 cat "$dir/cost-$d.csv"
 	[ "${#lines[@]}" -eq 2 ]

@@ -13,6 +13,9 @@ setup_file() {
 	export HOOK_PORT=$(free_port)
 	export MI_WEBHOOK_URL=http://127.0.0.1:$HOOK_PORT
 	export MI_FAL_WEBHOOK_JWKS=$FAKE_URL/_fake/jwks.json
+	# The fake's Standard Webhooks secret (test/fake/webhooks.py).
+	export MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET=whsec_$(printf %s \
+	    fake-webhook-secret-0123456789ab | base64)
 	# Polls every 50 ms without webhooks; with them, a slow backstop.
 	export MI_WEBHOOK_BACKSTOP_MS=30000
 	mi-hook -v -l "127.0.0.1:$HOOK_PORT" 2>"$BATS_FILE_TMPDIR/hook.err" 3>&- &
@@ -128,6 +131,37 @@ metric() {
 	[ "$(metric 'mi_hook_webhooks_total{result="unknown_job"}')" -ge 2 ]
 	[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
 	    "$MI_WEBHOOK_URL/hooks/no-such-provider")" = 401 ]
+}
+
+@test "Standard Webhooks (Veo): a verified thin delivery makes the worker poll at once" {
+	local op t0 t1
+	export MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS=600000
+	mi-submit <<<"$(req nano-banana-video video 'hook veo' '{"duration_sec":4}')" \
+	    >"$BATS_TEST_TMPDIR/veo.job" 2>/dev/null
+	op=$(job_sql provider_job_id 'hook veo')
+	op=${op##*/}
+	t0=$(date +%s)
+	mi-poll <"$BATS_TEST_TMPDIR/veo.job" >"$BATS_TEST_TMPDIR/veo.out" \
+	    2>"$BATS_TEST_TMPDIR/veo.err" 3>&- &
+	pid=$!
+	# The job finishes at the fake after 1.5 s; the worker polled once.
+	sleep 2
+	run -0 deliver "$op" bad_signature "$MI_WEBHOOK_URL/hooks/nano-banana-video"
+	[ "$output" = 401 ]
+	run -0 deliver "$op" stale "$MI_WEBHOOK_URL/hooks/nano-banana-video"
+	[ "$output" = 401 ]
+	run -0 deliver "$op" ok "$MI_WEBHOOK_URL/hooks/nano-banana-video"
+	[ "$output" = 200 ]
+	run -0 timeout 10 tail --pid="$pid" -f /dev/null
+	t1=$(date +%s)
+	run -0 cat "$BATS_TEST_TMPDIR/veo.out"
+	jqok '.status == "completed"' "$output"
+	# Well before the next poll the interval (or the deadline) would make.
+	[ $((t1 - t0)) -lt 10 ]
+	run -0 sql "SELECT outcome IS NULL, applied_at IS NOT NULL
+	    FROM app.webhook_deliveries WHERE provider_id = 'nano-banana-video'"
+	[ "$output" = "t|t" ]
+	unset MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS
 }
 
 @test "a delivery that never comes: the backstop poll completes the job" {

@@ -71,6 +71,48 @@ setup() {
 	cmp "$BATS_TEST_TMPDIR/big.wav" "$ASSET_STORAGE_DIR/org_big/$RUN/audio/$want.wav"
 }
 
+@test "a file rewritten while it is stored never lands under a wrong hash" {
+	# Two versions of one PNG, the same size; a writer puts them in turn
+	# over the file, in place, while mi-store reads it.
+	f=$BATS_TEST_TMPDIR/live.png
+	for v in A B; do
+		{ cat "$MEDIA/a.png"; head -c 48000000 /dev/urandom; } > "$BATS_TEST_TMPDIR/$v"
+	done
+	cp "$BATS_TEST_TMPDIR/A" "$f"
+	( while :; do
+		for v in B A; do
+			dd if="$BATS_TEST_TMPDIR/$v" of="$f" bs=1M conv=notrunc status=none
+			sleep 0.2
+		done
+	done ) &
+	writer=$!
+	for i in 1 2 3 4 5; do
+		mi-store -t org_live -r "$(uuid)" -y image "$f" \
+		    >>"$BATS_TEST_TMPDIR/out" 2>>"$BATS_TEST_TMPDIR/err" || true
+	done
+	kill "$writer"
+	wait "$writer" || true
+	# Each save either stored some content under its own hash or said
+	# that the file changed; nothing else.
+	[ "$(wc -l < "$BATS_TEST_TMPDIR/out")" = 5 ]
+	jq -e -s 'all(.content_hash != null or (.error.code == "STORAGE_ERROR" and
+	    (.error.message | test("changed while"))))' "$BATS_TEST_TMPDIR/out"
+	n=0
+	for o in "$ASSET_STORAGE_DIR"/org_live/.objects/*; do
+		[ -e "$o" ] || continue
+		name=$(basename "$o")
+		sum=$(sha256sum "$o" | cut -c1-64)
+		[ "$sum" = "${name%%.*}" ]
+		n=$((n + 1))
+	done
+	# And every path that a record names holds what its hash says.
+	for p in $(jq -r 'select(.content_hash) | "\(.content_hash) \(.uri)"' "$BATS_TEST_TMPDIR/out" | tr ' ' '|'); do
+		h=${p%%|*}
+		rel=${p#*|/api/assets/}
+		[ "$(sha256sum "$ASSET_STORAGE_DIR/$rel" | cut -c1-64)" = "$h" ]
+	done
+}
+
 @test "the same content in the same run is not written twice" {
 	run --separate-stderr mi-store -t org_d -r "$RUN" -y image "$MEDIA/a.png" "$MEDIA/a.png"
 	assert_success
@@ -201,6 +243,85 @@ setup() {
 	    run -1 --separate-stderr sh -c "cat '$MEDIA/b.png' | mi-store -t org_g -r $RUN -y image -"
 	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and (.error.message | test("Input/output error"))'
 	[ -z "$(find "$ASSET_STORAGE_DIR/org_g" -type f)" ]
+}
+
+@test "without O_TMPFILE the named temporary file is stored readable (0644)" {
+	MI_FAULT_NO_TMPFILE=1 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run --separate-stderr mi-store -t org_nt -r "$RUN" -y image "$MEDIA/a.png"
+	assert_success
+	hash=$(sha256sum "$MEDIA/a.png" | cut -c1-64)
+	cmp "$MEDIA/a.png" "$ASSET_STORAGE_DIR/org_nt/.objects/$hash.png"
+	[ "$(stat -c %a "$ASSET_STORAGE_DIR/org_nt/.objects/$hash.png")" = 644 ]
+	[ "$(stat -c %a "$ASSET_STORAGE_DIR/org_nt/$RUN/image/$hash.png")" = 644 ]
+	# No temporary file is left behind.
+	[ "$(ls -A "$ASSET_STORAGE_DIR/org_nt/.objects")" = "$hash.png" ]
+}
+
+@test "a run directory that cannot be made leaves no object and is not retryable" {
+	rm -f "$BATS_TEST_TMPDIR/faults"
+	MI_FAULT_MKDIR="$RUN" MI_FAULT_LOG="$BATS_TEST_TMPDIR/faults" \
+	    LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-store -t org_perm -r "$RUN" -y image "$MEDIA/a.png"
+	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and .error.retryable == false'
+	echo "$output" | jq -e --arg r "$RUN" '.error.message | test("create directory .*\($r).*: Permission denied")'
+	# Tried once and retried three times, as writes are.
+	[ "$(grep -c mkdir "$BATS_TEST_TMPDIR/faults")" = 4 ]
+	[ -z "$(find "$ASSET_STORAGE_DIR/org_perm" -type f)" ]
+	run sql "SELECT count(*) FROM app.artifacts WHERE tenant_id = 'org_perm'"
+	assert_output 0
+	# A disk that is full there is worth another try later.
+	MI_FAULT_MKDIR="$RUN" MI_FAULT_MKDIR_ERRNO=28 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-store -t org_perm -r "$RUN" -y image "$MEDIA/a.png"
+	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and .error.retryable == true'
+	[ -z "$(find "$ASSET_STORAGE_DIR/org_perm" -type f)" ]
+}
+
+@test "new directories are fsynced in their parents, and directory fsyncs are checked" {
+	root=$(realpath "$ASSET_STORAGE_DIR")
+	rm -f "$BATS_TEST_TMPDIR/fsyncs"
+	MI_FSYNC_LOG="$BATS_TEST_TMPDIR/fsyncs" LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run --separate-stderr mi-store -t org_fsync -r "$RUN" -y image "$MEDIA/a.png"
+	assert_success
+	cat "$BATS_TEST_TMPDIR/fsyncs"
+	for d in "$root" "$root/org_fsync" "$root/org_fsync/.objects" \
+	    "$root/org_fsync/$RUN" "$root/org_fsync/$RUN/image"; do
+		grep -qx "$d" "$BATS_TEST_TMPDIR/fsyncs"
+	done
+	# A directory fsync that keeps failing is a STORAGE_ERROR ...
+	MI_FAULT_DIR_COUNT=1000 MI_FAULT_ERRNO=5 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-store -t org_fsync2 -r "$RUN" -y image "$MEDIA/a.png"
+	echo "$output" | jq -e '.error.code == "STORAGE_ERROR" and .error.retryable == true and
+	    (.error.message | test("fsync directory .*Input/output error"))'
+	run sql "SELECT count(*) FROM app.artifacts WHERE tenant_id = 'org_fsync2'"
+	assert_output 0
+	# ... and one that fails twice is retried.
+	MI_FAULT_DIR_COUNT=2 LD_PRELOAD="$BATS_FILE_TMPDIR/failwrite.so" \
+	    run --separate-stderr mi-store -t org_fsync3 -r "$RUN" -y image "$MEDIA/a.png"
+	assert_success
+}
+
+@test "an upper-case run UUID is stored, linked and recorded in lower case" {
+	up=${RUN^^}
+	low=${RUN,,}
+	[ "$up" != "$low" ]
+	run --separate-stderr mi-store -t org_uc -r "$up" -y image "$MEDIA/a.png"
+	assert_success
+	hash=$(sha256sum "$MEDIA/a.png" | cut -c1-64)
+	echo "$output" | jq -e --arg r "$low" --arg h "$hash" '.run_id == $r and
+	    .uri == "/api/assets/org_uc/\($r)/image/\($h).png"'
+	id=$(echo "$output" | jq -r .id)
+	[ -f "$ASSET_STORAGE_DIR/org_uc/$low/image/$hash.png" ]
+	[ ! -e "$ASSET_STORAGE_DIR/org_uc/$up" ]
+	# The same run in lower case is the same tree and the same row.
+	run --separate-stderr mi-store -t org_uc -r "$low" -y image "$MEDIA/a.png"
+	assert_success
+	echo "$output" | jq -e --arg id "$id" '.deduplicated == true and .id == $id'
+	[ "$(ls "$ASSET_STORAGE_DIR/org_uc" | grep -v '^[.]objects$')" = "$low" ]
+	# Records spell it either way too.
+	run --separate-stderr mi-store <<<"{\"path\":\"$MEDIA/b.png\",\"tenant_id\":\"org_uc\",\"run_id\":\"$up\",\"type\":\"image\"}"
+	assert_success
+	echo "$output" | jq -e --arg r "$low" '.run_id == $r and (.uri | contains($r))'
+	[ ! -e "$ASSET_STORAGE_DIR/org_uc/$up" ]
 }
 
 @test "a database that is down gives exit 69 and a clear message" {

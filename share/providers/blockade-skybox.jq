@@ -86,3 +86,21 @@ def polled:
                        type_id: export_type}}}
     else progressing({pending: 5, dispatched: 20, processing: 40}[$r.status] // 10)
     end;
+
+# Webhooks and cancel (mi-providers(5)).  How Blockade signs its
+# webhooks was not published with the scheme, so a delivery (the request
+# object) only makes mi poll at once.  Cancel: DELETE of the request, or
+# of the export once there is one.
+def webhooks: {scheme: "none", per_request: true};
+def with_webhook($url):
+  if .path == "/api/v1/skybox" then .json.webhook_url = $url else . end;
+def webhook_job:
+  .delivery.body | objects | (.request // .) | .id | numbers // strings
+  | tostring;
+def cancel:
+  if .job.provider_state.stage == "export" and .job.provider_state.export_id
+  then {method: "DELETE",
+        path: "/api/v1/skybox/export/\(.job.provider_state.export_id)"}
+  elif .job.provider_job_id then
+    {method: "DELETE", path: "/api/v1/imagine/requests/\(.job.provider_job_id)"}
+  else null end;

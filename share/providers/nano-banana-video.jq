@@ -106,3 +106,15 @@ def polled:
                  false)
         else failed("veo: the operation ended without a video") end
     end;
+
+# Webhooks (mi-providers(5)).  The Gemini API signs deliveries with
+# Standard Webhooks.  The project's webhook (its WebhookService; the
+# signing secret, shown once, in MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET)
+# points at /hooks/nano-banana-video.  A video.generated delivery is
+# thin, so it makes mi poll the operation at once.  Veo operations have
+# no cancel.
+def webhooks: {scheme: "standard-webhooks", per_request: false};
+def webhook_job:
+  .delivery.body | objects
+  | (.data.operation // .data.name // .operation // .name) | strings;
+def webhook: {status: "poll"};

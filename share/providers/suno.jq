@@ -103,3 +103,12 @@ def polled:
     else
       progressing({PENDING: 10, TEXT_SUCCESS: 40, FIRST_SUCCESS: 75}[$d.status] // 5)
     end;
+
+# Webhooks (mi-providers(5)).  The callback kie.ai signs is an HMAC of
+# the task id and timestamp only: the body is not signed, so a delivery
+# makes mi poll the task at once.  No cancel endpoint.
+def webhooks: {scheme: "hmac", per_request: true};
+def with_webhook($url): .json.callBackUrl = $url;
+def webhook_job:
+  .delivery.body | objects | (.data.task_id // .data.taskId // .taskId)
+  | strings;

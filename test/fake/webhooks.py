@@ -6,9 +6,11 @@ delivery when its job finishes, signed as the provider signs it:
 * fal: ED25519 over ``request_id\\nuser_id\\ntimestamp\\nsha256hex(body)``,
   hex in ``X-Fal-Webhook-Signature``; the public key is served as a JWKS at
   ``GET /_fake/jwks.json``.
-* Standard Webhooks (``standard()``): ``webhook-id``, ``webhook-timestamp``,
-  ``webhook-signature: v1,<base64 HMAC-SHA256(id.timestamp.body)>`` with
-  the secret ``SECRET`` (``whsec_`` + base64).
+* Veo (the Gemini API), Standard Webhooks: ``webhook-id``,
+  ``webhook-timestamp``, ``webhook-signature: v1,<base64
+  HMAC-SHA256(id.timestamp.body)>`` with the secret ``SECRET`` (``whsec_``
+  + base64); the project-level webhook's URL is the ``url`` of
+  ``/_fake/deliver``, and the body the thin ``video.generated`` event.
 
 A prompt with ``[nohook]`` gets no delivery.  ``POST /_fake/deliver``
 ``{"job": ID, "mode": M, "url"?: URL}`` sends one now and answers
@@ -94,20 +96,32 @@ def _fal_body(mod, fake, job, host):
                       separators=(",", ":")).encode()
 
 
+def _veo_body(job):
+    # The Gemini API's video.generated event is thin: where the result is.
+    name = "models/%s/operations/%s" % (job.extra["model"], job.id)
+    return json.dumps({"type": "video.generated", "data": {
+        "operation": name, "video_uri": "files/" + job.id}},
+        separators=(",", ":")).encode()
+
+
 def build(mod, fake, job, mode="ok"):
     """(body, headers) of a delivery of job, signed as its provider signs."""
-    url, host = job.extra["webhook"], job.extra["webhook_host"]
     if mode == "again":
         with _lock:
             return _last.get(job.id, (None, None))
-    body = _fal_body(mod, fake, job, host)
     ts = int(time.time()) - (600 if mode == "stale" else 0)
+    if job.provider == "veo":
+        body = _veo_body(job)
+    else:
+        body = _fal_body(mod, fake, job, job.extra["webhook_host"])
     if mode == "oversize":
         body = body[:-1] + b',"pad":"' + b"x" * (2 << 20) + b'"}'
-    headers = fal_headers(job.id, body, ts)
+    if job.provider == "veo":
+        headers = standard(body, ts)
+    else:
+        headers = fal_headers(job.id, body, ts)
     if mode == "bad_signature":
         body = body.replace(b'"OK"', b'"ERROR"') if b'"OK"' in body else body + b" "
-    del url
     return body, headers
 
 
@@ -119,9 +133,10 @@ def deliver(mod, fake, job, mode="ok", url=None):
         with _lock:
             _last[job.id] = (body, headers)
     t = int(time.time() * 1000)
-    st = post(url or job.extra["webhook"], body, headers)
+    url = url or job.extra.get("webhook")
+    st = post(url, body, headers)
     fake.log({"ts": t, "provider": job.provider, "method": "POST",
-              "path": urlsplit(url or job.extra["webhook"]).path, "query": {},
+              "path": urlsplit(url).path, "query": {},
               "headers": {}, "body": None, "status": st, "event": "webhook",
               "job_id": job.id, "tag": job.tag, "accepted": 200 <= st < 300,
               "mode": mode})
@@ -149,6 +164,6 @@ def control(mod, fake, ctx):
     """POST /_fake/deliver."""
     b = ctx.body if isinstance(ctx.body, dict) else {}
     job = fake.get(b.get("job") or "")
-    if job is None or "webhook" not in job.extra:
+    if job is None or ("webhook" not in job.extra and not b.get("url")):
         return 404, {"error": "no such job, or it asked for no webhook"}
     return 200, {"status": deliver(mod, fake, job, b.get("mode") or "ok", b.get("url"))}
