@@ -861,6 +861,10 @@ admit(struct mi_runner *r, jv req, jv cand)
 		    k == MI_STEP_JOB ? "answered with its job" : hit ?
 		    "served from the step cache: artifact" :
 		    "answered with its artifact", id);
+		if (s.other_inputs && !hit)
+			note(r, MI_NOTE_WARN, "step %s of run %s was made "
+			    "from other inputs; its result stands (a new "
+			    "step_id gets a new one)", s.step_id, s.run);
 		emit(r, out);
 		return;
 	}

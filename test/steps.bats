@@ -227,6 +227,13 @@ inode() {
 	    WHERE id = '$id'"
 	assert_output "$id completed"
 	jqv "$a" '.run_step_id == $id' --arg id "$id"
+	# The step's result stands when it is asked for with other inputs.
+	run -0 --separate-stderr mi-submit <<<"$(jq -c '.prompt = "by id 2"' \
+	    <<<"$r")"
+	[ "$(jq -r .id <<<"$output")" = "$(jq -r .id <<<"$a")" ]
+	[[ $stderr == *"was made from other inputs"* ]]
+	run -0 creates 'by id 2'
+	assert_output 0
 	# The row is the one named: another run is refused.
 	run -1 --separate-stderr mi-submit <<<"$(jq -c \
 	    --arg r "$(uuid)" '.run_id = $r' <<<"$r")"
@@ -294,4 +301,16 @@ inode() {
 	jqok '.error.code == "TIMEOUT"' "$output"
 	run -0 run_step "$RUN_ID" later
 	jqok '.status == "failed" and .error.code == "TIMEOUT"' "$output"
+}
+
+@test "the stored result's warnings are in the step's debug output" {
+	run -0 pipeline <<<"$(jq -c '.step_id = "img" |
+	    .workflow_name = "campaign.build"' <<<"$(req nano-banana image \
+	    'warned' '{"width":2048,"height":1024}')")"
+	jqok '.metadata.warnings | map(.code) | index("SIZE_MISMATCH") != null' \
+	    "$output"
+	run -0 run_step "$RUN_ID" img
+	jqok '.status == "completed" and
+	    (.debug.warnings | map(.code) | index("SIZE_MISMATCH")) != null' \
+	    "$output"
 }
