@@ -542,6 +542,8 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	snprintf(s->step_id, sizeof(s->step_id), "%s", v);
 	mi_json_num(step, "attempt", &d, 0, NULL);
 	s->attempt = d >= 1 ? (int)d : 1;
+	s->other_inputs = mi_json_str(step, "input_hash", &v, 0, NULL) == 1 &&
+	    strcmp(v, s->input_hash) != 0;
 	jv_free(row);
 	params[0] = s->id;
 	job = mi_db_json1(db, last_job_sql, 1, params, err);

@@ -50,6 +50,8 @@ struct mi_step {
 				 * step_id, no artifact_type) */
 	int given_id;		/* the request gave run_step_id */
 	int attempt;		/* of the job to write (MI_STEP_NEW) */
+	int other_inputs;	/* answered with a chain made for other
+				 * inputs (its input_hash differs) */
 	long long t0;		/* admission start, monotonic ms */
 };
 

@@ -157,6 +157,20 @@ inode() {
 	run -0 sql "SELECT status || ' ' || tenant_id FROM app.runs
 	    WHERE id = '$run2'"
 	assert_output 'running org_a'
+	# mi-cost --by step: the hit cost nothing and saved the first job's
+	# cost; the first run's step paid it, with one create.
+	run -0 mi-cost --by step -t org_a
+	jqv "$output" 'map(select(.run_id == $r and
+	    .step_id == "cached")) | length == 1 and .[0].cache_hits == 1 and
+	    .[0].cache_saved_usd == 0.4 and .[0].cost_usd == 0 and
+	    .[0].jobs == 0 and .[0].creates == 0' -s --arg r "$run2"
+	jqv "$output" 'map(select(.run_id == $a.run_id and
+	    .step_id == "cached")) | .[0].creates == 1 and .[0].jobs == 1 and
+	    .[0].cost_usd == 0.4 and .[0].cache_hits == 0 and
+	    .[0].workflow_name == "campaign.build"' -s --argjson a "$a"
+	run -0 mi-cost --by step -t org_a -f table
+	assert_line --index 0 --partial 'step_id'
+	run -64 mi-cost --by step,tenant
 }
 
 @test "no cache hit: cache off, another tenant, run_only across runs, an expired entry" {
@@ -213,6 +227,13 @@ inode() {
 	    WHERE id = '$id'"
 	assert_output "$id completed"
 	jqv "$a" '.run_step_id == $id' --arg id "$id"
+	# The step's result stands when it is asked for with other inputs.
+	run -0 --separate-stderr mi-submit <<<"$(jq -c '.prompt = "by id 2"' \
+	    <<<"$r")"
+	[ "$(jq -r .id <<<"$output")" = "$(jq -r .id <<<"$a")" ]
+	[[ $stderr == *"was made from other inputs"* ]]
+	run -0 creates 'by id 2'
+	assert_output 0
 	# The row is the one named: another run is refused.
 	run -1 --separate-stderr mi-submit <<<"$(jq -c \
 	    --arg r "$(uuid)" '.run_id = $r' <<<"$r")"
@@ -280,4 +301,16 @@ inode() {
 	jqok '.error.code == "TIMEOUT"' "$output"
 	run -0 run_step "$RUN_ID" later
 	jqok '.status == "failed" and .error.code == "TIMEOUT"' "$output"
+}
+
+@test "the stored result's warnings are in the step's debug output" {
+	run -0 pipeline <<<"$(jq -c '.step_id = "img" |
+	    .workflow_name = "campaign.build"' <<<"$(req nano-banana image \
+	    'warned' '{"width":2048,"height":1024}')")"
+	jqok '.metadata.warnings | map(.code) | index("SIZE_MISMATCH") != null' \
+	    "$output"
+	run -0 run_step "$RUN_ID" img
+	jqok '.status == "completed" and
+	    (.debug.warnings | map(.code) | index("SIZE_MISMATCH")) != null' \
+	    "$output"
 }
