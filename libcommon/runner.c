@@ -63,6 +63,7 @@ struct rjob {
 	char *followup;		/* a follow-up create's request */
 	int phase, busy, lost, tries, attempts, progress, dirty, accepted;
 	int hooked;		/* asked for a webhook (webhook.h) */
+	int hinted;		/* a delivery asked for this poll */
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
 	int heap;
@@ -1249,7 +1250,8 @@ hook_missed(struct mi_runner *r, struct rjob *j)
 	long long now = mi_now_ms();
 	size_t i;
 
-	if (!j->hooked || j->g->missed || r->hook_backstop_ms <= j->interval)
+	if (!j->hooked || j->hinted || j->g->missed ||
+	    r->hook_backstop_ms <= j->interval)
 		return;
 	j->g->missed = 1;
 	note(r, MI_NOTE_WARN, "job %s: no webhook from %s; polling every "
@@ -2294,6 +2296,8 @@ take_hooks(struct mi_runner *r)
 			jv_free(out);
 			note(r, MI_NOTE_VERBOSE, "job %s: webhook: polling now",
 			    j->id);
+			j->g->missed = 0;
+			j->hinted = 1;
 			schedule(r, j, P_POLL, mi_now_ms());
 		} else {
 			note(r, MI_NOTE_VERBOSE, "job %s: webhook", j->id);

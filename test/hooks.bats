@@ -16,6 +16,7 @@ setup_file() {
 	# The fake's Standard Webhooks secret (test/fake/webhooks.py).
 	export MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET=whsec_$(printf %s \
 	    fake-webhook-secret-0123456789ab | base64)
+	export MI_SUNO_WEBHOOK_SECRET=fake-hmac-key-0123456789
 	# Polls every 50 ms without webhooks; with them, a slow backstop.
 	export MI_WEBHOOK_BACKSTOP_MS=30000
 	mi-hook -v -l "127.0.0.1:$HOOK_PORT" 2>"$BATS_FILE_TMPDIR/hook.err" 3>&- &
@@ -162,6 +163,38 @@ metric() {
 	    FROM app.webhook_deliveries WHERE provider_id = 'nano-banana-video'"
 	[ "$output" = "t|t" ]
 	unset MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS
+}
+
+@test "hmac (Suno) and unsigned (Meshy) deliveries are hints: the worker polls at once" {
+	local suno meshy t0 t1
+	export MI_SUNO_POLL_INTERVAL_MS=600000 MI_MESHY_POLL_INTERVAL_MS=600000
+	{
+		req suno audio_bgm 'hook suno' '{"duration_sec":30}'
+		req meshy model_3d 'hook meshy' '{"refine":false}'
+	} | mi-submit >"$BATS_TEST_TMPDIR/hint.jobs" 2>/dev/null
+	suno=$(job_sql provider_job_id 'hook suno')
+	meshy=$(job_sql provider_job_id 'hook meshy')
+	# The callback URL went with Suno's create.
+	run -0 jq -c --arg id "$suno" 'select(.job_id == $id and .event == "create")' "$FAKE_LOG"
+	jqok '.body.callBackUrl | startswith(env.MI_WEBHOOK_URL + "/hooks/suno?job=")' "$output"
+	t0=$(date +%s)
+	mi-poll <"$BATS_TEST_TMPDIR/hint.jobs" >"$BATS_TEST_TMPDIR/hint.out" \
+	    2>"$BATS_TEST_TMPDIR/hint.err" 3>&- &
+	pid=$!
+	sleep 2
+	run -0 deliver "$suno" bad_signature "$MI_WEBHOOK_URL/hooks/suno"
+	[ "$output" = 401 ]
+	run -0 deliver "$suno" ok "$MI_WEBHOOK_URL/hooks/suno"
+	[ "$output" = 200 ]
+	run -0 deliver "$meshy" ok "$MI_WEBHOOK_URL/hooks/meshy"
+	[ "$output" = 200 ]
+	run -0 timeout 10 tail --pid="$pid" -f /dev/null
+	t1=$(date +%s)
+	[ $((t1 - t0)) -lt 10 ]
+	run -0 jq -s -c 'map(.status)' "$BATS_TEST_TMPDIR/hint.out"
+	[ "$output" = '["completed","completed"]' ]
+	[ "$(metric 'mi_hook_webhooks_total{result="hint"}')" -ge 2 ]
+	unset MI_SUNO_POLL_INTERVAL_MS MI_MESHY_POLL_INTERVAL_MS
 }
 
 @test "a delivery that never comes: the backstop poll completes the job" {
