@@ -2319,6 +2319,9 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	int all[8], i, n = 0, started = 0, ready;
 
 	take_over(r);
+	/* Notifications that came in during a statement wait in libpq, not
+	 * on the socket: look at them each time round. */
+	notified(r);
 	take_hooks(r);
 	for (g = r->groups; g && !r->fatal; g = g->next)
 		if (g->want)
