@@ -227,3 +227,11 @@ metric() {
 	[ "$(metric 'mi_hook_webhooks_total{result="accepted"}')" -ge 2 ]
 	[[ $output == *"mi_hook_polls_saved_total "* ]]
 }
+
+@test "mi-hook: no database is 69, a bad address 78" {
+	DATABASE_URL=postgresql://postgres@127.0.0.1:1/none run -69 --separate-stderr \
+	    mi-hook -l 127.0.0.1:0
+	[[ $stderr == "mi-hook: unable to connect to the database"* ]]
+	run -78 --separate-stderr mi-hook -l nonsense
+	[[ $stderr == "mi-hook: bad listen address 'nonsense'"* ]]
+}
