@@ -1,13 +1,18 @@
 #!/usr/bin/env bats
 # make demo's script: a whole campaign offline through the real pipeline,
 # served by mi-serve; every printed URL works; a second run stores nothing
-# new.
+# new; the cluster stays reachable from a clone the postgres user cannot
+# enter; a foreign server on a port is never taken for the demo's own;
+# demo-stop says what it stopped.
 
 load test_helper
 
 setup_file() {
-	# Under MI_TEST_TMP: the postgres user must reach the cluster directory.
-	export MI_DEMO_DIR="$MI_TEST_TMP/demo"
+	# A clone-like path the postgres user cannot enter, as /root (0700) is:
+	# the demo keeps its cluster elsewhere and leaves the modes alone.
+	export HOMEDIR="$MI_TEST_TMP/home"
+	mkdir -m 700 "$HOMEDIR"
+	export MI_DEMO_DIR="$HOMEDIR/mi/demo"
 	export MI_DEMO_PG_PORT=$(free_port) MI_DEMO_PORT=$(free_port)
 	export MI_DEMO_VIEWER_PORT=$(free_port)
 	top=$(dirname "$BATS_TEST_DIRNAME")
@@ -19,7 +24,26 @@ setup_file() {
 }
 
 teardown_file() {
-	sh "$(dirname "$BATS_TEST_DIRNAME")/examples/demo-stop.sh" || true
+	local pgdir
+	pgdir=$(readlink -f "$MI_DEMO_DIR/pg")
+	sh "$(dirname "$BATS_TEST_DIRNAME")/examples/demo-stop.sh" 2>/dev/null || true
+	kill "$(cat "$BATS_FILE_TMPDIR/foreign.pid" 2>/dev/null)" 2>/dev/null || true
+	case $pgdir in /var/tmp/mi-demo.*/*) rm -rf "$pgdir" ;; esac
+}
+
+# A server on 127.0.0.1:PORT that is not the demo's: python's, on a
+# directory of its own.
+foreign_server() {
+	mkdir -p "$BATS_FILE_TMPDIR/foreign"
+	python3 -m http.server "$1" --bind 127.0.0.1 \
+	    --directory "$BATS_FILE_TMPDIR/foreign" >/dev/null 2>&1 3>&- &
+	echo $! >"$BATS_FILE_TMPDIR/foreign.pid"
+	local i
+	for i in $(seq 50); do
+		curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0
+		sleep 0.1
+	done
+	return 1
 }
 
 @test "the demo generates every asset of the campaign" {
@@ -48,13 +72,47 @@ teardown_file() {
 }
 
 
-@test "running the demo again stores nothing new" {
+@test "the cluster lives where postgres can reach it; the home stays 0700" {
+	[ -L "$MI_DEMO_DIR/pg" ]
+	pgdir=$(readlink -f "$MI_DEMO_DIR/pg")
+	[[ $pgdir == /var/tmp/mi-demo.$(id -u)/* ]]
+	[ -f "$pgdir/data/PG_VERSION" ]
+	[ "$(stat -c %a "$HOMEDIR")" = 700 ]
+	grep -q "cluster in $pgdir" "$BATS_FILE_TMPDIR/run1.err"
+}
+
+@test "running the demo again stores nothing new and reuses no foreign server" {
 	before=$(find "$MI_DEMO_DIR/store" -type f | wc -l)
 	top=$(dirname "$BATS_TEST_DIRNAME")
-	run sh "$top/examples/demo.sh"
+	# Something else now answers on mi-serve's port.
+	pid=$(cat "$MI_DEMO_DIR/mi-serve.pid")
+	kill "$pid"
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	foreign_server "$MI_DEMO_PORT"
+	run env -u MI_DEMO_PORT sh "$top/examples/demo.sh"
 	assert_success
 	assert_output --partial "12 artifacts, 12 deduplicated, 0 failed"
 	[ "$(find "$MI_DEMO_DIR/store" -type f | wc -l)" = "$before" ]
+	assert_output --partial "127.0.0.1:$MI_DEMO_PORT is in use by"
+	assert_output --partial "SimpleHTTP"
+	port=$(cat "$MI_DEMO_DIR/mi-serve.port")
+	[ "$port" != "$MI_DEMO_PORT" ]
+	assert_output --partial "mi-serve takes 127.0.0.1:$port"
+	u=$(echo "$output" | grep -o "http://127.0.0.1:$port/api/assets/[^[:space:]]*glb[^[:space:]]*")
+	curl -fsS -o /dev/null "$u"
+	curl -fsS "http://127.0.0.1:$MI_DEMO_VIEWER_PORT/assets.json" |
+	    jq -e --arg p "http://127.0.0.1:$port/" '.prize_wheel | startswith($p)'
+	# the foreign server still runs, untouched
+	curl -fsS -o /dev/null "http://127.0.0.1:$MI_DEMO_PORT/"
+}
+
+@test "a port set for the demo that something else holds is named, not taken" {
+	top=$(dirname "$BATS_TEST_DIRNAME")
+	run sh "$top/examples/demo.sh"
+	[ "$status" -eq 69 ]
+	assert_output --partial "127.0.0.1:$MI_DEMO_PORT (MI_DEMO_PORT) is in use by"
+	assert_output --partial "SimpleHTTP"
+	assert_output --partial "not by this demo's mi-serve"
 }
 
 @test "the cost report of the run is printed" {
@@ -81,4 +139,20 @@ PY
 	assert_success
 	[ -s "$BATS_FILE_TMPDIR/viewer.png" ]
 	cp "$BATS_FILE_TMPDIR/viewer.png" "${MI_TEST_OUTPUT:-$BATS_RUN_TMPDIR}/viewer.png"
+}
+
+@test "demo-stop says what it stopped, then that nothing runs" {
+	top=$(dirname "$BATS_TEST_DIRNAME")
+	port=$(cat "$MI_DEMO_DIR/mi-serve.port")
+	run sh "$top/examples/demo-stop.sh"
+	assert_success
+	assert_output --partial "stopped mi-serve (pid "
+	assert_output --partial ", 127.0.0.1:$port)"
+	assert_output --partial "stopped the viewer (pid "
+	assert_output --partial "stopped PostgreSQL (127.0.0.1:$MI_DEMO_PG_PORT"
+	run curl -fsS "http://127.0.0.1:$port/healthz"
+	assert_failure
+	run sh "$top/examples/demo-stop.sh"
+	[ "$status" -eq 1 ]
+	assert_output "demo-stop: nothing was running (the demo in $MI_DEMO_DIR)"
 }

@@ -414,6 +414,16 @@ EOF
 	assert_output 0
 }
 
+@test "an output that cannot be written is reported with its real cause" {
+	run -74 --separate-stderr sh -c "mi-store -t org_o -r $RUN -y image '$MEDIA/a.png' > /dev/full"
+	[ "$stderr" = "mi-store: unable to write output: No space left on device" ]
+	run -74 --separate-stderr sh -c "mi-store -t org_o -r $RUN -y image '$MEDIA/a.png' >&-"
+	[ "$stderr" = "mi-store: unable to write output: Bad file descriptor" ]
+	# Records and error records alike.
+	run -74 --separate-stderr sh -c "printf 'x\n' | mi-store > /dev/full"
+	[[ $stderr == *"mi-store: unable to write output: No space left on device" ]]
+}
+
 @test "usage, help and version" {
 	run -0 mi-store --help
 	assert_line --index 0 --partial "usage: mi-store"
