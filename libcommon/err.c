@@ -11,6 +11,7 @@
 #include "banned.h"
 
 static const char *progname = "mi";
+static int output_errno;	/* first failed write to stdout */
 int mi_verbosity;
 
 int
@@ -229,13 +230,38 @@ mi_parse_double(const char *s, double *out)
 }
 
 void
+mi_note_write_error(int errnum)
+{
+	if (output_errno == 0 && errnum != 0)
+		output_errno = errnum;
+}
+
+/*
+ * The errno of a failed write is gone by the time stdout is closed (a
+ * later successful call may even leave 0): report the first one noted,
+ * else the one fflush or fclose gives now, else EIO.
+ */
+void
 mi_close_stdout(void)
 {
-	int bad = fflush(stdout) != 0 || ferror(stdout);
+	int e = 0, bad = 0;
 
-	if (fclose(stdout) != 0 || bad) {
+	if (fflush(stdout) != 0) {
+		e = errno;
+		bad = 1;
+	}
+	if (ferror(stdout))
+		bad = 1;
+	if (fclose(stdout) != 0) {
+		if (e == 0)
+			e = errno;
+		bad = 1;
+	}
+	if (bad) {
+		if (output_errno != 0)
+			e = output_errno;
 		fprintf(stderr, "%s: unable to write output: %s\n", progname,
-		    strerror(errno));
+		    strerror(e ? e : EIO));
 		exit(EX_IOERR);
 	}
 }

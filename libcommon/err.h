@@ -55,8 +55,13 @@ int mi_parse_uint(const char *s, unsigned long long min,
 /* "0.5", "2" -> double with full-string check. */
 int mi_parse_double(const char *s, double *out);
 
-/* fflush/ferror/fclose of stdout; exits 74 on failure. */
+/*
+ * fflush/ferror/fclose of stdout; exits 74 on failure, naming the cause:
+ * the errno given to mi_note_write_error (first one wins) by whoever saw
+ * a write to stdout fail, else what fflush/fclose say.
+ */
 void mi_close_stdout(void);
+void mi_note_write_error(int errnum);
 
 /* Monotonic milliseconds, and wall-clock milliseconds since the epoch. */
 long long mi_now_ms(void);

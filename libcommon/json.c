@@ -16,6 +16,7 @@
  * it, and the value in progress with the rest of the line becomes one
  * error record.
  */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -277,7 +278,9 @@ mi_json_write(FILE *fp, jv v)
 {
 	jv_dumpf(v, fp, 0);
 	putc('\n', fp);
-	fflush(fp);
+	/* Keep the cause for mi_close_stdout: errno will not last. */
+	if ((fflush(fp) != 0 || ferror(fp)) && fp == stdout)
+		mi_note_write_error(errno);
 }
 
 jv

@@ -16,6 +16,8 @@ setup_file() {
 	python3 "$BATS_TEST_DIRNAME/lib/mkmedia.py" hdr "$MEDIA/e.hdr" 5 32
 	cc -shared -fPIC -o "$BATS_FILE_TMPDIR/failwrite.so" \
 	    "$BATS_TEST_DIRNAME/lib/failwrite.c" -ldl
+	# Under make check SANITIZE=address the shim comes before libasan.
+	export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0
 }
 
 setup() {
@@ -412,6 +414,16 @@ EOF
 	[ "$sig" = "$want" ]
 	run grep -c k3y <<<"$output"
 	assert_output 0
+}
+
+@test "an output that cannot be written is reported with its real cause" {
+	run -74 --separate-stderr sh -c "mi-store -t org_o -r $RUN -y image '$MEDIA/a.png' > /dev/full"
+	[ "$stderr" = "mi-store: unable to write output: No space left on device" ]
+	run -74 --separate-stderr sh -c "mi-store -t org_o -r $RUN -y image '$MEDIA/a.png' >&-"
+	[ "$stderr" = "mi-store: unable to write output: Bad file descriptor" ]
+	# Records and error records alike.
+	run -74 --separate-stderr sh -c "printf 'x\n' | mi-store > /dev/full"
+	[[ $stderr == *"mi-store: unable to write output: No space left on device" ]]
 }
 
 @test "usage, help and version" {
