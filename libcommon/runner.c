@@ -68,6 +68,7 @@ struct rjob {
 	int step_attempt;	/* of its step (fallbacks keep it) */
 	int last_look;		/* the poll at the deadline is under way */
 	int hooked;		/* asked for a webhook (webhook.h) */
+	int hinted;		/* a delivery asked for this poll */
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
 	int heap;
@@ -1320,7 +1321,8 @@ hook_missed(struct mi_runner *r, struct rjob *j)
 	long long now = mi_now_ms();
 	size_t i;
 
-	if (!j->hooked || j->g->missed || r->hook_backstop_ms <= j->interval)
+	if (!j->hooked || j->hinted || j->g->missed ||
+	    r->hook_backstop_ms <= j->interval)
 		return;
 	j->g->missed = 1;
 	note(r, MI_NOTE_WARN, "job %s: no webhook from %s; polling every "
@@ -2580,6 +2582,8 @@ take_hooks(struct mi_runner *r)
 			jv_free(out);
 			note(r, MI_NOTE_VERBOSE, "job %s: webhook: polling now",
 			    j->id);
+			j->g->missed = 0;
+			j->hinted = 1;
 			schedule(r, j, P_POLL, mi_now_ms());
 		} else {
 			note(r, MI_NOTE_VERBOSE, "job %s: webhook", j->id);
@@ -2601,6 +2605,9 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	int all[8], i, n = 0, started = 0, ready;
 
 	take_over(r);
+	/* Notifications that came in during a statement wait in libpq, not
+	 * on the socket: look at them each time round. */
+	notified(r);
 	take_hooks(r);
 	for (g = r->groups; g && !r->fatal; g = g->next)
 		if (g->want)
