@@ -227,12 +227,14 @@ static const char step_sql[] =
     " ON CONFLICT DO NOTHING";
 
 /* The step row, locked. */
-static const char lock_sql[] =
+static const char lock_id_sql[] =
     "SELECT jsonb_build_object('step', to_jsonb(s))"
-    " FROM app.run_steps s"
-    " WHERE CASE WHEN $1 = '1' THEN s.id = $2::uuid"
-    "  ELSE s.run_id = $3::uuid AND s.step_id = $4 END"
-    " FOR UPDATE OF s";
+    " FROM app.run_steps s WHERE s.id = $1::uuid FOR UPDATE";
+
+static const char lock_name_sql[] =
+    "SELECT jsonb_build_object('step', to_jsonb(s))"
+    " FROM app.run_steps s WHERE s.run_id = $1::uuid AND s.step_id = $2"
+    " FOR UPDATE";
 
 /* In a statement of its own, after the lock: it sees every job written
  * by whoever held the lock before. */
@@ -494,11 +496,14 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	params[5] = s->workflow;
 	if (mi_db_exec(db, step_sql, 6, params, NULL, err) == -1)
 		return db_fail(db, jv_null());
-	params[0] = s->given_id || !s->named ? "1" : "0";
-	params[1] = s->id;
-	params[2] = s->run;
-	params[3] = s->step_id;
-	row = mi_db_json1(db, lock_sql, 4, params, err);
+	if (s->given_id || !s->named) {
+		params[0] = s->id;
+		row = mi_db_json1(db, lock_id_sql, 1, params, err);
+	} else {
+		params[0] = s->run;
+		params[1] = s->step_id;
+		row = mi_db_json1(db, lock_name_sql, 2, params, err);
+	}
 	if (!jv_is_valid(row))
 		return db_fail(db, row);
 	step = jv_object_get(jv_copy(row), jv_string("step"));
