@@ -244,8 +244,7 @@ static const char last_job_sql[] =
     " ORDER BY j.created_at DESC, j.id DESC LIMIT 1";
 
 static const char artifact_sql[] =
-    "SELECT to_jsonb(a) || jsonb_build_object('deduplicated', true)"
-    " FROM app.artifacts a WHERE a.id = $1::uuid";
+    "SELECT to_jsonb(a) FROM app.artifacts a WHERE a.id = $1::uuid";
 
 /* The newest live entry for the key that this run may use, with the
  * artifact it names and the cost of the job that made the bytes. */
@@ -575,7 +574,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 				}
 				if (jv_get_kind(row) == JV_KIND_OBJECT) {
 					jv_free(job);
-					*out = row;
+					*out = mi_artifact_again(row);
 					return mi_step_end(db, 1, err) == -1 ?
 					    -1 : MI_STEP_ARTIFACT;
 				}
@@ -617,7 +616,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 				if (jv_get_kind(row) == JV_KIND_OBJECT) {
 					jv_free(job);
 					jv_free(step);
-					*out = row;
+					*out = mi_artifact_again(row);
 					return mi_step_end(db, 1, err) == -1 ?
 					    -1 : MI_STEP_ARTIFACT;
 				}
