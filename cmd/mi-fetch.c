@@ -356,9 +356,7 @@ linked_artifact(struct ctx *c, const char *artifact_id)
 
 	if (!jv_is_valid(a))
 		mi_die_err(&err);
-	if (jv_get_kind(a) == JV_KIND_OBJECT)
-		a = jv_object_set(a, jv_string("deduplicated"), jv_true());
-	return a;
+	return mi_artifact_again(a);
 }
 
 /* Takes the job's lease; when another worker holds it, waits a while
