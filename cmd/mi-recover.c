@@ -631,22 +631,37 @@ too_recent(struct ctx *c, const char *id, jv row)
 	const char *s = NULL;
 	int i, n;
 
+	/*
+	 * The first takeover since the create went out marks its loss: the
+	 * wait is not begun again by each worker that takes the job over
+	 * (a worker killed while it waits must not put the lookup off for
+	 * ever).
+	 */
 	n = jv_get_kind(log) == JV_KIND_ARRAY ? jv_array_length(jv_copy(log)) :
 	    0;
-	for (i = n - 1; i >= 0 && last < 0; i--) {
+	for (i = n - 1; i >= 0; i--) {
 		jv e = jv_array_get(jv_copy(log), i);
+		int stop_here = 0;
 
+		s = NULL;
 		if (mi_json_str(e, "event", &s, 0, NULL) == 1 &&
 		    strcmp(s, "taken over") == 0) {
+			long long at = 0;
+
 			if (mi_json_str(e, "lease_expired_at", &s, 0, NULL) == 1)
-				last = mi_jobs_time_ms(s);
+				at = mi_jobs_time_ms(s);
 			if (mi_json_str(e, "last_update", &s, 0, NULL) == 1 &&
-			    (t = mi_jobs_time_ms(s)) > last)
-				last = t;
-			if (last < 0)
-				last = 0;
-		}
+			    (t = mi_jobs_time_ms(s)) > at)
+				at = t;
+			last = at;
+		} else if (s && (strcmp(s, "create re-sent") == 0 ||
+		    strcmp(s, "create absent") == 0 ||
+		    strcmp(s, "create again") == 0 ||
+		    strcmp(s, "create found") == 0))
+			stop_here = 1;
 		jv_free(e);
+		if (stop_here)
+			break;
 	}
 	jv_free(log);
 	wait = last + c->settle_ms - mi_wall_ms();

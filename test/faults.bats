@@ -199,6 +199,7 @@ outage() {
 	sql "SELECT status, count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %' GROUP BY 1"
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %'")" -eq $((2 * n)) ]
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %' AND status = 'completed' AND artifact_id IS NOT NULL")" -eq $((2 * n)) ]
+	echo "# $n + $n jobs: creates elevenlabs $(fake_stats | jq '.creates_accepted.elevenlabs'), meshy $(fake_stats | jq '.creates_accepted.meshy')" >&3
 	[ "$(fake_stats | jq '.creates_accepted.elevenlabs')" -eq "$n" ]
 	[ "$(fake_stats | jq '.creates_accepted.meshy')" -eq "$n" ]
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'outage $tag %' AND submit_count <> 1")" -eq 0 ]
@@ -209,7 +210,8 @@ outage() {
 @test "PostgreSQL restarted under running pipelines: every job final and stored, each created once" {
 	own_pg
 	export MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs MI_MESHY_BASE_URL=$FAKE_URL/meshy
-	outage 8 pgctl restart -m fast
+	# FAULTS_OUTAGE_JOBS (default 8 of each provider) for a larger run.
+	outage "${FAULTS_OUTAGE_JOBS:-8}" pgctl restart -m fast
 	run cat "$BATS_TEST_TMPDIR"/*.err
 	assert_output --partial "connected to the database again"
 }
@@ -218,7 +220,8 @@ outage() {
 	own_pg
 	export MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs MI_MESHY_BASE_URL=$FAKE_URL/meshy
 	stop_for() { pgctl stop -m fast; sleep "$1"; pgctl start; }
-	outage 8 stop_for 6
+	# FAULTS_STOP_S (default 6) seconds down.
+	outage "${FAULTS_OUTAGE_JOBS:-8}" stop_for "${FAULTS_STOP_S:-6}"
 }
 
 @test "a database that does not come back: exit 75 naming the cause, after MI_DB_RETRY_MS" {
