@@ -1,9 +1,11 @@
 /*
  * mi-cost - spend and storage reports per tenant, and monthly budgets.
- * Reads app.generation_jobs (cost report), app.artifacts and the store
- * (--storage) or app.tenant_budgets (--budgets, --set-budget); writes one
- * JSON record per group, CSV or an aligned table on stdout.  Exits 0, 64,
- * 69 (no database), 70, 74 or 78 (no DATABASE_URL or store directory).
+ * Reads app.generation_jobs (cost report), app.run_steps (--by step:
+ * each step's jobs, creates, costs and cache savings), app.artifacts and
+ * the store (--storage) or app.tenant_budgets (--budgets, --set-budget);
+ * writes one JSON record per group, CSV or an aligned table on stdout.
+ * Exits 0, 64, 69 (no database), 70, 74 or 78 (no DATABASE_URL or store
+ * directory).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -32,8 +34,8 @@ static const char usage[] =
     "       mi-cost --budgets [-t tenant] [-p provider] [-f format]\n"
     "       mi-cost --set-budget [-p provider] tenant usd|none\n"
     "  -b, --by KEYS       group by a comma list of tenant, provider,\n"
-    "                      media_type, model, day, run (--storage: tenant,\n"
-    "                      type); default: tenant\n"
+    "                      media_type, model, day, run, or by step alone\n"
+    "                      (--storage: tenant, type); default: tenant\n"
     "  -f, --format F      json (default), csv or table\n"
     "  -p, --provider P    only jobs (budgets) of provider P\n"
     "  -s, --since DATE    jobs created at or after DATE\n"
@@ -386,6 +388,85 @@ query(struct mi_db *db, const char *sql, int n, const char *const *params)
 	if (!jv_is_valid(rows))
 		mi_die_err(&err);
 	return rows;
+}
+
+/*
+ * The step report (--by step): one row per app.run_steps row, with its
+ * jobs' counts, creates and costs, and for a step served from the step
+ * cache what the hit saved: the cost of the job that made the artifact.
+ */
+static const char *const step_cols[] = { "tenant_id", "run_id",
+    "workflow_name", "step_id", "run_step_id", "status", "attempt",
+    "jobs", "creates", "completed", "failed", "timed_out", "open",
+    "fallen_back", "cost_usd", "cost_fallback_usd", "cost_provider_usd",
+    "cost_estimate_usd", "cache_hits", "cache_saved_usd" };
+
+static const char steps_sql[] =
+    "WITH s AS (SELECT s.* FROM app.run_steps s"
+    "  WHERE ($1::text IS NULL OR s.tenant_id = $1)"
+    "  AND ($3::timestamptz IS NULL OR s.created_at >= $3::timestamptz)"
+    "  AND ($4::timestamptz IS NULL OR s.created_at < $4::timestamptz)"
+    "  AND ($2::text IS NULL OR s.debug->>'provider' = $2 OR EXISTS ("
+    "   SELECT 1 FROM app.generation_jobs g WHERE g.run_step_id = s.id"
+    "   AND g.provider_id = $2))),"
+    " j AS (SELECT g.run_step_id, g.id, g.status, g.cost_usd,"
+    "  g.cost_source, g.submit_count,"
+    "  g.status IN ('failed', 'timed_out') AND EXISTS (SELECT 1"
+    "   FROM app.generation_jobs n WHERE n.previous_job_id = g.id)"
+    "   AS fell_back"
+    "  FROM app.generation_jobs g WHERE g.run_step_id IN (SELECT id FROM s)"
+    "  AND ($2::text IS NULL OR g.provider_id = $2))"
+    " SELECT json_build_object('tenant_id', s.tenant_id,"
+    "  'run_id', s.run_id, 'workflow_name', s.workflow_name,"
+    "  'step_id', s.step_id, 'run_step_id', s.id, 'status', s.status,"
+    "  'attempt', s.attempt, 'jobs', count(j.id),"
+    "  'creates', coalesce(sum(j.submit_count), 0),"
+    "  'completed', count(j.id) FILTER (WHERE j.status = 'completed'),"
+    "  'failed', count(j.id) FILTER (WHERE j.status = 'failed'),"
+    "  'timed_out', count(j.id) FILTER (WHERE j.status = 'timed_out'),"
+    "  'open', count(j.id) FILTER (WHERE j.status IN ('pending',"
+    "   'processing')),"
+    "  'fallen_back', count(j.id) FILTER (WHERE j.fell_back),"
+    "  'cost_usd', coalesce(sum(j.cost_usd), 0),"
+    "  'cost_fallback_usd', coalesce(sum(j.cost_usd)"
+    "   FILTER (WHERE j.fell_back), 0),"
+    "  'cost_provider_usd', coalesce(sum(j.cost_usd)"
+    "   FILTER (WHERE j.cost_source = 'provider'), 0),"
+    "  'cost_estimate_usd', coalesce(sum(j.cost_usd)"
+    "   FILTER (WHERE j.cost_source IS DISTINCT FROM 'provider'), 0),"
+    "  'cache_hits', CASE WHEN s.cache_hit THEN 1 ELSE 0 END,"
+    "  'cache_saved_usd', CASE WHEN s.cache_hit THEN coalesce((SELECT"
+    "   g.cost_usd FROM app.artifacts a JOIN app.generation_jobs g"
+    "   ON g.id = a.job_id WHERE jsonb_typeof(s.output_artifact_ids) ="
+    "   'array' AND a.id = (s.output_artifact_ids->>0)::uuid),"
+    "   (s.debug->'cache'->>'saved_usd')::numeric, 0) ELSE 0 END)"
+    " FROM s LEFT JOIN j ON j.run_step_id = s.id"
+    " GROUP BY s.id, s.tenant_id, s.run_id, s.workflow_name, s.step_id,"
+    "  s.status, s.attempt, s.cache_hit, s.output_artifact_ids, s.debug,"
+    "  s.created_at"
+    " ORDER BY s.tenant_id, s.run_id, s.created_at, s.step_id";
+
+static void
+steps_report(struct mi_db *db, const struct opts *o)
+{
+	struct cols c = { { NULL }, 0 };
+	const char *params[4];
+	char *since = NULL, *until = NULL;
+	size_t i;
+
+	for (i = 0; i < sizeof(step_cols) / sizeof(step_cols[0]); i++)
+		add_col(&c, step_cols[i]);
+	if (o->since)
+		since = resolve_date(db, o->since, 0);
+	if (o->until)
+		until = resolve_date(db, o->until, 1);
+	params[0] = o->tenant;
+	params[1] = o->provider;
+	params[2] = since;
+	params[3] = until;
+	print_rows(query(db, steps_sql, 4, params), &c, o->fmt);
+	free(since);
+	free(until);
 }
 
 static void
@@ -833,7 +914,12 @@ main(int argc, char **argv)
 	    mi_db_exec(db, "SET TIME ZONE 'UTC'", 0, NULL, NULL, &err) == -1)
 		mi_die_err(&err);
 	switch (o.verb) {
-	case V_REPORT: report(db, &o); break;
+	case V_REPORT:
+		if (o.by && strcmp(o.by, "step") == 0)
+			steps_report(db, &o);
+		else
+			report(db, &o);
+		break;
 	case V_STORAGE: storage(db, &o); break;
 	case V_BUDGETS: budgets(db, &o); break;
 	case V_SET_BUDGET: set_budget(db, &o, argv[optind], argv[optind + 1]);

@@ -22,6 +22,7 @@
 #include "json.h"
 #include "probe.h"
 #include "provider.h"
+#include "steps.h"
 #include "store.h"
 #include "transport.h"
 #include "banned.h"
@@ -426,6 +427,12 @@ fetch_one(struct ctx *c, jv job)
 		mi_json_write(stdout, job);
 		return;
 	}
+	if (mi_step_is_artifact(job)) {
+		/* A step answered with its artifact (stored before, or from
+		 * the step cache): nothing to fetch. */
+		mi_json_write(stdout, job);
+		return;
+	}
 	if (jv_get_kind(job) != JV_KIND_OBJECT ||
 	    mi_json_str(job, "id", &id, 1, NULL) != 1 ||
 	    mi_json_str(job, "status", &st, 1, NULL) != 1) {
@@ -539,6 +546,10 @@ fetch_one(struct ctx *c, jv job)
 	    jv_object_get(jv_copy(job), jv_string("skill_id")));
 	extra = jv_object_set(extra, jv_string("metadata"),
 	    artifact_meta(job, p));
+	extra = jv_object_set(extra, jv_string("run_step_id"),
+	    jv_object_get(jv_copy(job), jv_string("run_step_id")));
+	extra = jv_object_set(extra, jv_string("job_id"), jv_string(idbuf));
+	extra = jv_object_set(extra, jv_string("cache_hit"), jv_false());
 	/* Facts, warnings, a model fitted to its budget (probe.h). */
 	switch (mi_probe_stored(c->db, c->st, &req, &res, jv_object_get(
 	    jv_copy(job), jv_string("request")), &extra, &err)) {
@@ -571,6 +582,9 @@ fetch_one(struct ctx *c, jv job)
 		if (!jv_is_valid(linked))
 			mi_die_err(&err);
 		jv_free(linked);
+		/* Only a stored result enters the step cache. */
+		if (mi_step_cache_put(c->db, idbuf, artid, &err) == -1)
+			mi_die_err(&err);
 	}
 	if (mi_json_str(job, "result_uri", &uri, 0, NULL) == 1 &&
 	    strncmp(uri, "file://", 7) == 0)

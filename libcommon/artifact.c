@@ -14,8 +14,10 @@
 /* One row per stored path; a repeat save finds the row already there. */
 static const char insert_sql[] =
     "INSERT INTO app.artifacts AS a (tenant_id, run_id, skill_id, type, uri,"
-    " content_hash, size_bytes, filename, metadata)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)"
+    " content_hash, size_bytes, filename, metadata, run_step_id, job_id,"
+    " cache_hit)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::uuid,"
+    " $11::uuid, coalesce($12::boolean, false))"
     " ON CONFLICT (tenant_id, run_id, type, content_hash)"
     " DO UPDATE SET updated_at = now(),"
     "  metadata = a.metadata || jsonb_strip_nulls(EXCLUDED.metadata)"
@@ -31,11 +33,21 @@ opt_str(jv o, const char *key, struct mi_err *err)
 	return s;
 }
 
+static const char *
+cache_hit(jv o)
+{
+	int b = 0;
+
+	if (mi_json_bool(o, "cache_hit", &b, 0, NULL) != 1)
+		return NULL;
+	return b ? "true" : "false";
+}
+
 jv
 mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
     const struct mi_store_result *res, jv extra, struct mi_err *err)
 {
-	const char *params[9];
+	const char *params[12];
 	char uri[2048], size[32], signed_url[2200], path[1200];
 	const char *key;
 	jv meta, row;
@@ -69,7 +81,10 @@ mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
 	params[6] = size;
 	params[7] = opt_str(extra, "filename", NULL);
 	params[8] = metatext;
-	row = mi_db_json1(db, insert_sql, 9, params, err);
+	params[9] = opt_str(extra, "run_step_id", NULL);
+	params[10] = opt_str(extra, "job_id", NULL);
+	params[11] = cache_hit(extra);
+	row = mi_db_json1(db, insert_sql, 12, params, err);
 	free(metatext);
 	jv_free(extra);
 	if (!jv_is_valid(row))

@@ -134,7 +134,8 @@ static const char insert_sql[] =
     " INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
     " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
     " artifact_type, skill_id, request, fallback, previous_job_id,"
-    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at)"
+    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at,"
+    " step_attempt, estimate_usd, provider_model)"
     " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
     "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
     "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"
@@ -144,7 +145,8 @@ static const char insert_sql[] =
     "  (f->>'cost_usd')::numeric, 'estimate',"
     "  CASE WHEN $2 <> '' THEN $2 END,"
     "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END,"
-    "  clock_timestamp()"
+    "  clock_timestamp(), coalesce((f->>'step_attempt')::int, 1),"
+    "  (f->>'cost_usd')::numeric, f->>'model'"
     " FROM l, (SELECT $1::jsonb AS f) x"
     " RETURNING to_jsonb(j)";
 
@@ -284,6 +286,7 @@ static const char patch_sql[] =
     " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN"
     "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)"
     "  ELSE j.next_poll_at END,"
+    " late = coalesce((p->>'late')::boolean, j.late),"
     " artifact_id = CASE WHEN p ? 'artifact_id'"
     "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END,"
     " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL"
@@ -384,6 +387,16 @@ mi_jobs_get(struct mi_db *db, jv ids, struct mi_err *err)
 	    " WHERE j.id = ANY($1::uuid[])", 1, params, err);
 	free(a);
 	return rows;
+}
+
+jv
+mi_jobs_successor(struct mi_db *db, const char *id, struct mi_err *err)
+{
+	const char *params[1] = { id };
+
+	return mi_db_json1(db, "SELECT to_jsonb(j) FROM app.generation_jobs j"
+	    " WHERE j.previous_job_id = $1::uuid"
+	    " ORDER BY j.created_at DESC, j.id DESC LIMIT 1", 1, params, err);
 }
 
 jv

@@ -38,8 +38,10 @@ long long mi_jobs_time_ms(const char *ts);
  * Inserts a pending job.  f (consumed) holds the columns: tenant_id,
  * run_id, run_step_id, provider_id, media_type, poll_interval_ms,
  * timeout_ms, input_params, artifact_type, skill_id, request, fallback,
- * previous_job_id, cost_usd (the estimate); owned: the job is leased to
- * this process (it waits for a slot) rather than queued for any worker.
+ * previous_job_id, cost_usd (the estimate, kept as estimate_usd too),
+ * step_attempt, model (kept as provider_model); owned: the job is leased
+ * to this process (it waits for a slot) rather than queued for any
+ * worker.
  * Returns the row.
  */
 jv mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err);
@@ -60,7 +62,8 @@ jv mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
  * progress, attempts, result_uri, result_expires_ms, cost_usd,
  * cost_source, error_code, error_message, submit_unknown, submit_add
  * (added to submit_count), started (sets started_at once), next_poll_ms,
- * artifact_id, release (gives the lease up).  A final status sets
+ * artifact_id, late (the result came from the last poll at the
+ * deadline), release (gives the lease up).  A final status sets
  * completed_at.  Returns the row, or null when the lease is lost.
  */
 jv mi_jobs_patch(struct mi_db *db, const char *id, jv patch,
@@ -77,6 +80,8 @@ jv mi_jobs_take(struct mi_db *db, jv pairs, int completed,
     struct mi_err *err);
 /* The rows of ids (an array of strings, consumed). */
 jv mi_jobs_get(struct mi_db *db, jv ids, struct mi_err *err);
+/* The job that replaced id (a fallback), or null. */
+jv mi_jobs_successor(struct mi_db *db, const char *id, struct mi_err *err);
 /* Renews the leases of ids (consumed); returns the ids still held. */
 jv mi_jobs_renew(struct mi_db *db, jv ids, struct mi_err *err);
 /* Gives up the leases of ids (consumed), freeing their slots. */

@@ -26,11 +26,14 @@
 #include "paths.h"
 #include "provider.h"
 #include "runner.h"
+#include "steps.h"
 #include "transport.h"
 #include "webhook.h"
 #include "banned.h"
 
 #define REF_MAX		(20 * 1024 * 1024)
+/* How long after its deadline a job still gets its last poll. */
+#define LAST_LOOK_MS	(5 * 60 * 1000LL)
 
 enum phase {
 	P_WAIT,			/* for a slot */
@@ -62,6 +65,8 @@ struct rjob {
 	char *pjid;
 	char *followup;		/* a follow-up create's request */
 	int phase, busy, lost, tries, attempts, progress, dirty, accepted;
+	int step_attempt;	/* of its step (fallbacks keep it) */
+	int last_look;		/* the poll at the deadline is under way */
 	int hooked;		/* asked for a webhook (webhook.h) */
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
@@ -83,6 +88,10 @@ struct mi_runner {
 	struct group *groups;
 	jv take;		/* [id, owner] pairs to take over */
 	jv takerec;		/* their records, by id */
+	jv follow;		/* jobs other workers run for a step this
+				 * runner was asked for: id -> answers owed */
+	long long next_follow;
+	long follow_ms;
 	long long next_flush, next_renew, next_backstop;
 	long lease_ms, backstop_ms;
 	int parallel, create_retries, poll_retries, listening;
@@ -423,6 +432,8 @@ job_new(struct mi_runner *r, jv row, struct mi_err *err)
 		j->pjid = strdup(s);
 	if (mi_json_num(row, "attempts", &d, 0, NULL) == 1)
 		j->attempts = (int)d;
+	j->step_attempt = mi_json_num(row, "step_attempt", &d, 0, NULL) == 1 &&
+	    d >= 1 ? (int)d : 1;
 	if (mi_json_num(row, "progress", &d, 0, NULL) == 1)
 		j->progress = (int)d;
 	j->interval = mi_json_num(row, "poll_interval_ms", &d, 0, NULL) == 1 &&
@@ -730,37 +741,20 @@ estimate(struct mi_provider *p, jv req)
 	return d < 0 ? 0 : d;
 }
 
-static void
-new_uuid(char out[37])
-{
-	unsigned char b[16];
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC), i;
-	ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	if (n != (ssize_t)sizeof(b))
-		for (i = 0; i < 16; i++)
-			b[i] = (unsigned char)(random() & 0xff);
-	b[6] = (b[6] & 0x0f) | 0x40;
-	b[8] = (b[8] & 0x3f) | 0x80;
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-	    "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
-	    b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
 /*
  * Writes the job row of req (borrowed) for provider c->p and puts it in
- * the slot queue; previous: the job it replaces, or NULL.
+ * the slot queue; previous: the job it replaces, or NULL; attempt: of
+ * the step.
  */
 static int
-enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous)
+enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
+    int attempt)
 {
 	struct mi_err err = MI_ERR_INIT;
 	const char *media = NULL;
 	struct rjob *j;
 	double est;
-	jv f, row, params;
+	jv f, row, params, model;
 
 	mi_json_str(req, "media_type", &media, 1, NULL);
 	req = jv_object_set(jv_copy(req), jv_string("provider_id"),
@@ -795,6 +789,12 @@ enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous)
 	f = jv_object_set(f, jv_string("previous_job_id"),
 	    previous ? jv_string(previous) : jv_null());
 	f = jv_object_set(f, jv_string("cost_usd"), jv_number(est));
+	f = jv_object_set(f, jv_string("step_attempt"), jv_number(attempt));
+	model = jv_object_get(mi_provider_meta(c->p), jv_string("model"));
+	if (jv_get_kind(model) == JV_KIND_STRING)
+		f = jv_object_set(f, jv_string("model"), model);
+	else
+		jv_free(model);
 	f = jv_object_set(f, jv_string("request"), req);
 	row = mi_jobs_insert(r->db, f, 1, &err);
 	if (!jv_is_valid(row)) {
@@ -808,6 +808,7 @@ enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous)
 		return -1;
 	}
 	jv_free(row);
+	j->step_attempt = attempt;
 	note(r, MI_NOTE_INFO, "job %s: %s %s, estimated cost $%.4f", j->id,
 	    mi_provider_id(c->p), media, est);
 	j->phase = P_WAIT;
@@ -815,14 +816,90 @@ enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous)
 	return 0;
 }
 
+/*
+ * Admits req (consumed) as its step: answered with the step's job chain
+ * or artifact when it has one, or with a cache hit; else chooses a
+ * provider and writes the job, all under the step's lock (steps.h).
+ */
+static void
+admit(struct mi_runner *r, jv req, jv cand)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_step s;
+	struct choice c;
+	char msg[400];
+	jv out;
+	int k;
+
+	if (mi_step_parse(req, &s, &err) == -1) {
+		jv_free(cand);
+		emit(r, mi_json_error(req, "VALIDATION_ERROR", err.msg, 0));
+		return;
+	}
+	mi_step_inputs(&s, req, cand);
+	k = mi_step_admit(r->db, &s, req, &out, msg, sizeof(msg), &err);
+	if (k == -1) {
+		jv_free(cand);
+		jv_free(req);
+		fatal(r, &err);
+		return;
+	}
+	if (k == -2) {
+		jv_free(cand);
+		emit(r, mi_json_error(req, "VALIDATION_ERROR", msg, 0));
+		return;
+	}
+	if (k != MI_STEP_NEW) {
+		const char *id = "";
+		int hit = 0;
+
+		jv_free(cand);
+		jv_free(req);
+		mi_json_str(out, "id", &id, 0, NULL);
+		mi_json_bool(out, "cache_hit", &hit, 0, NULL);
+		note(r, MI_NOTE_INFO, "step %s: %s %s", s.step_id,
+		    k == MI_STEP_JOB ? "answered with its job" : hit ?
+		    "served from the step cache: artifact" :
+		    "answered with its artifact", id);
+		if (s.other_inputs && !hit)
+			note(r, MI_NOTE_WARN, "step %s of run %s was made "
+			    "from other inputs; its result stands (a new "
+			    "step_id gets a new one)", s.step_id, s.run);
+		emit(r, out);
+		return;
+	}
+	req = jv_object_set(req, jv_string("run_step_id"), jv_string(s.id));
+	req = jv_object_set(req, jv_string("step_id"), jv_string(s.step_id));
+	if (choose(r, req, cand, 1, &c) == -1) {
+		jv_free(c.rest);
+		if (r->fatal) {
+			mi_step_end(r->db, 0, NULL);
+			jv_free(req);
+			return;
+		}
+		if (mi_step_fail(r->db, &s, c.code, c.msg, &err) == -1 ||
+		    mi_step_end(r->db, 1, &err) == -1) {
+			mi_step_end(r->db, 0, NULL);
+			jv_free(req);
+			fatal(r, &err);
+			return;
+		}
+		emit(r, mi_json_error(req, c.code, c.msg, 0));
+		return;
+	}
+	if (enqueue(r, req, &c, NULL, s.attempt) == -1)
+		mi_step_end(r->db, 0, NULL);
+	else if (mi_step_end(r->db, 1, &err) == -1)
+		fatal(r, &err);
+	jv_free(c.rest);
+	jv_free(req);
+}
+
 void
 mi_runner_request(struct mi_runner *r, jv req)
 {
-	const char *tenant = NULL, *run = NULL, *step = NULL, *media = NULL;
-	const char *prov = NULL, *prompt = NULL;
+	const char *media = NULL, *prov = NULL, *prompt = NULL;
 	struct mi_err err = MI_ERR_INIT;
-	struct choice c;
-	char uuid[37];
 	jv cand, fb, route, params;
 
 	if (mi_json_has_error(req)) {
@@ -835,22 +912,10 @@ mi_runner_request(struct mi_runner *r, jv req)
 		    "a request is a JSON object", 0));
 		return;
 	}
-	if (mi_json_str(req, "tenant_id", &tenant, 1, &err) == -1 ||
-	    mi_json_str(req, "run_id", &run, 1, &err) == -1 ||
-	    mi_json_str(req, "run_step_id", &step, 0, &err) == -1 ||
-	    mi_json_str(req, "media_type", &media, 1, &err) == -1 ||
+	if (mi_json_str(req, "media_type", &media, 1, &err) == -1 ||
 	    mi_json_str(req, "provider_id", &prov, 0, &err) == -1 ||
 	    mi_json_str(req, "prompt", &prompt, 0, &err) == -1)
 		goto invalid;
-	if (!mi_name_tenant_ok(tenant)) {
-		mi_err_set(&err, EX_DATAERR, "bad tenant_id");
-		goto invalid;
-	}
-	if (!mi_name_uuid_ok(run) || (step && !mi_name_uuid_ok(step))) {
-		mi_err_set(&err, EX_DATAERR, "run_id and run_step_id are "
-		    "UUIDs");
-		goto invalid;
-	}
 	params = jv_object_get(jv_copy(req), jv_string("params"));
 	if (jv_get_kind(params) != JV_KIND_OBJECT &&
 	    jv_get_kind(params) != JV_KIND_NULL && jv_is_valid(params)) {
@@ -859,18 +924,12 @@ mi_runner_request(struct mi_runner *r, jv req)
 		goto invalid;
 	}
 	jv_free(params);
-	if (step == NULL) {
-		new_uuid(uuid);
-		req = jv_object_set(req, jv_string("run_step_id"),
-		    jv_string(uuid));
-	}
 	route = jv_object_get(routing(r), jv_string(media));
 	if (jv_get_kind(route) != JV_KIND_OBJECT) {
 		jv_free(route);
 		route = jv_object();
 	}
 	cand = jv_array();
-	mi_json_str(req, "provider_id", &prov, 0, NULL);
 	if (prov)
 		cand = jv_array_append(cand, jv_string(prov));
 	else {
@@ -901,18 +960,7 @@ mi_runner_request(struct mi_runner *r, jv req)
 		goto invalid;
 	} else
 		jv_free(fb);
-	if (choose(r, req, cand, 1, &c) == -1) {
-		jv_free(c.rest);
-		if (r->fatal) {
-			jv_free(req);
-			return;
-		}
-		emit(r, mi_json_error(req, c.code, c.msg, 0));
-		return;
-	}
-	enqueue(r, req, &c, NULL);
-	jv_free(c.rest);
-	jv_free(req);
+	admit(r, req, cand);
 	return;
 invalid:
 	emit(r, mi_json_error(req, "VALIDATION_ERROR", err.msg, 0));
@@ -922,6 +970,7 @@ invalid:
 
 static void finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
     const char *status);
+static void time_out(struct mi_runner *r, struct rjob *j);
 static void remote_cancel(struct mi_runner *r, struct rjob *j);
 
 static int
@@ -951,7 +1000,7 @@ fall_back(struct mi_runner *r, struct rjob *j, jv row)
 	if (choose(r, req, cand, 0, &c) == 0) {
 		note(r, MI_NOTE_INFO, "job %s: %s failed; falling back to %s",
 		    j->id, mi_provider_id(j->p), mi_provider_id(c.p));
-		rc = enqueue(r, req, &c, j->id);
+		rc = enqueue(r, req, &c, j->id, j->step_attempt);
 	} else if (!r->fatal)
 		note(r, MI_NOTE_WARN, "job %s: no fallback left: %s", j->id,
 		    c.msg);
@@ -968,7 +1017,7 @@ finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
 	jv e = jv_object_get(jv_copy(outcome), jv_string("error"));
 	const char *code = "PROVIDER_ERROR", *msg = "the provider failed";
 	jv p = jv_object(), cost, row;
-	int retryable = 0, allowed;
+	int retryable = 0, allowed, chain, k;
 	long window, cooldown;
 	char code_s[40], msg_s[300];
 
@@ -1004,28 +1053,48 @@ finish_failed(struct mi_runner *r, struct rjob *j, jv outcome,
 		jv_free(cost);
 	jv_free(e);
 	jv_free(outcome);
+	if (fallback_eligible(code_s) && strcmp(code_s, "CONFIG_ERROR") != 0 &&
+	    strcmp(code_s, "VALIDATION_ERROR") != 0) {
+		mi_provider_cooldown(j->p, &allowed, &window, &cooldown);
+		if (mi_jobs_provider_failed(r->db, mi_provider_id(j->p),
+		    allowed, window, cooldown, msg, &err) == 1)
+			note(r, MI_NOTE_WARN, "provider '%s' failed more than "
+			    "%d times: cooling down for %ld ms",
+			    mi_provider_id(j->p), allowed, cooldown);
+		else if (err.code) {
+			jv_free(p);
+			fatal(r, &err);
+			return;
+		}
+	}
+	/*
+	 * The failure and the job that replaces it are written together:
+	 * nobody who asks for the step in between sees a chain that ended
+	 * and starts a second one.
+	 */
+	chain = fallback_eligible(code_s) && j->fallback != NULL &&
+	    strcmp(j->fallback, "[]") != 0;
+	if (chain && mi_db_begin(r->db, &err) == -1) {
+		jv_free(p);
+		fatal(r, &err);
+		return;
+	}
 	row = patch(r, j, p);
 	if (jv_get_kind(row) != JV_KIND_OBJECT) {
 		jv_free(row);
+		if (chain)
+			mi_db_rollback(r->db);
 		return;
 	}
 	note(r, MI_NOTE_VERBOSE, "job %s: %s %s: %s", j->id,
 	    mi_provider_id(j->p), status, msg);
-	if (fallback_eligible(code_s)) {
-		if (strcmp(code_s, "CONFIG_ERROR") != 0 &&
-		    strcmp(code_s, "VALIDATION_ERROR") != 0) {
-			mi_provider_cooldown(j->p, &allowed, &window,
-			    &cooldown);
-			if (mi_jobs_provider_failed(r->db, mi_provider_id(j->p),
-			    allowed, window, cooldown, msg, &err) == 1)
-				note(r, MI_NOTE_WARN, "provider '%s' failed "
-				    "more than %d times: cooling down for %ld "
-				    "ms", mi_provider_id(j->p), allowed,
-				    cooldown);
-			else if (err.code)
-				fatal(r, &err);
-		}
-		if (fall_back(r, j, row) == 0) {
+	if (chain) {
+		k = fall_back(r, j, row);
+		if (r->fatal)
+			mi_db_rollback(r->db);
+		else if (mi_db_commit(r->db, &err) == -1)
+			fatal(r, &err);
+		if (k == 0 || r->fatal) {
 			jv_free(row);
 			drop(r, j);
 			return;
@@ -1096,6 +1165,8 @@ finish_completed(struct mi_runner *r, struct rjob *j, jv outcome)
 	p = jv_object_set(p, jv_string("progress"), jv_number(100));
 	p = jv_object_set(p, jv_string("attempts"), jv_number(j->attempts));
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_false());
+	if (j->last_look)
+		p = jv_object_set(p, jv_string("late"), jv_true());
 	cost = jv_object_get(jv_copy(outcome), jv_string("cost_usd"));
 	if (jv_get_kind(cost) == JV_KIND_NUMBER) {
 		c = jv_number_value(cost);
@@ -1118,9 +1189,9 @@ finish_completed(struct mi_runner *r, struct rjob *j, jv outcome)
 	}
 	if (!have_cost)
 		mi_json_num(row, "cost_usd", &c, 0, NULL);
-	note(r, MI_NOTE_INFO, "job %s: completed by %s, cost $%.4f (%s)",
+	note(r, MI_NOTE_INFO, "job %s: completed by %s, cost $%.4f (%s)%s",
 	    j->id, mi_provider_id(j->p), c, have_cost ? "provider" :
-	    "estimate");
+	    "estimate", j->last_look ? ", found at the deadline (late)" : "");
 	drop(r, j);
 	emit(r, row);
 }
@@ -1397,6 +1468,12 @@ on_polled(void *arg, jv out)
 	}
 	if (strcmp(st, "failed") == 0) {
 		finish_failed(r, j, out, "failed");
+		return;
+	}
+	if (j->last_look) {
+		/* Not done at the deadline: no follow-up is started. */
+		jv_free(out);
+		time_out(r, j);
 		return;
 	}
 	if (strcmp(st, "processing") == 0) {
@@ -1676,19 +1753,37 @@ remote_cancel(struct mi_runner *r, struct rjob *j)
 }
 
 static void
+time_out(struct mi_runner *r, struct rjob *j)
+{
+	char msg[120];
+
+	snprintf(msg, sizeof(msg), "no result from %s within %.1f s",
+	    mi_provider_id(j->p), j->timeout / 1000.0);
+	remote_cancel(r, j);
+	finish_failed(r, j, mi_outcome_error("timed_out", "TIMEOUT", msg, 1),
+	    "timed_out");
+}
+
+static void
 do_poll(struct mi_runner *r, struct rjob *j)
 {
 	struct mi_err err = MI_ERR_INIT;
 
 	if (j->deadline && mi_now_ms() >= j->deadline) {
-		char msg[120];
-
-		snprintf(msg, sizeof(msg), "no result from %s within %.1f s",
-		    mi_provider_id(j->p), j->timeout / 1000.0);
-		remote_cancel(r, j);
-		finish_failed(r, j, mi_outcome_error("timed_out", "TIMEOUT",
-		    msg, 1), "timed_out");
-		return;
+		/*
+		 * A last look before giving up: a result that is ready now
+		 * was paid for, and is taken (as late).  A job found long
+		 * after its deadline (nobody held it then) was given up
+		 * when the deadline passed.
+		 */
+		if (j->last_look || !j->t->polled || j->pjid == NULL ||
+		    mi_now_ms() - j->deadline > LAST_LOOK_MS) {
+			time_out(r, j);
+			return;
+		}
+		j->last_look = 1;
+		note(r, MI_NOTE_VERBOSE, "job %s: deadline reached; polling "
+		    "once more", j->id);
 	}
 	if (!j->t->polled || j->pjid == NULL) {
 		finish_failed(r, j, mi_outcome_error("failed",
@@ -1773,12 +1868,130 @@ claim(struct mi_runner *r, struct group *g)
 
 /* Taking over handed-over jobs. */
 
+static void
+follow_add(struct mi_runner *r, const char *id, double k)
+{
+	jv n = jv_object_get(jv_copy(r->follow), jv_string(id));
+
+	if (jv_get_kind(n) == JV_KIND_NUMBER)
+		k += jv_number_value(n);
+	jv_free(n);
+	r->follow = jv_object_set(r->follow, jv_string(id), jv_number(k));
+	if (r->next_follow == 0)
+		r->next_follow = mi_now_ms();
+}
+
+static void adopt(struct mi_runner *r, jv row);
+
+/*
+ * The jobs followed for other requests of their steps: a final job is
+ * answered (as many times as it is owed; a failed one that a fallback
+ * replaced is followed on to its replacement), a live one is taken over
+ * when its lease is free.
+ */
+static void
+check_follow(struct mi_runner *r)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv owed = r->follow, rows, pairs = jv_array(), taken;
+	int i, n, m;
+
+	r->follow = jv_object();
+	rows = mi_jobs_get(r->db, jv_keys(jv_copy(owed)), &err);
+	if (!jv_is_valid(rows)) {
+		jv_free(owed);
+		jv_free(pairs);
+		fatal(r, &err);
+		return;
+	}
+	n = jv_array_length(jv_copy(rows));
+	for (i = 0; i < n && !r->fatal; i++) {
+		jv row = jv_array_get(jv_copy(rows), i), k, next;
+		const char *id = NULL, *st = NULL;
+
+		mi_json_str(row, "id", &id, 0, NULL);
+		mi_json_str(row, "status", &st, 0, NULL);
+		k = jv_object_get(jv_copy(owed), jv_string(id ? id : ""));
+		m = jv_get_kind(k) == JV_KIND_NUMBER ?
+		    (int)jv_number_value(k) : 0;
+		jv_free(k);
+		if (id == NULL || st == NULL || m <= 0) {
+			jv_free(row);
+			continue;
+		}
+		if (strcmp(st, "pending") == 0 ||
+		    strcmp(st, "processing") == 0) {
+			follow_add(r, id, m);
+			if (find(r, id) == NULL)
+				pairs = jv_array_append(pairs, jv_array_append(
+				    jv_array_append(jv_array(), jv_string(id)),
+				    jv_null()));
+			jv_free(row);
+			continue;
+		}
+		if (strcmp(st, "completed") != 0) {
+			next = mi_jobs_successor(r->db, id, &err);
+			if (!jv_is_valid(next)) {
+				jv_free(row);
+				fatal(r, &err);
+				break;
+			}
+			if (jv_get_kind(next) == JV_KIND_OBJECT &&
+			    mi_json_str(next, "id", &id, 1, NULL) == 1) {
+				follow_add(r, id, m);
+				jv_free(next);
+				jv_free(row);
+				continue;
+			}
+			jv_free(next);
+		}
+		while (m-- > 0)
+			emit(r, strcmp(st, "completed") == 0 ? jv_copy(row) :
+			    with_error(jv_copy(row), 0));
+		jv_free(row);
+	}
+	jv_free(rows);
+	jv_free(owed);
+	if (r->fatal || jv_array_length(jv_copy(pairs)) == 0) {
+		jv_free(pairs);
+		return;
+	}
+	taken = mi_jobs_take(r->db, pairs, 0, &err);
+	if (!jv_is_valid(taken)) {
+		fatal(r, &err);
+		return;
+	}
+	n = jv_array_length(jv_copy(taken));
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(taken), i), k;
+		const char *id = NULL;
+
+		/* Driven here from now on: one answer comes from that. */
+		if (mi_json_str(row, "id", &id, 0, NULL) == 1) {
+			note(r, MI_NOTE_INFO, "job %s: its owner is gone; "
+			    "taken over", id);
+			follow_add(r, id, -1);
+			k = jv_object_get(jv_copy(r->follow), jv_string(id));
+			if (jv_get_kind(k) != JV_KIND_NUMBER ||
+			    jv_number_value(k) <= 0)
+				r->follow = jv_object_delete(r->follow,
+				    jv_string(id));
+			jv_free(k);
+		}
+		adopt(r, row);
+	}
+	jv_free(taken);
+}
+
 void
 mi_runner_job(struct mi_runner *r, jv job)
 {
 	const char *id = NULL, *st = NULL, *owner = NULL;
+	int reused = 0;
 
-	if (mi_json_has_error(job)) {
+	if (mi_json_has_error(job) || mi_step_is_artifact(job)) {
+		/* Errors, and artifacts (a step answered with its stored
+		 * result or from the cache), go on untouched. */
 		pass(r, job);
 		return;
 	}
@@ -1798,6 +2011,13 @@ mi_runner_job(struct mi_runner *r, jv job)
 	}
 	if (strcmp(st, "pending") != 0 && strcmp(st, "processing") != 0) {
 		emit(r, job);
+		return;
+	}
+	if (mi_json_bool(job, "reused", &reused, 0, NULL) == 1 && reused) {
+		/* Another request for the same step started this job: wait
+		 * for it, and take it over only once its owner is gone. */
+		follow_add(r, id, 1);
+		jv_free(job);
 		return;
 	}
 	mi_json_str(job, "lease_owner", &owner, 0, NULL);
@@ -2039,6 +2259,8 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	    86400000);
 	r->take = jv_array();
 	r->takerec = jv_object();
+	r->follow = jv_object();
+	r->follow_ms = env_num("MI_FOLLOW_MS", 500, 10, 60000);
 	r->routing = jv_invalid();
 	r->lease_ms = mi_jobs_lease_ms();
 	r->backstop_ms = env_num("MI_SLOT_POLL_MS", 2000, 10, 3600000);
@@ -2087,6 +2309,7 @@ mi_runner_free(struct mi_runner *r)
 	jv_free(r->take);
 	jv_free(r->hooks);
 	jv_free(r->takerec);
+	jv_free(r->follow);
 	jv_free(r->routing);
 	free(r);
 }
@@ -2094,7 +2317,8 @@ mi_runner_free(struct mi_runner *r)
 int
 mi_runner_count(const struct mi_runner *r)
 {
-	return (int)r->n + jv_array_length(jv_copy(r->take)) + r->cancels;
+	return (int)r->n + jv_array_length(jv_copy(r->take)) +
+	    jv_object_length(jv_copy(r->follow)) + r->cancels;
 }
 
 void
@@ -2345,6 +2569,11 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		renew(r);
 		r->next_renew = now + r->lease_ms / 3;
 	}
+	if (!r->fatal && jv_object_length(jv_copy(r->follow)) > 0 &&
+	    now >= r->next_follow) {
+		check_follow(r);
+		r->next_follow = now + r->follow_ms;
+	}
 	if (!r->fatal && now >= r->next_backstop) {
 		for (g = r->groups; g; g = g->next)
 			if (g->head)
@@ -2368,6 +2597,8 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		wake = r->next_renew;
 	if (r->next_backstop < wake)
 		wake = r->next_backstop;
+	if (jv_object_length(jv_copy(r->follow)) > 0 && r->next_follow < wake)
+		wake = r->next_follow;
 	for (g = r->groups; g; g = g->next)
 		if (g->want)
 			wake = now;
@@ -2419,6 +2650,10 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 		else
 			mi_runner_request(r, v);
 		n++;
+	}
+	if (r->fatal) {
+		*err = r->ferr;
+		return -1;
 	}
 	if (r->eof && mi_runner_count(r) == 0)
 		return 0;

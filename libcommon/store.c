@@ -758,6 +758,56 @@ fail:
 }
 
 int
+mi_store_link(struct mi_store *st, const struct mi_store_req *req,
+    const char *hash, const char *ext, struct mi_store_result *res,
+    struct mi_err *err)
+{
+	const struct mi_mime *m = mi_mime_by_ext(ext);
+	char obj[PATH_MAX], dir[PATH_MAX];
+	struct stat sb;
+	int i, r;
+
+	memset(res, 0, sizeof(*res));
+	if (check_req(req, err) == -1)
+		return -1;
+	if (!mi_name_hash_ok(hash) || m == NULL)
+		return mi_err_set(err, EX_DATAERR, "bad content name '%.64s.%.8s'",
+		    hash, ext ? ext : "");
+	if (!mi_type_accepts(req->type, m))
+		return mi_err_set(err, EX_DATAERR, "content is %s, which type "
+		    "'%s' does not take", m->type, req->type);
+	if ((size_t)snprintf(obj, sizeof(obj), "%s/%s/.objects/%s.%s",
+	    st->root, req->tenant, hash, m->ext) >= sizeof(obj) ||
+	    (size_t)snprintf(res->rel, sizeof(res->rel), "%s/%s/%s/%s.%s",
+	    req->tenant, req->run, req->type, hash, m->ext) >=
+	    sizeof(res->rel) || (size_t)snprintf(dir, sizeof(dir),
+	    "%s/%s/%s/%s", st->root, req->tenant, req->run, req->type) >=
+	    sizeof(dir) || (size_t)snprintf(res->path, sizeof(res->path),
+	    "%s/%s", st->root, res->rel) >= sizeof(res->path))
+		return mi_err_set(err, EX_DATAERR, "path too long");
+	if (stat(obj, &sb) == -1 || !S_ISREG(sb.st_mode) || sb.st_size <= 0)
+		return mi_err_set(err, EX_NOINPUT, "no stored copy of %s.%s",
+		    hash, m->ext);
+	if (mkdirs(dir, err) == -1)
+		return -1;
+	for (i = 0; (r = link(obj, res->path)) == -1 && errno != EEXIST; ) {
+		if (errno == ENOENT)
+			return mi_err_set(err, EX_NOINPUT, "no stored copy of "
+			    "%s.%s", hash, m->ext);
+		if (++i > RETRIES)
+			return storage_err(err, "link", res->path, errno);
+		backoff(i);
+	}
+	if (r == 0 && fsync_dir_retrying(dir, err) == -1)
+		return -1;
+	snprintf(res->hash, sizeof(res->hash), "%s", hash);
+	res->mime = m;
+	res->size = (long long)sb.st_size;
+	res->deduplicated = 1;
+	return 0;
+}
+
+int
 mi_store_uri(const char *rel, char *out, size_t outsz)
 {
 	const char *pub = getenv("MI_PUBLIC_URL");

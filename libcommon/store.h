@@ -66,6 +66,16 @@ void mi_store_abort(struct mi_store_tx *tx);
 int mi_store_put_fd(struct mi_store *st, const struct mi_store_req *req,
     int fd, struct mi_store_result *res, struct mi_err *err);
 
+/*
+ * Links content the tenant already has (its canonical copy, by hash and
+ * extension) into req's run and type: no byte is copied.  res is filled
+ * as by a save with deduplicated set.  A missing copy is EX_NOINPUT, a
+ * type that does not take the content EX_DATAERR.
+ */
+int mi_store_link(struct mi_store *st, const struct mi_store_req *req,
+    const char *hash, const char *ext, struct mi_store_result *res,
+    struct mi_err *err);
+
 /* "/api/assets/" + rel, prefixed with $MI_PUBLIC_URL when set. */
 int mi_store_uri(const char *rel, char *out, size_t outsz);
 
