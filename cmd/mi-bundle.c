@@ -263,7 +263,7 @@ take_artifact(struct ctx *c, jv rec)
 	struct mi_asset_path p;
 	const char *uri = NULL, *tenant = NULL, *hash = NULL, *created = NULL;
 	const struct mi_mime *m;
-	char name[300], path[400], src[4200], msg[512];
+	char name[300], path[512], src[4200], msg[512];
 	struct file f, *dup;
 	int fd;
 
@@ -324,12 +324,22 @@ take_artifact(struct ctx *c, jv rec)
 	asset_name(rec, &p, name, sizeof(name));
 	snprintf(path, sizeof(path), "assets/%s/%s", f.kind, name);
 	if ((dup = find_file(c, path)) != NULL) {
-		if (strcmp(dup->sha, f.sha) == 0) {
-			jv_free(rec); /* the same bytes twice: one entry */
+		if (strcmp(dup->sha, f.sha) == 0 &&
+		    strcmp(dup->artifact_type, p.type) == 0) {
+			jv_free(rec); /* the same artifact twice: one entry */
 			return;
 		}
-		snprintf(path, sizeof(path), "assets/%s/%.12s-%s", f.kind,
-		    f.sha, name);
+		/* Another content, or the same one as another type. */
+		if (strcmp(dup->sha, f.sha) != 0)
+			snprintf(path, sizeof(path), "assets/%s/%.12s-%s",
+			    f.kind, f.sha, name);
+		else
+			snprintf(path, sizeof(path), "assets/%s/%.100s-%s",
+			    f.kind, p.type, name);
+		if (find_file(c, path) != NULL) {
+			jv_free(rec);
+			return;
+		}
 	}
 	stored_path(c, &p, src, sizeof(src));
 	f.path = xstrdup(path);
@@ -1360,6 +1370,16 @@ bundle_facts(struct ctx *c, const struct file *f, jv *entry_point,
 	return bad ? -1 : 0;
 }
 
+/* Whether an artifact type is key, or ends in "_" key (outcome_win_video). */
+static int
+type_is(const char *type, const char *key)
+{
+	size_t n = strlen(type), k = strlen(key);
+
+	return strcmp(type, key) == 0 || (n > k + 1 &&
+	    type[n - k - 1] == '_' && strcmp(type + n - k, key) == 0);
+}
+
 static int
 campaign(struct ctx *c, const char *path, const char *run)
 {
@@ -1395,7 +1415,7 @@ campaign(struct ctx *c, const char *path, const char *run)
 	read_artifacts(c, run, take_artifact);
 	for (i = 0; i < c->nfiles; i++) {
 		for (k = 0; keys[k]; k++)
-			if (strcmp(c->files[i].artifact_type, keys[k]) == 0 &&
+			if (type_is(c->files[i].artifact_type, keys[k]) &&
 			    found[k] == NULL) {
 				found[k] = &c->files[i];
 				break;

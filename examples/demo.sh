@@ -241,4 +241,5 @@ start_postgres
 start_serve
 campaign
 start_viewer
+sh "$top/examples/demo-bundle.sh" "$dir"
 say "the servers keep running; stop them with: sh examples/demo-stop.sh (make demo-stop)"

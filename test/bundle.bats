@@ -45,12 +45,9 @@ setup_file() {
 	    -o "$gen/music.wav" >/dev/null
 	mi-generate -t audio_sfx -p 'wheel spin' -P sfx_type=spin \
 	    -P duration_sec=1 -o "$gen/spin.wav" >/dev/null
+	# One short video serves as intro, win and lose (three artifacts).
 	mi-generate -t video -p 'intro' -P duration_sec=4 -P resolution=480p \
 	    -o "$gen/intro.mp4" >/dev/null
-	mi-generate -t video -p 'you win' -P duration_sec=4 -P resolution=480p \
-	    -o "$gen/win.mp4" >/dev/null
-	mi-generate -t video -p 'you lose' -P duration_sec=4 -P resolution=480p \
-	    -o "$gen/lose.mp4" >/dev/null
 	{
 		mi-store -t $T -r "$RUN" -y model_3d "$gen/wheel.glb"
 		mi-store -t $T -r "$RUN" -y environment_map "$gen/sky.hdr"
@@ -60,8 +57,8 @@ setup_file() {
 	} >"$d/assets.ndjson"
 	{
 		mi-store -t $T -r "$CRUN" -y intro_video "$gen/intro.mp4"
-		mi-store -t $T -r "$CRUN" -y win_video "$gen/win.mp4"
-		mi-store -t $T -r "$CRUN" -y lose_video "$gen/lose.mp4"
+		mi-store -t $T -r "$CRUN" -y win_video "$gen/intro.mp4"
+		mi-store -t $T -r "$CRUN" -y outcome_lose_video "$gen/intro.mp4"
 	} >"$d/videos.ndjson"
 	sh "$BATS_TEST_DIRNAME/../examples/game/template.sh" "$d/game"
 	mi-bundle --template "$d/game" <"$d/assets.ndjson" >"$d/bundle.json"

@@ -58,7 +58,8 @@ foreign_server() {
 }
 
 @test "every URL the demo prints answers through mi-serve with the stored bytes" {
-	urls=$(grep -o 'http://127.0.0.1:[0-9]*/api/assets/[^[:space:]]*' "$BATS_FILE_TMPDIR/run1.out")
+	urls=$(grep -v -e '^  http' -e '^campaign manifest: ' "$BATS_FILE_TMPDIR/run1.out" |
+	    grep -o 'http://127.0.0.1:[0-9]*/api/assets/[^[:space:]]*')
 	[ "$(echo "$urls" | wc -l)" = 12 ]
 	for u in $urls; do
 		path=${u#http://127.0.0.1:*/api/assets/}; path=${path%%\?*}
@@ -71,6 +72,21 @@ foreign_server() {
 	curl -fsS "http://127.0.0.1:$MI_DEMO_VIEWER_PORT/assets.json" | jq -e '.prize_wheel and .environment_map'
 }
 
+@test "the demo's game: a verified bundle of the run's assets, served by its URL" {
+	local game
+	game=$(sed -n 's/^  \(http.*\/index.html\)$/\1/p' "$BATS_FILE_TMPDIR/run1.out")
+	[[ $game == "http://127.0.0.1:$MI_DEMO_PORT/api/assets/org_demo/"*"/bundle/"*".zip/exp="*"&sig="*"/index.html" ]]
+	run curl -fsS -o /dev/null -w '%{content_type}' "$game"
+	[ "$output" = "text/html; charset=utf-8" ]
+	curl -fsS "${game%index.html}bundle.json" | jq -e '
+	    .assets.models == ["assets/models/prize_wheel.glb"] and
+	    (.assets.audio | length) == 5 and (.assets.images | length) == 3 and
+	    .assets.video == []'
+	run curl -fsS -o /dev/null -w '%{content_type}' "${game%index.html}assets/models/prize_wheel.glb"
+	[ "$output" = model/gltf-binary ]
+	jq -e '.verified == true and .kind == "campaign_manifest"' "$MI_DEMO_DIR/verify.ndjson"
+	jq -e '.metadata.kind == "campaign-manifest"' "$MI_DEMO_DIR/manifest.ndjson"
+}
 
 @test "the cluster lives where postgres can reach it; the home stays 0700" {
 	[ -L "$MI_DEMO_DIR/pg" ]

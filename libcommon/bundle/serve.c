@@ -29,11 +29,27 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned long long tick;
 static atomic_llong inflight;
 
-/* What precedes an inflated body in its allocation. */
+/*
+ * What precedes an inflated body in its allocation.  A body is shared by
+ * the answers sending it and by the body cache; the last to let go frees
+ * it.  key is "{sha256}/{entry}" for a cached body, "" otherwise.
+ */
 struct body {
 	long long size;
+	atomic_int refs;
+	unsigned long long used;
+	char key[MI_ZIP_MAX_NAME + 72];
 	long long pad;
 };
+
+/* Small inflated bodies (scripts, pages, JSON) kept for the next answer. */
+#define BODY_SLOTS 64
+#define BODY_CACHE_BYTES (16LL << 20)
+#define BODY_CACHE_MAX (2LL << 20)
+static struct body *bodies[BODY_SLOTS];
+static long long bodies_bytes;
+
+static void body_unref(struct body *b);
 
 int
 mi_bundle_url_parse(const char *path, struct mi_bundle_url *u)
@@ -141,8 +157,11 @@ dir_get(const char *hash, int fd, long long size)
 		if (s->refs == 0 && (victim == NULL || s->used < victim->used))
 			victim = s;
 	}
-	if (victim == NULL) {
-		/* Every slot in use: this directory lives for one answer. */
+	/*
+	 * Every slot in use, or a failure that is not the archive's (memory,
+	 * I/O): this directory lives for one answer.
+	 */
+	if (victim == NULL || (z == NULL && err.code != EX_DATAERR)) {
 		pthread_mutex_unlock(&lock);
 		if ((victim = calloc(1, sizeof(*victim))) == NULL) {
 			mi_zip_free(z);
@@ -185,16 +204,121 @@ mi_bundle_cache_clear(void)
 	for (i = 0; i < MI_BUNDLE_CACHE; i++)
 		if (slots[i].refs == 0)
 			slot_free(&slots[i]);
+	for (i = 0; i < BODY_SLOTS; i++)
+		if (bodies[i] != NULL) {
+			bodies_bytes -= bodies[i]->size;
+			body_unref(bodies[i]);
+			bodies[i] = NULL;
+		}
 	pthread_mutex_unlock(&lock);
+}
+
+static void
+body_unref(struct body *b)
+{
+	if (atomic_fetch_sub(&b->refs, 1) == 1) {
+		atomic_fetch_sub(&inflight, b->size);
+		free(b);
+	}
 }
 
 static void
 body_free(void *p)
 {
-	struct body *b = (struct body *)p - 1;
+	body_unref((struct body *)((char *)p - sizeof(struct body)));
+}
 
-	atomic_fetch_sub(&inflight, b->size);
-	free(b);
+/* A budgeted body of size bytes, one reference; NULL past the budget. */
+static struct body *
+body_new(long long size)
+{
+	struct body *b;
+
+	if (atomic_fetch_add(&inflight, size) + size >
+	    MI_BUNDLE_INFLATE_BUDGET) {
+		atomic_fetch_sub(&inflight, size);
+		return NULL;
+	}
+	if ((b = malloc(sizeof(*b) + (size_t)size + 1)) == NULL) {
+		atomic_fetch_sub(&inflight, size);
+		return NULL;
+	}
+	b->size = size;
+	atomic_init(&b->refs, 1);
+	b->used = 0;
+	b->key[0] = '\0';
+	return b;
+}
+
+static char *
+body_data(struct body *b)
+{
+	return (char *)b + sizeof(*b);
+}
+
+/* The cached body called key, with a reference for the caller. */
+static struct body *
+body_lookup(const char *key)
+{
+	struct body *b = NULL;
+	size_t i;
+
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < BODY_SLOTS; i++)
+		if (bodies[i] != NULL && strcmp(bodies[i]->key, key) == 0) {
+			b = bodies[i];
+			atomic_fetch_add(&b->refs, 1);
+			b->used = ++tick;
+			break;
+		}
+	pthread_mutex_unlock(&lock);
+	return b;
+}
+
+/* Keeps b (a reference of the cache's own), dropping the least used. */
+static void
+body_keep(struct body *b, const char *key)
+{
+	struct body *drop[BODY_SLOTS];
+	size_t i, n = 0, lru;
+
+	if (b->size > BODY_CACHE_MAX ||
+	    (size_t)snprintf(b->key, sizeof(b->key), "%s", key) >=
+	    sizeof(b->key))
+		return;
+	pthread_mutex_lock(&lock);
+	for (i = 0; i < BODY_SLOTS; i++)
+		if (bodies[i] != NULL && strcmp(bodies[i]->key, key) == 0) {
+			pthread_mutex_unlock(&lock);
+			return;	/* another answer kept it first */
+		}
+	for (;;) {
+		lru = BODY_SLOTS;
+		for (i = 0; i < BODY_SLOTS; i++) {
+			if (bodies[i] == NULL &&
+			    bodies_bytes + b->size <= BODY_CACHE_BYTES)
+				break;
+			if (bodies[i] != NULL && (lru == BODY_SLOTS ||
+			    bodies[i]->used < bodies[lru]->used))
+				lru = i;
+		}
+		if (i < BODY_SLOTS)
+			break;
+		if (lru == BODY_SLOTS)
+			break;	/* nothing left to drop */
+		bodies_bytes -= bodies[lru]->size;
+		drop[n++] = bodies[lru];
+		bodies[lru] = NULL;
+	}
+	if (i < BODY_SLOTS) {
+		atomic_fetch_add(&b->refs, 1);
+		b->used = ++tick;
+		bodies[i] = b;
+		bodies_bytes += b->size;
+	}
+	pthread_mutex_unlock(&lock);
+	while (n > 0)
+		body_unref(drop[--n]);
 }
 
 /* Whether If-None-Match lists etag (weak comparison). */
@@ -277,33 +401,28 @@ parse_range(const char *v, long long size, long long *from, long long *to)
 	return 1;
 }
 
-/* Inflates e into a budgeted buffer; the body's first byte, or NULL. */
-static char *
-inflate_entry(const struct mi_zip_entry *e, int fd, const char **why)
+/* e inflated: a cached body, or a new one (then kept). NULL with *why. */
+static struct body *
+inflate_entry(const struct mi_zip_entry *e, int fd, const char *key,
+    const char **why)
 {
 	struct mi_err err = MI_ERR_INIT;
-	long long size = (long long)e->usize;
 	struct body *b;
 
-	if (atomic_fetch_add(&inflight, size) + size >
-	    MI_BUNDLE_INFLATE_BUDGET) {
-		atomic_fetch_sub(&inflight, size);
+	if ((b = body_lookup(key)) != NULL)
+		return b;
+	if ((b = body_new((long long)e->usize)) == NULL) {
 		*why = "busy";
 		return NULL;
 	}
-	if ((b = malloc(sizeof(*b) + (size_t)size + 1)) == NULL) {
-		atomic_fetch_sub(&inflight, size);
-		*why = "busy";
-		return NULL;
-	}
-	b->size = size;
-	if (mi_zip_extract(e, mi_zip_read_fd, &fd, b + 1, (size_t)size, &err) ==
-	    -1) {
-		body_free(b + 1);
+	if (mi_zip_extract(e, mi_zip_read_fd, &fd, body_data(b),
+	    (size_t)e->usize, &err) == -1) {
+		body_unref(b);
 		*why = "damaged entry";
 		return NULL;
 	}
-	return (char *)(b + 1);
+	body_keep(b, key);
+	return b;
 }
 
 void
@@ -313,8 +432,8 @@ mi_bundle_answer(int fd, long long size, const struct mi_bundle_url *u,
 {
 	const struct mi_zip_entry *e;
 	long long from = 0, to = -1, usize;
+	struct body *b;
 	struct slot *s;
-	char *mem;
 	int k = 0;
 
 	memset(a, 0, sizeof(*a));
@@ -368,17 +487,28 @@ mi_bundle_answer(int fd, long long size, const struct mi_bundle_url *u,
 		a->off = (off_t)(e->data_off + (uint64_t)from);
 		dir_release(s);
 	} else {
-		mem = inflate_entry(e, fd, &a->why);
+		/* The key is the ETag's text: content hash and entry name. */
+		b = inflate_entry(e, fd, a->etag, &a->why);
 		dir_release(s);
 		close(fd);
-		if (mem == NULL) {
+		if (b != NULL && k == 1) {
+			/* A part: its own copy, the whole body let go. */
+			struct body *part = body_new(a->len);
+
+			if (part != NULL)
+				memcpy(body_data(part), body_data(b) + from,
+				    (size_t)a->len);
+			else
+				a->why = "busy";
+			body_unref(b);
+			b = part;
+		}
+		if (b == NULL) {
 			a->status = strcmp(a->why, "busy") == 0 ? 503 : 404;
 			a->len = 0;
 			return;
 		}
-		if (from > 0)
-			memmove(mem, mem + from, (size_t)a->len);
-		a->mem = mem;
+		a->mem = body_data(b);
 		a->free_fn = body_free;
 	}
 	a->status = k == 1 ? 206 : 200;

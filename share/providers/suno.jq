@@ -10,10 +10,14 @@ def provider: {
   transport: "http",
   base_url: "https://api.sunoapi.org",
   auth: {header: "Authorization", prefix: "Bearer ", env: "SUNO_API_KEY"},
-  model: "V4_5",
-  # sunoapi.org expects a callback URL in its examples; set one to get
+  model: "V5_5",
+  # sunoapi.org expects a callback URL in its examples (kie.ai, the same
+  # API, refuses creates without one since June 2026); set one to get
   # its calls (mi polls either way).
   callback_url: null,
+  # Deviation from FR-017 (BGM 5 s / 180 s), see mi-providers(5): a
+  # generation takes 2 to 3 minutes before the complete stage, and
+  # longer when Suno is busy.
   poll_interval_ms: 5000,
   timeout_ms: 300000,
   concurrency: 2,
@@ -103,6 +107,12 @@ def polled:
     else
       progressing({PENDING: 10, TEXT_SUCCESS: 40, FIRST_SUCCESS: 75}[$d.status] // 5)
     end;
+
+# Lost creates (mi-recover(1)): sunoapi.org finds a task by its taskId
+# only (record-info) and lists none; a generation costs a few cents.
+def lost_create:
+  {policy: "resend",
+   reason: "suno: sunoapi.org cannot list tasks; another generation costs about $0.06"};
 
 # Webhooks (mi-providers(5)).  The callback kie.ai signs is an HMAC of
 # the task id and timestamp only: the body is not signed, so a delivery

@@ -15,16 +15,18 @@ async function json(url) {
 	return r.json();
 }
 
-// The bundle path of the first artifact of one of types, else of kind.
-function pick(manifest, types, kind, suffix) {
+// The bundle path of the first artifact whose type contains one of
+// words (in that order), else the first of kind ending in suffix.
+function pick(manifest, words, kind, suffix) {
 	const arts = (manifest.metadata && manifest.metadata.artifacts) || [];
-	for (const t of types) {
-		const a = arts.find((x) => x.type === t);
+	const fits = (p) => !suffix || p.endsWith(suffix);
+	for (const w of words) {
+		const a = arts.find((x) => x.type.includes(w) && fits(x.path));
 		if (a)
 			return a.path;
 	}
 	const list = (manifest.assets && manifest.assets[kind]) || [];
-	return list.find((p) => !suffix || p.endsWith(suffix)) || null;
+	return list.find(fits) || null;
 }
 
 function ready(audio, src) {
@@ -65,11 +67,11 @@ async function main() {
 	const camera = new THREE.PerspectiveCamera(45, innerWidth / innerHeight,
 	    0.01, 1000);
 
-	const modelPath = pick(manifest, ['model_3d'], 'models', '.glb');
-	const hdrPath = pick(manifest, ['environment_map'], 'images', '.hdr');
-	const texPath = pick(manifest, ['texture', 'image'], 'images', '.png');
-	const musicPath = pick(manifest, ['audio_bgm'], 'audio');
-	const sfxPath = pick(manifest, ['audio_sfx'], 'audio');
+	const modelPath = pick(manifest, ['wheel', 'model'], 'models', '.glb');
+	const hdrPath = pick(manifest, ['environment'], 'images', '.hdr');
+	const texPath = pick(manifest, ['floor', 'texture'], 'images', '.png');
+	const musicPath = pick(manifest, ['bgm', 'music'], 'audio');
+	const sfxPath = pick(manifest, ['spin', 'sfx'], 'audio');
 	if (!modelPath)
 		throw new Error('the bundle has no model');
 
