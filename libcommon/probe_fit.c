@@ -149,7 +149,12 @@ fit_clean(struct fit *f)
 	jv_free(f->media);
 }
 
-/* The warnings into app.run_steps.debug, where that column exists. */
+/*
+ * A strict result refused: its warnings into app.run_steps.debug
+ * ("rejected", one entry per refused result), where that column exists.
+ * The warnings of the result a step keeps reach debug.warnings with its
+ * artifact (migration 0005's trigger).
+ */
 static void
 to_debug(struct mi_db *db, jv request, jv warnings)
 {
@@ -173,13 +178,15 @@ to_debug(struct mi_db *db, jv request, jv warnings)
 	}
 	if (!have)
 		return;
-	text = mi_json_dump(warnings);
+	text = mi_json_dump(jv_object_set(jv_object(), jv_string("warnings"),
+	    jv_copy(warnings)));
 	params[0] = step;
 	params[1] = text;
 	mi_db_exec(db,
 	    "UPDATE app.run_steps SET debug ="
-	    " coalesce(debug, '{}'::jsonb) || jsonb_build_object('warnings',"
-	    "  coalesce(debug->'warnings', '[]'::jsonb) || $2::jsonb)"
+	    " coalesce(debug, '{}'::jsonb) || jsonb_build_object('rejected',"
+	    "  coalesce(debug->'rejected', '[]'::jsonb) ||"
+	    "  jsonb_build_array($2::jsonb))"
 	    " WHERE id = $1::uuid",
 	    2, params, NULL, NULL);
 	free(text);
@@ -335,8 +342,8 @@ mi_probe_stored(struct mi_db *db, struct mi_store *st,
 	if (jv_array_length(jv_copy(warnings)) > 0) {
 		meta = jv_object_set(meta, jv_string("warnings"),
 		    jv_copy(warnings));
-		to_debug(db, request, warnings);
 		if (mi_probe_strict(request)) {
+			to_debug(db, request, warnings);
 			struct mi_buf b = MI_BUF_INIT;
 			int i, n = jv_array_length(jv_copy(warnings));
 

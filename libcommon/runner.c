@@ -1608,6 +1608,59 @@ out:
 	return out;
 }
 
+/*
+ * The further images of a request, read as reference() reads
+ * reference_image: {"last_frame": ref, "images": [ref, ...]} from
+ * params.last_frame and params.reference_images (at most 4), or null.
+ */
+static jv
+more_references(jv req, char *msg, size_t msgsz)
+{
+	jv params = jv_object_get(jv_copy(req), jv_string("params"));
+	jv out = jv_object(), lf, imgs;
+	int i, n;
+
+	msg[0] = '\0';
+	if (jv_get_kind(params) != JV_KIND_OBJECT) {
+		jv_free(params);
+		jv_free(out);
+		return jv_null();
+	}
+	lf = jv_object_get(jv_copy(params), jv_string("last_frame"));
+	imgs = jv_object_get(params, jv_string("reference_images"));
+	if (jv_get_kind(lf) == JV_KIND_STRING) {
+		jv q = jv_object_set(jv_copy(req), jv_string("params"),
+		    obj1("reference_image", jv_copy(lf)));
+
+		out = jv_object_set(out, jv_string("last_frame"),
+		    reference(q, msg, msgsz));
+		jv_free(q);
+	}
+	n = jv_get_kind(imgs) == JV_KIND_ARRAY ?
+	    jv_array_length(jv_copy(imgs)) : 0;
+	if (n > 0 && !msg[0]) {
+		jv list = jv_array();
+
+		for (i = 0; i < n && i < 4 && !msg[0]; i++) {
+			jv q = jv_object_set(jv_copy(req), jv_string("params"),
+			    obj1("reference_image", jv_array_get(jv_copy(imgs),
+			    i)));
+
+			list = jv_array_append(list, reference(q, msg, msgsz));
+			jv_free(q);
+		}
+		out = jv_object_set(out, jv_string("images"), list);
+	}
+	jv_free(lf);
+	jv_free(imgs);
+	if (jv_get_kind(out) == JV_KIND_OBJECT &&
+	    jv_object_length(jv_copy(out)) == 0) {
+		jv_free(out);
+		return jv_null();
+	}
+	return out;
+}
+
 static void
 do_create(struct mi_runner *r, struct rjob *j)
 {
@@ -1660,6 +1713,15 @@ do_create(struct mi_runner *r, struct rjob *j)
 		jv rq = jv_object_get(jv_copy(in), jv_string("request"));
 
 		ref = reference(rq, msg, sizeof(msg));
+		if (!msg[0]) {
+			jv more = more_references(rq, msg, sizeof(msg));
+
+			if (jv_get_kind(more) == JV_KIND_OBJECT)
+				in = jv_object_set(in, jv_string("references"),
+				    more);
+			else
+				jv_free(more);
+		}
 		jv_free(rq);
 		if (msg[0]) {
 			jv_free(ref);

@@ -256,7 +256,7 @@ fstat() {
 	run -0 file -b "$BATS_TEST_TMPDIR/e.mp3"
 	assert_output --partial 'MPEG ADTS, layer III'
 	run -0 curl -sS -H "xi-api-key: $FAKE_KEY" -H "$J" -w ' %{http_code}' \
-	    -X POST "$FAKE_URL/elevenlabs/v1/sound-generation" -d '{"text":"x","duration_seconds":30}'
+	    -X POST "$FAKE_URL/elevenlabs/v1/sound-generation" -d '{"text":"x","duration_seconds":31}'
 	assert_output --partial ' 422'
 	echo "${output% *}" | jq -e '.detail.status=="invalid_duration"'
 	run -0 curl -sS -H "xi-api-key: nope" -w ' %{http_code}' \

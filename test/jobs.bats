@@ -78,7 +78,7 @@ teardown_file() {
 	in+=$'\n'$(req nano-banana-video video "v2" '{"resolution":"480p"}')
 	in+=$'\n'$(req nano-banana-video video "v3" '{"aspect_ratio":"1:1"}')
 	in+=$'\n'$(req meshy model_3d "m1" '{"max_triangles":60000}')
-	in+=$'\n'$(req elevenlabs-sfx audio_sfx "s1" '{"duration_sec":6}')
+	in+=$'\n'$(req elevenlabs-sfx audio_sfx "s1" '{"duration_sec":31}')
 	in+=$'\n'$(req suno audio_bgm "" '{"duration_sec":60}')
 	in+=$'\n'$(req meshy video "m2")
 	in+=$'\n'$(req no-such-provider image "x")
@@ -93,7 +93,7 @@ teardown_file() {
 	assert_line --index 1 --partial "resolution must be one of 720p, 1080p"
 	assert_line --index 2 --partial "aspect_ratio must be one of 16:9, 9:16"
 	assert_line --index 3 --partial "max_triangles must be a whole number from 100 to 50000"
-	assert_line --index 4 --partial "duration_sec must be a number from 0.5 to 5"
+	assert_line --index 4 --partial "duration_sec must be a number from 0.5 to 30"
 	assert_line --index 5 --partial "a prompt is required"
 	assert_line --index 6 --partial "provider 'meshy' does not make video"
 	assert_line --index 7 --partial "unknown provider 'no-such-provider'"

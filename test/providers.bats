@@ -85,14 +85,14 @@ run_one() {
 	    '{"duration_sec":8,"resolution":"1080p","aspect_ratio":"9:16","loop":true,"negative_prompt":"text"}'
 	jqok '.type == "video" and .metadata.mime_type == "video/mp4" and
 	    .metadata.cost_usd == 0.96 and .metadata.cost_source == "estimate"
-	    and .metadata.model == "veo-3.0-fast-generate-001"' "$art"
+	    and .metadata.model == "veo-3.1-fast-generate-preview"' "$art"
 	[ "$(dd if="$file" bs=1 skip=4 count=4 2>/dev/null)" = ftyp ]
 	run -0 creates_for "neon arcade wheel"
 	jqok '.body.parameters == {"aspectRatio":"9:16","durationSeconds":8,
 	    "resolution":"1080p","negativePrompt":"text",
 	    "personGeneration":"allow_adult"} and
 	    (.body.instances[0].prompt | contains("Seamless loop")) and
-	    (.path | endswith("veo-3.0-fast-generate-001:predictLongRunning"))' \
+	    (.path | endswith("veo-3.1-fast-generate-preview:predictLongRunning"))' \
 	    "${lines[0]}"
 	[ "$(stat '.downloads_with_key.veo')" -eq $((before + 1)) ]
 }
@@ -109,11 +109,14 @@ run_one() {
 	run_one nano-banana texture "mossy cobblestone" '{"width":1024,"height":576}'
 	jqok '.type == "texture" and .metadata.mime_type == "image/png" and
 	    .metadata.cost_source == "provider" and
-	    (.metadata.cost_usd > 0.03 and .metadata.cost_usd < 0.05) and
-	    .metadata.provider.aspect_ratio == "16:9"' "$art"
+	    (.metadata.cost_usd > 0.134 and .metadata.cost_usd < 0.135) and
+	    .metadata.model == "gemini-3-pro-image" and
+	    .metadata.provider.aspect_ratio == "16:9" and
+	    .metadata.provider.image_size == "1K"' "$art"
 	[ "$(file -b --mime-type "$file")" = image/png ]
 	run -0 creates_for "mossy cobblestone"
-	jqok '.body.generationConfig.imageConfig.aspectRatio == "16:9" and
+	jqok '.body.generationConfig.imageConfig == {"aspectRatio": "16:9",
+	    "imageSize": "1K"} and
 	    (.body.contents[0].parts[-1].text | contains("Seamless tileable"))' \
 	    "${lines[0]}"
 	run -0 job_sql "status || ' ' || (result_uri LIKE 'file://%')" 'mossy cobblestone'
@@ -172,11 +175,121 @@ run_one() {
 	    .path == "/fal/fal-ai/flux/dev"' "${lines[0]}"
 }
 
+@test "nano-banana-video: Veo 3.1's first and last frame, reference images, 4k; what it refuses" {
+	local ref a b
+	ref=$(req local image "veo first" '{"width":512,"height":512}' | pipeline | jq -r .uri)
+	a=$(req local image "veo last" '{"width":512,"height":512}' | pipeline | jq -r .uri)
+	run_one nano-banana-video video "frames" "$(jq -nc --arg f "$ref" --arg l "$a" \
+	    '{duration_sec: 8, resolution: "4k", reference_image: $f, last_frame: $l}')"
+	jqok '.metadata.cost_usd == 2.4' "$art"
+	run -0 creates_for '"frames'
+	jqok '.body.instances[0].image.mimeType == "image/png" and
+	    (.body.instances[0].lastFrame.bytesBase64Encoded | length) > 100 and
+	    .body.parameters.resolution == "4k"' "${lines[0]}"
+	b=$(req local image "veo style" '{"width":512,"height":512}' | pipeline | jq -r .uri)
+	run_one nano-banana-video video "with references" "$(jq -nc --arg a "$a" --arg b "$b" \
+	    '{duration_sec: 8, reference_images: [$a, $b]}')"
+	run -0 creates_for "with references"
+	jqok '(.body.instances[0].referenceImages | map(.referenceType)) ==
+	    ["asset", "asset"] and .body.instances[0].image == null' "${lines[0]}"
+	run -1 --separate-stderr mi-submit <<<"$(req nano-banana-video video 'refused' \
+	    "$(jq -nc --arg a "$a" '{duration_sec: 6, aspect_ratio: "1:1",
+	    reference_images: [$a, $a, $a, $a], last_frame: $a}')")"
+	jqok '.error.code == "VALIDATION_ERROR" and
+	    (.error.message | test("4, 6 or 8") | not) and
+	    (.error.message | test("aspect_ratio")) and
+	    (.error.message | test("at most 3")) and
+	    (.error.message | test("last_frame needs params.reference_image"))' "$output"
+	[ "$(job_count refused)" = 0 ]
+}
+
+@test "nano-banana: Nano Banana Pro makes the asked 4K; gemini-2.5-flash-image is asked for no size" {
+	run_one nano-banana image "big coin" '{"width":4096,"height":4096}'
+	jqok '.metadata.media.width == 4096 and .metadata.media.height == 4096 and
+	    .metadata.warnings == null' "$art"
+	run -0 creates_for "big coin"
+	jqok '.body.generationConfig.imageConfig.imageSize == "4K"' "${lines[0]}"
+	MI_NANO_BANANA_MODEL=gemini-2.5-flash-image run_one nano-banana image "legacy medal" \
+	    '{"width":1024,"height":1024}'
+	jqok '.metadata.cost_usd > 0.038 and .metadata.cost_usd < 0.04' "$art"
+	run -0 creates_for "legacy medal"
+	jqok '.body.generationConfig.imageConfig == {"aspectRatio": "1:1"} and
+	    (.path | endswith("gemini-2.5-flash-image:generateContent"))' "${lines[0]}"
+}
+
+@test "elevenlabs-sfx: up to 30 s, loop sent; a track of the asked length" {
+	run_one elevenlabs-sfx audio_sfx "ambient hum" '{"duration_sec":25,"loop":true}'
+	jqok '(.metadata.media.duration_sec - 25 | fabs) < 0.2 and
+	    .metadata.warnings == null and .metadata.cost_usd == 0.15' "$art"
+	run -0 creates_for "ambient hum"
+	jqok '.body.loop == true and .body.duration_seconds == 25 and
+	    .body.model_id == "eleven_text_to_sound_v2"' "${lines[0]}"
+	run -1 --separate-stderr mi-submit <<<"$(req elevenlabs-sfx audio_sfx 'too long' '{"duration_sec":31}')"
+	jqok '.error.code == "VALIDATION_ERROR"' "$output"
+}
+
+@test "meshy: Meshy 6 geometry options, and multi-image to 3D from up to 4 views" {
+	local a b
+	run_one meshy model_3d "six options" '{"max_triangles":8000,"symmetry":"on","pose":"t-pose","lowpoly":false,"remove_lighting":true}'
+	run -0 creates_for "six options"
+	jqok '.body.ai_model == "latest" and .body.should_remesh == true and
+	    .body.target_polycount == 8000 and .body.symmetry_mode == "on" and
+	    .body.pose_mode == "t-pose" and .body.topology == "triangle"' "${lines[0]}"
+	jqok '.body.mode == "refine" and .body.remove_lighting == true' "${lines[1]}"
+	a=$(req local image "view front" '{"width":512,"height":512}' | pipeline | jq -r .uri)
+	b=$(req local image "view side" '{"width":512,"height":512}' | pipeline | jq -r .uri)
+	run_one meshy model_3d "" "$(jq -nc --arg a "$a" --arg b "$b" \
+	    '{reference_images: [$a, $b], max_triangles: 10000}')"
+	jqok '.metadata.provider.type == "multi-image-to-3d" and
+	    .metadata.cost_usd == 0.6' "$art"
+	run -0 jq -c 'select(.event == "create" and .path == "/meshy/openapi/v1/multi-image-to-3d")' "$FAKE_LOG"
+	jqok '(.body.image_urls | length) == 2 and
+	    (.body.image_urls[0] | startswith("data:image/png;base64,")) and
+	    .body.target_polycount == 10000' "${lines[-1]}"
+}
+
+@test "blockade-skybox: Model 4 (4K, prompts to 2000 characters, a variant id)" {
+	run_one blockade-skybox environment_map "$(printf 'long %.0s' $(seq 150))" '{"variant_id":2}'
+	run -0 jq -c 'select(.event == "create" and .path == "/blockade/api/v1/skybox")' "$FAKE_LOG"
+	jqok '.body.model_version == 4 and .body.variant_id == 2' "${lines[-1]}"
+	jqok '(.metadata.cost_usd * 100 | round) == 20' "$art"
+	run -1 --separate-stderr mi-submit <<<"$(req blockade-skybox environment_map 'too wide' '{"width":8192}')"
+	jqok '.error.code == "VALIDATION_ERROR"' "$output"
+	MI_BLOCKADE_SKYBOX_MODEL=model-3 run_one blockade-skybox environment_map "model three" '{"width":8192}'
+	run -0 jq -c 'select(.event == "create" and .path == "/blockade/api/v1/skybox")' "$FAKE_LOG"
+	jqok '.body.model_version == 3' "${lines[-1]}"
+}
+
+@test "replicate: an image answered in the create (Prefer: wait), a video polled, Cancel-After sent" {
+	run_one replicate image "rusty panel" '{"width":1024,"height":576}'
+	jqok '.metadata.provider_id == "replicate" and .metadata.mime_type == "image/png" and
+	    .metadata.media.width == 1344 and .metadata.cost_usd == 0.003 and
+	    (.metadata.provider.prediction_id | length) > 0' "$art"
+	run -0 creates_for "rusty panel"
+	jqok '.path == "/replicate/v1/models/black-forest-labs/flux-schnell/predictions" and
+	    .headers.prefer == "wait=20" and .headers["cancel-after"] == "20s" and
+	    .body.input.aspect_ratio == "16:9"' "${lines[0]}"
+	[ "$(job_sql "submit_count" 'rusty panel')" = 1 ]
+	run_one replicate video "spinning coin" '{"duration_sec":6}'
+	jqok '.metadata.mime_type == "video/mp4" and .metadata.cost_usd == 0.5' "$art"
+	run -0 creates_for "spinning coin"
+	jqok '.headers.prefer == null and .headers["cancel-after"] == "20s"' "${lines[0]}"
+	# A version-pinned model goes to /v1/predictions.
+	MI_REPLICATE_MODEL=acme/texgen:0123abcd run_one replicate texture "pinned"
+	run -0 creates_for "pinned"
+	jqok '.path == "/replicate/v1/predictions" and .body.version == "0123abcd"' "${lines[0]}"
+	# A prediction that outlives Cancel-After is canceled by Replicate.
+	MI_REPLICATE_TIMEOUT_MS=1000 run -1 pipeline <<<"$(req replicate video 'too slow [slow:3000]')"
+	jqok '.error.code == "PROVIDER_ERROR" or .error.code == "TIMEOUT"' "$output"
+	run -0 creates_for "too slow"
+	jqok '.headers["cancel-after"] == "1s"' "${lines[0]}"
+}
+
 @test "MI_<ID>_MODEL and MI_<ID>_BASE_URL override a definition" {
-	MI_NANO_BANANA_VIDEO_MODEL=veo-3.0-generate-001 run_one \
+	MI_NANO_BANANA_VIDEO_MODEL=veo-3.1-generate-preview run_one \
 	    nano-banana-video video "full price" '{"duration_sec":4}'
 	jqok '.metadata.cost_usd == 1.6 and
-	    .metadata.model == "veo-3.0-generate-001"' "$art"
+	    .metadata.model == "veo-3.1-generate-preview"' "$art"
 	MI_MESHY_BASE_URL=http://127.0.0.1:1 run -1 pipeline \
 	    <<<"$(req meshy model_3d 'nowhere')"
 	jqok '.error.code == "PROVIDER_UNAVAILABLE" and
@@ -200,6 +313,7 @@ run_one() {
 	in+=$'\n'$(req nano-banana image "k3")$'\n'$(req suno audio_bgm "k4")
 	in+=$'\n'$(req elevenlabs-sfx audio_sfx "k5")$'\n'$(req blockade-skybox environment_map "k6")
 	in+=$'\n'$(req fal image "k7")$'\n'$(req meshy model_3d "k8 [fail]")
+	in+=$'\n'$(req replicate image "k11")
 	in+=$'\n'$(req suno audio_bgm "k9 [credits]")
 	run -1 pipeline <<<"$in"
 	all=$output$(pipeline_err)
@@ -260,7 +374,10 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 PY
 	SRV=$!
-	sleep 0.5
+	for _ in $(seq 100); do
+		curl -s -o /dev/null "http://127.0.0.1:$port/tasks/t1" && break
+		sleep 0.1
+	done
 	MI_PROVIDERS_DIR=$dir MI_ACME_SFX_BASE_URL=http://127.0.0.1:$port \
 	    ACME_API_KEY=acme-key MI_ACME_SFX_POLL_INTERVAL_MS=50 \
 	    run -0 pipeline <<<"$(req acme-sfx audio_sfx 'a new vendor' '{"duration_sec":1}')"

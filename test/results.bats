@@ -96,8 +96,9 @@ v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[1])),
 
 @test "results that miss their request are stored with named warnings" {
 	local art
-	# Gemini's flash image model makes 1K whatever is asked.
-	run -0 pipeline <<<"$(req nano-banana image 'warn big' '{"width":4096,"height":4096}')"
+	# Gemini 2.5's flash image model makes 1K whatever is asked.
+	MI_NANO_BANANA_MODEL=gemini-2.5-flash-image run -0 pipeline \
+	    <<<"$(req nano-banana image 'warn big' '{"width":4096,"height":4096}')"
 	art=$output
 	jqok '.metadata.media.width == 1024 and .metadata.media.height == 1024 and
 	    [.metadata.warnings[].code] == ["SIZE_MISMATCH"] and
@@ -122,23 +123,26 @@ v.validateBytes(new Uint8Array(fs.readFileSync(process.argv[1])),
 	    ([.metadata.warnings[].code] | index("ASPECT_MISMATCH")) != null' "$output"
 }
 
-@test "the step's debug output gets the warnings where app.run_steps has it" {
+@test "the step's debug output gets the warnings; a strict step keeps the refused result's" {
 	local step
 	step=$(uuid)
-	sql "INSERT INTO app.runs (id, tenant_id) VALUES ('$RUN_ID', 'org_a')
-	    ON CONFLICT DO NOTHING" >/dev/null 2>&1 || true
-	run -0 pipeline <<<"$(req nano-banana image 'debug big' \
+	MI_NANO_BANANA_MODEL=gemini-2.5-flash-image run -0 pipeline \
+	    <<<"$(req nano-banana image 'debug big' \
 	    '{"width":2048,"height":2048}' "{\"run_step_id\":\"$step\"}")"
 	jqok '[.metadata.warnings[].code] == ["SIZE_MISMATCH"]' "$output"
-	if [ "$(sql "SELECT count(*) FROM information_schema.columns WHERE
-	    table_schema = 'app' AND table_name = 'run_steps' AND
-	    column_name = 'debug'")" = 1 ] &&
-	    [ "$(sql "SELECT count(*) FROM app.run_steps WHERE id = '$step'")" = 1 ]; then
-		[ "$(sql "SELECT debug->'warnings'->0->>'code' FROM app.run_steps
-		    WHERE id = '$step'")" = SIZE_MISMATCH ]
-	fi
-	# Always on stderr, the debug output of the programs.
+	[ "$(sql "SELECT debug->'warnings'->0->>'code' FROM app.run_steps
+	    WHERE id = '$step'")" = SIZE_MISMATCH ]
+	# Always on stderr too, the debug output of the programs.
 	grep -q "SIZE_MISMATCH" "$BATS_TEST_TMPDIR/fetch.err"
+	step=$(uuid)
+	run -0 pipeline <<<"$(req elevenlabs-sfx audio_sfx 'debug strict [short]' \
+	    '{"duration_sec":4}' "{\"fallback\":[\"local\"],\"strict\":true,
+	    \"run_step_id\":\"$step\"}")"
+	jqok '.metadata.provider_id == "local"' "$output"
+	[ "$(sql "SELECT debug->'rejected'->0->'warnings'->0->>'code'
+	    FROM app.run_steps WHERE id = '$step'")" = DURATION_MISMATCH ]
+	[ "$(sql "SELECT coalesce(debug->'warnings', '[]'::jsonb)
+	    FROM app.run_steps WHERE id = '$step'")" = "[]" ]
 }
 
 @test "strict: a result that misses its request is a PROVIDER_ERROR and the next provider makes it" {

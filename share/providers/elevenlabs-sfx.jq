@@ -1,5 +1,6 @@
 # elevenlabs-sfx.jq - ElevenLabs sound effects: a text in, the MP3 bytes
-# straight back (synchronous, no job id), 0.5 to 5 seconds.
+# straight back (synchronous, no job id), 0.5 to 30 seconds, optionally
+# a seamless loop (params.loop, eleven_text_to_sound_v2).
 
 def provider: {
   id: "elevenlabs-sfx",
@@ -18,9 +19,14 @@ def provider: {
 
 def validate:
   need_prompt(1000)
-  + number_param("duration_sec"; 0.5; 5)
+  + number_param("duration_sec"; 0.5; 30)
   + enum_param("sfx_type"; ["click", "spin", "flip", "scratch", "match",
-                            "win", "lose", "countdown", "reveal", "confetti"]);
+                            "win", "lose", "countdown", "reveal", "confetti"])
+  + bool_param("loop")
+  + number_param("prompt_influence"; 0; 1)
+  + (if .request.params.loop == true and
+        (.provider.model | startswith("eleven_text_to_sound_v2") | not) then
+       ["params.loop needs eleven_text_to_sound_v2"] else [] end);
 
 def cost:
   .provider.prices as $p
@@ -39,7 +45,8 @@ def submit:
    headers: {Accept: "audio/mpeg"},
    json: ({text: text,
            duration_seconds: .request.params.duration_sec,
-           prompt_influence: 0.3,
+           prompt_influence: (.request.params.prompt_influence // 0.3),
+           loop: .request.params.loop,
            model_id: .provider.model} | compact)};
 
 def submitted:

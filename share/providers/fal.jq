@@ -14,8 +14,8 @@ def provider: {
   models: {image: "fal-ai/flux/dev", texture: "fal-ai/flux/dev",
            video: "fal-ai/wan-t2v", audio_sfx: "fal-ai/stable-audio",
            audio_bgm: "fal-ai/stable-audio", model_3d: "fal-ai/trellis"},
-  poll_interval_ms: 2000,
-  timeout_ms: 300000,
+  # Intervals and timeouts: FR-017's by media type (image 2 s / 60 s,
+  # video 5 s / 300 s, SFX 2 s / 30 s, BGM 5 s / 180 s, 3D 10 s / 600 s).
   concurrency: {default: 5, video: 2, model_3d: 2},
   prices: {image: 0.025, texture: 0.025, video: 0.40, audio_sfx: 0.02,
            audio_bgm: 0.05, model_3d: 0.02}

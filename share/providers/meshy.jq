@@ -1,7 +1,8 @@
-# meshy.jq - Meshy (https://docs.meshy.ai): text to 3D as a preview, then
-# a refine that textures it (PBR maps unless params.pbr is false), or
-# image to 3D from params.reference_image.  Results are GLB; Meshy keeps
-# them 3 days (expires_at, epoch milliseconds).
+# meshy.jq - Meshy 6 (https://docs.meshy.ai): text to 3D as a preview,
+# then a refine that textures it (PBR maps unless params.pbr is false);
+# image to 3D from params.reference_image; multi-image to 3D from
+# params.reference_images (1 to 4 views of one object).  Results are GLB;
+# Meshy keeps them 3 days (expires_at, epoch milliseconds).
 
 def provider: {
   id: "meshy",
@@ -10,12 +11,14 @@ def provider: {
   transport: "http",
   base_url: "https://api.meshy.ai",
   auth: {header: "Authorization", prefix: "Bearer ", env: "MESHY_API_KEY"},
+  # "latest" is Meshy 6 (meshy-6); "meshy-5" stays available.
   model: "latest",
   poll_interval_ms: 10000,
   timeout_ms: 600000,
   concurrency: 2,
   result_ttl_s: 259200,
-  # Credits per task (Meshy-6) and what a credit costs.
+  # Credits per task (Meshy 6) and what a credit costs; multi-image is
+  # priced as image to 3D.
   prices: {usd_per_credit: 0.02, preview: 20, refine: 10,
            image_textured: 30, image_untextured: 20}
 };
@@ -24,34 +27,55 @@ def pbr: p("pbr"; true);
 def refine: p("refine"; true);
 def polycount: p("max_triangles"; 30000);
 def prompt_of: .request.prompt // "";
+def views: .request.params.reference_images // [];
+def image_input: .request.params.reference_image != null or views != [];
+def texture_prompt: if prompt_of == "" then null else prompt_of[0:600] end;
+
+# Geometry options shared by every create.  Meshy 6 does not remesh by
+# default; mi asks it to, so that target_polycount (max_triangles) holds.
+def geometry:
+  {ai_model: .provider.model, topology: "triangle",
+   target_polycount: polycount, should_remesh: p("remesh"; true),
+   symmetry_mode: .request.params.symmetry,
+   pose_mode: .request.params.pose,
+   model_type: (if .request.params.lowpoly == true then "lowpoly" else null end)};
 
 def validate:
-  (if .request.params.reference_image then [] else need_prompt(600) end)
+  (if image_input then [] else need_prompt(600) end)
   + int_param("max_triangles"; 100; 50000)
-  + bool_param("pbr") + bool_param("refine");
+  + bool_param("pbr") + bool_param("refine") + bool_param("remesh")
+  + bool_param("lowpoly") + bool_param("remove_lighting")
+  + enum_param("symmetry"; ["off", "auto", "on"])
+  + enum_param("pose"; ["a-pose", "t-pose", ""])
+  + (if (views | type) != "array" then ["params.reference_images must be an array"]
+     elif (views | length) > 4 then ["params.reference_images takes 1 to 4 views"]
+     elif views != [] and .request.params.reference_image != null then
+       ["give params.reference_image or params.reference_images, not both"]
+     else [] end);
 
 def cost:
   .provider.prices as $p
-  | (if .request.params.reference_image then
+  | (if image_input then
        (if refine then $p.image_textured else $p.image_untextured end)
      else $p.preview + (if refine then $p.refine else 0 end) end)
     * $p.usd_per_credit;
 
+def image_url($r): $r.url // "data:\($r.mime_type);base64,\($r.data)";
+
 def submit:
-  if .reference then
-    {method: "POST", path: "/openapi/v1/image-to-3d",
-     json: ({image_url: (.reference.url
-               // "data:\(.reference.mime_type);base64,\(.reference.data)"),
-             ai_model: .provider.model, topology: "triangle",
-             target_polycount: polycount, should_remesh: true,
+  if (.references.images // []) != [] then
+    {method: "POST", path: "/openapi/v1/multi-image-to-3d",
+     json: ({image_urls: [.references.images[] | image_url(.)],
              should_texture: refine, enable_pbr: (refine and pbr),
-             texture_prompt: (if prompt_of == "" then null
-                              else prompt_of[0:600] end)} | compact)}
+             texture_prompt: texture_prompt} + geometry | compact)}
+  elif .reference then
+    {method: "POST", path: "/openapi/v1/image-to-3d",
+     json: ({image_url: image_url(.reference),
+             should_texture: refine, enable_pbr: (refine and pbr),
+             texture_prompt: texture_prompt} + geometry | compact)}
   else
     {method: "POST", path: "/openapi/v2/text-to-3d",
-     json: {mode: "preview", prompt: prompt_of, ai_model: .provider.model,
-            topology: "triangle", target_polycount: polycount,
-            should_remesh: true}}
+     json: ({mode: "preview", prompt: prompt_of} + geometry | compact)}
   end;
 
 # The answer to a create: the preview, the refine or the image-to-3d.
@@ -64,11 +88,13 @@ def submitted:
     processing(.response.body.result; {refine_task_id: .response.body.result})
   else
     processing(.response.body.result;
-      {stage: (if .reference then "image" else "preview" end)})
+      {stage: (if (.references.images // []) != [] then "multi"
+               elif .reference then "image" else "preview" end)})
   end;
 
 def task_path:
   if .job.provider_state.stage == "image" then "/openapi/v1/image-to-3d"
+  elif .job.provider_state.stage == "multi" then "/openapi/v1/multi-image-to-3d"
   else "/openapi/v2/text-to-3d" end;
 
 def poll: {method: "GET", path: "\(task_path)/\(.job.provider_job_id)"};
@@ -91,8 +117,8 @@ def polled:
          create: {method: "POST", path: "/openapi/v2/text-to-3d",
                   json: ({mode: "refine", preview_task_id: $t.id,
                           enable_pbr: pbr, ai_model: .provider.model,
-                          texture_prompt: (if prompt_of == "" then null
-                                           else prompt_of[0:600] end)}
+                          remove_lighting: .request.params.remove_lighting,
+                          texture_prompt: texture_prompt}
                          | compact)}}
       elif ($t.model_urls.glb // "") == "" then
         failed("meshy: the task succeeded without a GLB")

@@ -10,10 +10,14 @@ def provider: {
   transport: "http",
   base_url: "https://api.sunoapi.org",
   auth: {header: "Authorization", prefix: "Bearer ", env: "SUNO_API_KEY"},
-  model: "V4_5",
-  # sunoapi.org expects a callback URL in its examples; set one to get
+  model: "V5_5",
+  # sunoapi.org expects a callback URL in its examples (kie.ai, the same
+  # API, refuses creates without one since June 2026); set one to get
   # its calls (mi polls either way).
   callback_url: null,
+  # Deviation from FR-017 (BGM 5 s / 180 s), see mi-providers(5): a
+  # generation takes 2 to 3 minutes before the complete stage, and
+  # longer when Suno is busy.
   poll_interval_ms: 5000,
   timeout_ms: 300000,
   concurrency: 2,

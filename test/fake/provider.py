@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import webhooks  # noqa: E402  (test/fake/webhooks.py)
 
-PROVIDERS = ("meshy", "gemini", "veo", "suno", "elevenlabs", "blockade", "fal")
+PROVIDERS = ("meshy", "gemini", "veo", "suno", "elevenlabs", "blockade", "fal", "replicate")
 MARKER_RE = re.compile(r"\[([a-z0-9]+)(?::([^\]@]*))?(?:@([a-z0-9-]+))?\]")
 RETENTION_MS = 3 * 86400 * 1000
 
@@ -803,21 +803,28 @@ MESHY_ERRS = {
     "429": lambda: J(429, {"message": "RateLimitExceeded"}),
     "credits": lambda: J(402, {"message": "Insufficient credits."}),
 }
-MESHY_COST = {"text-to-3d-preview": 20, "text-to-3d-refine": 10, "image-to-3d": 30}
+MESHY_COST = {"text-to-3d-preview": 20, "text-to-3d-refine": 10, "image-to-3d": 30,
+              "multi-image-to-3d": 30}
+MESHY_PATHS = ("openapi/v2/text-to-3d", "openapi/v1/image-to-3d", "openapi/v1/multi-image-to-3d")
+
+
+def meshy_kind(p):
+    return ("text-to-3d" if "text-to-3d" in p else
+            "multi-image-to-3d" if "multi-image" in p else "image-to-3d")
 
 
 def meshy_task(ctx, job):
     fake = ctx.fake
     frac, done = job.phase()
     t = {"id": job.id, "type": job.kind, "mode": job.extra.get("mode"),
-         "prompt": job.prompt if job.kind != "image-to-3d" else "",
+         "prompt": job.prompt if not job.kind.endswith("image-to-3d") else "",
          "texture_prompt": job.extra.get("texture_prompt", ""),
          "art_style": "realistic", "negative_prompt": "",
          "preceding_tasks": 0, "created_at": job.wall0,
          "started_at": 0, "finished_at": 0, "expires_at": 0,
          "model_urls": {}, "texture_urls": [], "thumbnail_url": "",
          "video_url": "", "task_error": {"message": ""}}
-    if job.kind == "image-to-3d":
+    if job.kind.endswith("image-to-3d"):
         del t["mode"]
     if frac < 0.2 and not done:
         t["status"] = "PENDING"
@@ -855,7 +862,7 @@ def route_meshy(ctx, parts):
     ctx.provider = "meshy"
     p = "/".join(parts)
     if ctx.bearer() != fake.key:
-        if p in ("openapi/v2/text-to-3d", "openapi/v1/image-to-3d"):
+        if p in MESHY_PATHS:
             ctx.event = "create" if ctx.method == "POST" else "list"
             if ctx.method == "POST":
                 ctx.accepted = False
@@ -864,15 +871,15 @@ def route_meshy(ctx, parts):
         return J(401, {"message": "Invalid API key."})
     if p == "openapi/v1/balance" and ctx.method == "GET":
         return J(200, {"balance": 1000})
-    if p in ("openapi/v2/text-to-3d", "openapi/v1/image-to-3d"):
-        kind_prefix = "text-to-3d" if "text" in p else "image-to-3d"
+    if p in MESHY_PATHS:
+        kind_prefix = meshy_kind(p)
         if ctx.method == "POST":
             return meshy_create(ctx, kind_prefix)
         if ctx.method == "GET":
             return meshy_list(ctx, kind_prefix)
         return J(405, {"message": "Method not allowed."})
-    if len(parts) == 4 and "/".join(parts[:3]) in ("openapi/v2/text-to-3d", "openapi/v1/image-to-3d"):
-        kind_prefix = "text-to-3d" if parts[2] == "text-to-3d" else "image-to-3d"
+    if len(parts) == 4 and "/".join(parts[:3]) in MESHY_PATHS:
+        kind_prefix = meshy_kind(parts[2])
         job = fake.get(parts[3])
         if job is None or job.provider != "meshy" or not job.kind.startswith(kind_prefix):
             ctx.event = "poll"
@@ -886,6 +893,22 @@ def route_meshy(ctx, parts):
     return J(404, {"message": "Not found."})
 
 
+def meshy6_options(b):
+    """Meshy 6's geometry options, checked as the API does."""
+    if b.get("ai_model") not in (None, "meshy-5", "meshy-6", "latest"):
+        return "Invalid ai_model."
+    if b.get("symmetry_mode") not in (None, "off", "auto", "on"):
+        return "Invalid symmetry_mode."
+    if b.get("pose_mode") not in (None, "a-pose", "t-pose", ""):
+        return "Invalid pose_mode."
+    if b.get("model_type") not in (None, "standard", "lowpoly"):
+        return "Invalid model_type."
+    for k in ("should_remesh", "should_texture", "enable_pbr", "remove_lighting"):
+        if b.get(k) is not None and not isinstance(b.get(k), bool):
+            return "Invalid %s." % k
+    return None
+
+
 def meshy_create(ctx, kind_prefix):
     fake = ctx.fake
     ctx.event = "create"
@@ -895,7 +918,24 @@ def meshy_create(ctx, kind_prefix):
         return J(400, {"message": "Invalid request body."})
     extra = {"files": ["model.glb", "model.fbx", "preview.png"]}
     texts = body_prompt_texts(b)
-    if kind_prefix == "text-to-3d":
+    bad = meshy6_options(b)
+    if bad:
+        return J(400, {"message": bad})
+    if kind_prefix == "multi-image-to-3d":
+        urls = b.get("image_urls")
+        if not isinstance(urls, list) or not 1 <= len(urls) <= 4:
+            return J(400, {"message": "Invalid image_urls: 1 to 4 images are required."})
+        for img in urls:
+            if not isinstance(img, str) or not (img.startswith("data:image/") or
+                                                img.startswith(("http://", "https://"))):
+                return J(400, {"message": "Invalid image_urls."})
+        prompt = b.get("texture_prompt") or ""
+        markers = parse_markers(texts, "meshy")
+        kind = "multi-image-to-3d"
+        if b.get("should_texture", True) is not False:
+            extra["files"].append("texture_0.png")
+        extra["texture_prompt"] = prompt
+    elif kind_prefix == "text-to-3d":
         mode = b.get("mode")
         if mode == "preview":
             prompt = b.get("prompt")
@@ -1096,8 +1136,10 @@ def gemini_image(ctx, model):
     ctx.job = job
     ctx.accepted = True
     delay = hang_delay(markers, ctx.attempt) or (job.duration or 0) / 1000.0
-    usage = {"promptTokenCount": max(1, len(prompt) // 4), "candidatesTokenCount": 1290,
-             "totalTokenCount": max(1, len(prompt) // 4) + 1290}
+    # Output tokens per image: 1290 (2.5 Flash), 1120 (Pro 1K/2K), 2000 (Pro 4K).
+    otok = (2000 if size == "4K" else 1120) if "pro" in model else 1290
+    usage = {"promptTokenCount": max(1, len(prompt) // 4), "candidatesTokenCount": otok,
+             "totalTokenCount": max(1, len(prompt) // 4) + otok}
     out = {"usageMetadata": usage, "modelVersion": model,
            "responseId": rid(22, string.ascii_letters + string.digits)}
     mods = gc.get("responseModalities")
@@ -1109,7 +1151,7 @@ def gemini_image(ctx, model):
             "finishReason": "STOP", "index": 0}]
     else:
         w, h = ASPECTS[ar]
-        k = IMAGE_SIZES[size] if "pro" in model else 1
+        k = IMAGE_SIZES[size] if ("pro" in model or model.startswith("gemini-3.1-flash-image")) else 1
         if "badtype" in markers:
             data = fake.media.build("mp3", job.id)
         elif "same" in markers:
@@ -1137,6 +1179,35 @@ def sync_faults(resp, markers):
 
 
 VEO_DURATIONS = {"veo-2": (5, 6, 7, 8), "veo-3": (4, 6, 8)}
+
+
+def veo31_inputs(model, i0, par):
+    """Veo 3.1's frame controls: lastFrame needs image; referenceImages
+    (at most 3, type asset or style) need 8 s and a prompt."""
+    if i0.get("lastFrame") is not None and i0.get("image") is None:
+        return google_err(400, "INVALID_ARGUMENT", "lastFrame requires image.")
+    refs = i0.get("referenceImages")
+    if refs is None:
+        return None
+    if not model.startswith("veo-3.1"):
+        return google_err(400, "INVALID_ARGUMENT", "referenceImages is not supported by %s." % model)
+    if not isinstance(refs, list) or not 1 <= len(refs) <= 3:
+        return google_err(400, "INVALID_ARGUMENT", "referenceImages takes 1 to 3 images.")
+    for ref in refs:
+        im = ref.get("image") if isinstance(ref, dict) else None
+        try:
+            raw = base64.b64decode((im or {}).get("bytesBase64Encoded", ""), validate=True)
+            if not raw or im.get("mimeType") not in ("image/png", "image/jpeg"):
+                raise ValueError
+        except (ValueError, AttributeError):
+            return google_err(400, "INVALID_ARGUMENT", "Unable to process reference image.")
+        if ref.get("referenceType") not in ("asset", "style"):
+            return google_err(400, "INVALID_ARGUMENT", "referenceType must be asset or style.")
+    if par.get("durationSeconds", 8) != 8:
+        return google_err(400, "INVALID_ARGUMENT", "referenceImages requires durationSeconds 8.")
+    if not i0.get("prompt"):
+        return google_err(400, "INVALID_ARGUMENT", "referenceImages requires a prompt.")
+    return None
 
 
 def veo_create(ctx, model):
@@ -1170,6 +1241,9 @@ def veo_create(ctx, model):
     par = b.get("parameters") or {}
     if not isinstance(par, dict):
         return google_err(400, "INVALID_ARGUMENT", "parameters must be an object.")
+    r = veo31_inputs(model, i0, par)
+    if r:
+        return r
     ar = par.get("aspectRatio", "16:9")
     if ar not in ("16:9", "9:16"):
         return google_err(400, "INVALID_ARGUMENT", "Aspect ratio %s is not supported; "
@@ -1444,14 +1518,16 @@ def route_elevenlabs(ctx, parts):
         return el_err(422, "invalid_text", "text is required.")
     dur = b.get("duration_seconds")
     if dur is not None and (isinstance(dur, bool) or not isinstance(dur, (int, float))
-                            or not 0.5 <= dur <= 22):
-        return el_err(422, "invalid_duration", "duration_seconds must be between 0.5 and 22.")
+                            or not 0.5 <= dur <= 30):
+        return el_err(422, "invalid_duration", "duration_seconds must be between 0.5 and 30.")
     pi = b.get("prompt_influence")
     if pi is not None and (isinstance(pi, bool) or not isinstance(pi, (int, float))
                            or not 0 <= pi <= 1):
         return el_err(422, "invalid_prompt_influence", "prompt_influence must be between 0 and 1.")
     if b.get("loop") is not None and not isinstance(b.get("loop"), bool):
         return el_err(422, "invalid_loop", "loop must be a boolean.")
+    if b.get("loop") and b.get("model_id", "eleven_text_to_sound_v2") != "eleven_text_to_sound_v2":
+        return el_err(422, "invalid_loop", "loop is only supported by eleven_text_to_sound_v2.")
     markers = parse_markers([text], "elevenlabs")
     r = create_faults(ctx, "elevenlabs", text, markers, EL_ERRS)
     if r:
@@ -1610,9 +1686,17 @@ def blockade_create(ctx):
     if not isinstance(prompt, str) or not prompt.strip():
         return J(422, {"message": "The prompt field is required.",
                        "errors": {"prompt": ["The prompt field is required."]}})
-    if len(prompt) > 550:
-        return J(422, {"message": "The prompt may not be greater than 550 characters.",
-                       "errors": {"prompt": ["The prompt may not be greater than 550 characters."]}})
+    mv = b.get("model_version", 3)
+    if mv not in (3, 4):
+        return J(422, {"message": "The selected model version is invalid.",
+                       "errors": {"model_version": ["The selected model version is invalid."]}})
+    limit = 2000 if mv == 4 else 550
+    if len(prompt) > limit:
+        return J(422, {"message": "The prompt may not be greater than %d characters." % limit,
+                       "errors": {"prompt": ["The prompt may not be greater than %d characters." % limit]}})
+    if b.get("variant_id") is not None and (mv != 4 or not isinstance(b.get("variant_id"), int)):
+        return J(422, {"message": "The variant id is invalid for this model.",
+                       "errors": {"variant_id": ["The variant id is invalid for this model."]}})
     style = b.get("skybox_style_id", 67)
     try:
         style = int(style)
@@ -1888,11 +1972,151 @@ def fal_result(ctx, job):
 
 
 # --------------------------------------------------------------------------
+# Replicate predictions (/replicate): official models by name, any model
+# by version, Prefer: wait (the create answers when the output is ready,
+# up to N seconds), Cancel-After (a prediction running longer is
+# canceled), polling and cancel.
+
+REP_ERRS = {
+    "500": lambda: J(500, {"title": "Internal Server Error", "detail": "Internal server error.",
+                           "status": 500}),
+    "503": lambda: J(503, {"title": "Service Unavailable", "detail": "Service unavailable.",
+                           "status": 503}),
+    "429": lambda: J(429, {"title": "Too Many Requests", "status": 429,
+                           "detail": "Request was throttled. Your rate limit resets in ~30s."}),
+    "credits": lambda: J(402, {"title": "Insufficient credit", "status": 402,
+                               "detail": "You have insufficient credit to run this model."}),
+}
+
+
+def rep_err(status, title, detail):
+    return J(status, {"title": title, "detail": detail, "status": status})
+
+
+def rep_duration_ms(text):
+    """A Go-style duration ("300s", "5m", "1h30m") in ms, or None."""
+    m = re.fullmatch(r"((\d+)h)?((\d+)m)?((\d+)s)?", text or "")
+    if not text or not m or not any(m.group(i) for i in (2, 4, 6)):
+        return None
+    return ((int(m.group(2) or 0) * 60 + int(m.group(4) or 0)) * 60 + int(m.group(6) or 0)) * 1000
+
+
+def route_replicate(ctx, parts):
+    fake = ctx.fake
+    ctx.provider = "replicate"
+    if len(parts) >= 2 and ctx.method == "POST" and parts[-1] == "predictions":
+        ctx.event = "create"
+        ctx.accepted = False
+    elif len(parts) >= 3 and parts[:2] == ["v1", "predictions"]:
+        ctx.event = "poll" if ctx.method == "GET" else "other"
+    if ctx.bearer() != fake.key:
+        return rep_err(401, "Unauthenticated", "You did not pass a valid authentication token")
+    if len(parts) == 5 and parts[:2] == ["v1", "models"] and parts[4] == "predictions" \
+            and ctx.method == "POST":
+        return rep_create(ctx, parts[2] + "/" + parts[3], None)
+    if parts == ["v1", "predictions"] and ctx.method == "POST":
+        v = ctx.body.get("version") if isinstance(ctx.body, dict) else None
+        if not isinstance(v, str) or not v:
+            return rep_err(422, "Invalid version", "version is required")
+        return rep_create(ctx, None, v.split(":")[-1])
+    if len(parts) in (3, 4) and parts[:2] == ["v1", "predictions"]:
+        job = fake.get(parts[2])
+        if job is None or job.provider != "replicate":
+            return rep_err(404, "Not found", "Prediction not found.")
+        ctx.job = job
+        if len(parts) == 3 and ctx.method == "GET":
+            return J(200, rep_obj(ctx, job))
+        if len(parts) == 4 and parts[3] == "cancel" and ctx.method == "POST":
+            _, done = job.phase()
+            if not done:
+                job.extra["canceled"] = True
+            return J(200, rep_obj(ctx, job))
+    return rep_err(404, "Not found", "The requested resource does not exist.")
+
+
+def rep_create(ctx, model, version):
+    fake = ctx.fake
+    b = ctx.body
+    if ctx.bad_json or not isinstance(b, dict) or not isinstance(b.get("input"), dict):
+        return rep_err(422, "Input validation failed", "input is required")
+    inp = b["input"]
+    prompt = inp.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return rep_err(422, "Input validation failed", "input.prompt is required")
+    wait = None
+    pref = ctx.hdr("Prefer")
+    if pref:
+        m = re.fullmatch(r"wait(=(\d+))?", pref.strip())
+        if not m or (m.group(2) and not 1 <= int(m.group(2)) <= 60):
+            return rep_err(400, "Invalid Prefer header", "Prefer must be wait or wait=N (1-60)")
+        wait = int(m.group(2) or 60)
+    ca = ctx.hdr("Cancel-After")
+    cancel_ms = rep_duration_ms(ca) if ca else None
+    if ca and cancel_ms is None:
+        return rep_err(400, "Invalid Cancel-After header", "Cancel-After must be a duration")
+    markers = parse_markers(body_prompt_texts(b), "replicate")
+    r = create_faults(ctx, "replicate", prompt, markers, REP_ERRS)
+    if r:
+        return r
+    name = model or version
+    kind = "video" if "video" in name else "image"
+    job = Job(fake, "replicate", kind, prompt, markers, b)
+    fname = "output.mp4" if kind == "video" else "output.png"
+    if kind == "image":
+        job.sizes[fname] = ASPECTS.get(inp.get("aspect_ratio", "1:1"), (1024, 1024))
+    job.extra = {"model": model or "owner/model", "version": version or rid(64, "0123456789abcdef"),
+                 "files": [fname], "cancel_ms": cancel_ms}
+    job.primary = {fname}
+    fake.add(job)
+    ctx.job = job
+    ctx.accepted = True
+    delay = hang_delay(markers, ctx.attempt)
+    if wait and job.duration is not None and job.duration <= wait * 1000:
+        # Held until the output is ready: the answer is the finished one.
+        return Resp(201, rep_obj(ctx, job, done=True), delay=delay or job.duration / 1000.0)
+    return Resp(201, rep_obj(ctx, job), delay=delay)
+
+
+def rep_obj(ctx, job, done=False):
+    fake = ctx.fake
+    frac, fin = job.phase()
+    fin = fin or done
+    el = (time.monotonic() - job.t0) * 1000
+    cm = job.extra.get("cancel_ms")
+    base = ctx.base() + "/replicate/v1/predictions/" + job.id
+    o = {"id": job.id, "model": job.extra["model"], "version": job.extra["version"],
+         "input": job.body.get("input"), "logs": "", "output": None, "error": None,
+         "data_removed": False, "created_at": iso(job.wall0),
+         "urls": {"get": base, "cancel": base + "/cancel"}}
+    if job.extra.get("canceled") or (cm is not None and not fin and el > cm) or \
+            (cm is not None and job.duration is not None and job.duration > cm and el > cm):
+        o["status"] = "canceled"
+        fake.final(job)
+        return o
+    if not fin:
+        o["status"] = "starting" if frac < 0.3 else "processing"
+        return o
+    o["completed_at"] = iso(job.at(1.0))
+    o["metrics"] = {"predict_time": round((job.duration or 0) / 1000.0, 3)}
+    if job.failed():
+        o["status"] = "failed"
+        o["error"] = "NSFW content detected." if "blocked" in job.markers else \
+            "Prediction failed: CUDA out of memory."
+    else:
+        g = fake.bump(job)
+        o["status"] = "succeeded"
+        url = ctx.file_url(job, job.extra["files"][0], g)
+        o["output"] = url if job.kind == "video" else [url]
+    fake.final(job)
+    return o
+
+
+# --------------------------------------------------------------------------
 # HTTP plumbing.
 
 ROUTES = {"meshy": route_meshy, "gemini": route_gemini, "suno": route_suno,
           "elevenlabs": route_elevenlabs, "blockade": route_blockade, "fal": route_fal,
-          "files": route_files}
+          "replicate": route_replicate, "files": route_files}
 
 
 class Handler(BaseHTTPRequestHandler):
