@@ -117,3 +117,11 @@ events() {
 	jqok '.error.code == "VALIDATION_ERROR"' "${lines[2]}"
 	[[ $stderr == *"mi-cancel: "*"not a UUID"* ]]
 }
+
+@test "mi-cancel: no database is 69, nothing named is an error record" {
+	DATABASE_URL=postgresql://postgres@127.0.0.1:1/none run -69 --separate-stderr \
+	    mi-cancel --run "$(uuid)"
+	[[ $stderr == "mi-cancel: unable to connect to the database"* ]]
+	run -1 --separate-stderr mi-cancel --run not-a-uuid
+	jqok '.error.code == "VALIDATION_ERROR"' "$output"
+}

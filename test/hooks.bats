@@ -16,6 +16,7 @@ setup_file() {
 	# The fake's Standard Webhooks secret (test/fake/webhooks.py).
 	export MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET=whsec_$(printf %s \
 	    fake-webhook-secret-0123456789ab | base64)
+	export MI_SUNO_WEBHOOK_SECRET=fake-hmac-key-0123456789
 	# Polls every 50 ms without webhooks; with them, a slow backstop.
 	export MI_WEBHOOK_BACKSTOP_MS=30000
 	mi-hook -v -l "127.0.0.1:$HOOK_PORT" 2>"$BATS_FILE_TMPDIR/hook.err" 3>&- &
@@ -164,6 +165,38 @@ metric() {
 	unset MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS
 }
 
+@test "hmac (Suno) and unsigned (Meshy) deliveries are hints: the worker polls at once" {
+	local suno meshy t0 t1
+	export MI_SUNO_POLL_INTERVAL_MS=600000 MI_MESHY_POLL_INTERVAL_MS=600000
+	{
+		req suno audio_bgm 'hook suno' '{"duration_sec":30}'
+		req meshy model_3d 'hook meshy' '{"refine":false}'
+	} | mi-submit >"$BATS_TEST_TMPDIR/hint.jobs" 2>/dev/null
+	suno=$(job_sql provider_job_id 'hook suno')
+	meshy=$(job_sql provider_job_id 'hook meshy')
+	# The callback URL went with Suno's create.
+	run -0 jq -c --arg id "$suno" 'select(.job_id == $id and .event == "create")' "$FAKE_LOG"
+	jqok '.body.callBackUrl | startswith(env.MI_WEBHOOK_URL + "/hooks/suno?job=")' "$output"
+	t0=$(date +%s)
+	mi-poll <"$BATS_TEST_TMPDIR/hint.jobs" >"$BATS_TEST_TMPDIR/hint.out" \
+	    2>"$BATS_TEST_TMPDIR/hint.err" 3>&- &
+	pid=$!
+	sleep 2
+	run -0 deliver "$suno" bad_signature "$MI_WEBHOOK_URL/hooks/suno"
+	[ "$output" = 401 ]
+	run -0 deliver "$suno" ok "$MI_WEBHOOK_URL/hooks/suno"
+	[ "$output" = 200 ]
+	run -0 deliver "$meshy" ok "$MI_WEBHOOK_URL/hooks/meshy"
+	[ "$output" = 200 ]
+	run -0 timeout 10 tail --pid="$pid" -f /dev/null
+	t1=$(date +%s)
+	[ $((t1 - t0)) -lt 10 ]
+	run -0 jq -s -c 'map(.status)' "$BATS_TEST_TMPDIR/hint.out"
+	[ "$output" = '["completed","completed"]' ]
+	[ "$(metric 'mi_hook_webhooks_total{result="hint"}')" -ge 2 ]
+	unset MI_SUNO_POLL_INTERVAL_MS MI_MESHY_POLL_INTERVAL_MS
+}
+
 @test "a delivery that never comes: the backstop poll completes the job" {
 	MI_WEBHOOK_BACKSTOP_MS=2500 run -0 pipeline <<<"$(req fal image 'hook none [nohook]')"
 	jqok '.metadata.provider_id == "fal"' "$output"
@@ -193,4 +226,12 @@ metric() {
 	[ "$(metric mi_hook_webhook_to_stored_seconds_count)" -ge 1 ]
 	[ "$(metric 'mi_hook_webhooks_total{result="accepted"}')" -ge 2 ]
 	[[ $output == *"mi_hook_polls_saved_total "* ]]
+}
+
+@test "mi-hook: no database is 69, a bad address 78" {
+	DATABASE_URL=postgresql://postgres@127.0.0.1:1/none run -69 --separate-stderr \
+	    mi-hook -l 127.0.0.1:0
+	[[ $stderr == "mi-hook: unable to connect to the database"* ]]
+	run -78 --separate-stderr mi-hook -l nonsense
+	[[ $stderr == "mi-hook: bad listen address 'nonsense'"* ]]
 }

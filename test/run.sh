@@ -1,8 +1,10 @@
 #!/bin/sh
-# make check: installs what is missing, starts a throwaway PostgreSQL 15
-# cluster, applies the migrations to a template database, runs the bats
-# suites (each file gets its own database), stops the cluster and prints
-# "N passed, N failed".
+# The suites, after the dependency step and the build (make check,
+# test/check.sh): starts a throwaway PostgreSQL 15 cluster under /tmp
+# (where the postgres user can reach it, whatever the clone's path),
+# applies the migrations to a template database, runs the bats suites
+# (each file gets its own database), stops the cluster and prints
+# "N passed, N failed" as its last line.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")

@@ -99,7 +99,7 @@ for i in range(n):
         "media_type": m, "prompt": "%s %d [never]" % (mode, i),
         "params": params, "provider_id": p, "fallback": []}))
 EOF
-	"$bin/mi-submit" <"$tmp/requests" >"$tmp/jobs" 2>"$tmp/submit.err"
+	"$bin/mi-submit" <"$tmp/requests" >"$tmp/jobs" 2>"$tmp/submit.err" || true
 	n=$(grep -c '"status":"processing"' "$tmp/jobs" || true)
 	rm -f "$tmp/in"
 	mkfifo "$tmp/in"
@@ -149,11 +149,21 @@ t0=$(date +%s.%N)
 t1=$(date +%s.%N)
 r1=$(requests)
 sleep 1
+"$PGBIN/psql" -X -A -t "$DATABASE_URL" -c "SELECT
+    round(extract(epoch FROM j.completed_at - d.received_at) * 1000),
+    round(extract(epoch FROM j.updated_at - d.received_at) * 1000),
+    round(extract(epoch FROM a.created_at - d.received_at) * 1000)
+    FROM app.webhook_deliveries d JOIN app.generation_jobs j ON j.id = d.job_id
+    LEFT JOIN app.artifacts a ON a.id = j.artifact_id
+    WHERE j.tenant_id = 'org_done'" >"$tmp/latency"
 curl -s "http://127.0.0.1:$hookport/metrics" >"$tmp/metrics"
+saved=$(awk '$1 == "mi_hook_polls_saved_total" {print $2}' "$tmp/metrics")
 cnt=$(awk '$1 == "mi_hook_webhook_to_stored_seconds_count" {print $2}' "$tmp/metrics")
 sum=$(awk '$1 == "mi_hook_webhook_to_stored_seconds_sum" {print $2}' "$tmp/metrics")
-le1=$(awk '$1 == "mi_hook_webhook_to_stored_seconds_bucket{le=\"0.2\"}" {print $2}' "$tmp/metrics")
-saved=$(awk '$1 == "mi_hook_polls_saved_total" {print $2}' "$tmp/metrics")
 echo "$ndone fal jobs of 2 s with webhooks, submit | poll | fetch in $(echo "$t1 - $t0" | bc) s:"
-echo "  webhook to stored artifact: mean $(echo "scale=1; $sum * 1000 / $cnt" | bc) ms over $cnt, $le1 within 200 ms"
+awk -F'|' '{n++; c += $1; if ($1 <= 200) f++; s += $3} END {
+    printf "  delivery to completed job: mean %.1f ms, %d of %d within 200 ms\n", c / n, f, n
+    printf "  delivery to stored artifact: mean %.1f ms (the download from the fake included)\n", s / n
+}' "$tmp/latency"
+echo "  mi-hook's histogram: $cnt stored, mean $(echo "scale=1; $sum * 1000 / $cnt" | bc) ms"
 echo "  provider requests per job $(echo "scale=2; ($r1 - $r0) / $ndone" | bc) (create, polls, download); polls saved $saved"

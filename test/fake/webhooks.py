@@ -11,6 +11,10 @@ delivery when its job finishes, signed as the provider signs it:
   HMAC-SHA256(id.timestamp.body)>`` with the secret ``SECRET`` (``whsec_``
   + base64); the project-level webhook's URL is the ``url`` of
   ``/_fake/deliver``, and the body the thin ``video.generated`` event.
+* Suno: sunoapi.org's callback body; kie.ai's ``X-Webhook-Timestamp`` and
+  ``X-Webhook-Signature: base64(HMAC-SHA256(task_id.timestamp))`` under
+  ``HMAC_KEY``.
+* Meshy: the task object, unsigned.
 
 A prompt with ``[nohook]`` gets no delivery.  ``POST /_fake/deliver``
 ``{"job": ID, "mode": M, "url"?: URL}`` sends one now and answers
@@ -34,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives import serialization
 
 SECRET = "whsec_" + base64.b64encode(b"fake-webhook-secret-0123456789ab").decode()
+HMAC_KEY = "fake-hmac-key-0123456789"
 USER_ID = "fake-user-1"
 
 _key = Ed25519PrivateKey.generate()
@@ -104,6 +109,13 @@ def _veo_body(job):
         separators=(",", ":")).encode()
 
 
+def hmac_headers(task_id, ts=None, key=HMAC_KEY):
+    ts = str(int(time.time()) if ts is None else ts)
+    mac = hmac.new(key.encode(), ("%s.%s" % (task_id, ts)).encode(), hashlib.sha256)
+    return {"X-Webhook-Timestamp": ts,
+            "X-Webhook-Signature": base64.b64encode(mac.digest()).decode()}
+
+
 def build(mod, fake, job, mode="ok"):
     """(body, headers) of a delivery of job, signed as its provider signs."""
     if mode == "again":
@@ -112,15 +124,29 @@ def build(mod, fake, job, mode="ok"):
     ts = int(time.time()) - (600 if mode == "stale" else 0)
     if job.provider == "veo":
         body = _veo_body(job)
+    elif job.provider == "suno":
+        # sunoapi.org's callback; kie.ai signs the task id, not the body.
+        body = json.dumps({"code": 200, "msg": "All generated successfully.",
+                           "data": {"callbackType": "complete", "task_id": job.id,
+                                    "data": []}}, separators=(",", ":")).encode()
+    elif job.provider == "meshy":
+        body = json.dumps({"id": job.id, "status": "SUCCEEDED"},
+                          separators=(",", ":")).encode()
     else:
         body = _fal_body(mod, fake, job, job.extra["webhook_host"])
     if mode == "oversize":
         body = body[:-1] + b',"pad":"' + b"x" * (2 << 20) + b'"}'
     if job.provider == "veo":
         headers = standard(body, ts)
+    elif job.provider == "suno":
+        headers = hmac_headers(job.id, ts)
+    elif job.provider == "meshy":
+        headers = {}
     else:
         headers = fal_headers(job.id, body, ts)
-    if mode == "bad_signature":
+    if mode == "bad_signature" and job.provider == "suno":
+        headers = hmac_headers(job.id, ts, "another key")
+    elif mode == "bad_signature":
         body = body.replace(b'"OK"', b'"ERROR"') if b'"OK"' in body else body + b" "
     return body, headers
 
