@@ -64,14 +64,40 @@ emit_error(struct ctx *c, jv rec, const char *code, const char *msg,
 	mi_json_write(stdout, mi_json_error(rec, code, msg, retryable));
 }
 
+/* SIGTERM or SIGINT: the download under way is abandoned at once, its
+ * job released, and mi-fetch exits 75. */
+static volatile sig_atomic_t stop;
+
+static void
+on_signal(int sig)
+{
+	stop = sig;
+}
+
+/* While a download lasts, bytes or not, its job's lease is renewed on a
+ * timer: a slow or stalled transfer never loses its job to a worker. */
+static void
+tick(void *arg)
+{
+	struct dl *d = arg;
+	long long now = mi_now_ms();
+
+	if (now - d->renewed > mi_jobs_lease_ms() / 3) {
+		jv ids = jv_array_append(jv_array(), jv_string(d->id));
+		struct mi_err rerr = MI_ERR_INIT;
+
+		jv_free(mi_jobs_renew(d->c->db, ids, &rerr));
+		d->renewed = now;
+	}
+}
+
 /* Chunks of the result into the store; an HTML page is refused before
- * anything is written, and the lease is kept alive on long downloads. */
+ * anything is written. */
 static int
 sink(void *arg, const struct mi_http_resp *resp, const void *data,
     size_t len, struct mi_err *err)
 {
 	struct dl *d = arg;
-	long long now = mi_now_ms();
 
 	if (!d->checked) {
 		const char *p = data;
@@ -86,13 +112,6 @@ sink(void *arg, const struct mi_http_resp *resp, const void *data,
 		    strncasecmp(p + i, "<!doc", 5) == 0)))
 			return mi_err_set(err, EX_PROTOCOL,
 			    "the result is an HTML page, not media");
-	}
-	if (now - d->renewed > mi_jobs_lease_ms() / 3) {
-		jv ids = jv_array_append(jv_array(), jv_string(d->id));
-		struct mi_err rerr = MI_ERR_INIT;
-
-		jv_free(mi_jobs_renew(d->c->db, ids, &rerr));
-		d->renewed = now;
 	}
 	return mi_store_write(d->tx, data, len, err);
 }
@@ -193,7 +212,8 @@ download(struct ctx *c, struct mi_provider *p, jv job,
 	if ((d.tx = mi_store_begin(c->st, req, err)) == NULL)
 		return -1;
 	mi_http_resp_init(&resp);
-	r = mi_transport_fetch(p, fetch_input(job), uri, sink, &d, &resp, err);
+	r = mi_transport_fetch_ex(p, fetch_input(job), uri, sink, &d, tick,
+	    &stop, &resp, err);
 	if (r == 0 && resp.received == 0)
 		r = mi_err_set(err, EX_PROTOCOL, "the result is empty");
 	if (r == 0 && resp.content_length >= 0 &&
@@ -225,6 +245,8 @@ fetch_retrying(struct ctx *c, struct mi_provider *p, jv *jobp,
 	for (;;) {
 		if (download(c, p, *jobp, req, res, err) == 0)
 			return 0;
+		if (stop)
+			return -1;
 		if (err->code == EX_NOINPUT) {
 			if (++gone <= 1) {
 				mi_sleep_ms(c->backoff_ms);
@@ -334,9 +356,7 @@ linked_artifact(struct ctx *c, const char *artifact_id)
 
 	if (!jv_is_valid(a))
 		mi_die_err(&err);
-	if (jv_get_kind(a) == JV_KIND_OBJECT)
-		a = jv_object_set(a, jv_string("deduplicated"), jv_true());
-	return a;
+	return mi_artifact_again(a);
 }
 
 /* Takes the job's lease; when another worker holds it, waits a while
@@ -421,6 +441,7 @@ fetch_one(struct ctx *c, jv job)
 	char idbuf[40], ext[16] = "", tenant[256] = "", run[40] = "";
 	char type[128] = "";
 	jv row, done, art, extra, r;
+	int fr;
 
 	if (mi_json_has_error(job)) {
 		c->failed = 1;
@@ -515,7 +536,14 @@ fetch_one(struct ctx *c, jv job)
 	req.declared_ext = ext[0] ? ext : NULL;
 	req.from_provider = 1;
 	req.max_size = c->max_size;
-	if (fetch_retrying(c, p, &job, &req, &res, &err) == -1) {
+	fr = fetch_retrying(c, p, &job, &req, &res, &err);
+	if (fr == -1 && stop) {
+		/* Nothing half done is kept: the job waits for another. */
+		release(c, idbuf);
+		jv_free(job);
+		mi_die(EX_TEMPFAIL, "stopped by signal %d; job %s released",
+		    (int)stop, idbuf);
+	} else if (fr == -1) {
 		const char *code = err.code == EX_IOERR ||
 		    err.code == EX_CANTCREAT ? "STORAGE_ERROR" :
 		    err.code == EX_CONFIG ? "CONFIG_ERROR" :
@@ -655,6 +683,16 @@ main(int argc, char **argv)
 		mi_usage(usage, EX_USAGE);
 	}
 	signal(SIGPIPE, SIG_IGN);
+	{
+		struct sigaction sa;
+
+		/* No SA_RESTART: a read of the input ends on the signal. */
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_signal;
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGINT, &sa, NULL);
+	}
 	memset(&c, 0, sizeof(c));
 	c.max_size = 4LL << 30;
 	if ((s = getenv("MI_FETCH_MAX_BYTES")) != NULL &&
@@ -669,7 +707,12 @@ main(int argc, char **argv)
 		mi_die_err(&err);
 	if ((in = mi_json_in_new(stdin)) == NULL)
 		mi_die(EX_OSERR, "out of memory");
-	while ((k = mi_json_next(in, &rec, &err)) != 0) {
+	while (!stop && (k = mi_json_next(in, &rec, &err)) != 0) {
+		if (stop) {
+			if (k == 1)
+				jv_free(rec);
+			break;
+		}
 		if (k == -2)
 			mi_die_err(&err);
 		if (k == -1) {
@@ -683,5 +726,9 @@ main(int argc, char **argv)
 	mi_db_close(c.db);
 	mi_store_close(c.st);
 	mi_close_stdout();
+	if (stop) {
+		fprintf(stderr, "mi-fetch: stopped by signal %d\n", (int)stop);
+		return EX_TEMPFAIL;
+	}
 	return c.config ? EX_CONFIG : c.failed ? 1 : 0;
 }

@@ -76,6 +76,10 @@ struct ctx {
 	jv seen;		/* id -> times taken in this run */
 	jv state;		/* id -> "final" or "left" */
 	jv reclaim;		/* id -> monotonic ms to wait until */
+	jv backoff;		/* id -> [monotonic ms, tries]: store failed */
+	long long store_full;	/* monotonic ms until which the store is
+				 * taken to be full; 0: not full */
+	long store_full_ms;	/* the next such wait */
 	long long next_scan, next_beat, next_renew, next_clean;
 	int last_found;
 	long taken, stored, failed, timed_out;
@@ -395,10 +399,10 @@ found(struct ctx *c, const char *id, const char *tid, jv out)
  * is cleared (every key set to null) and it waits for a slot again.
  */
 static void
-resubmit(struct ctx *c, jv row, const char *why)
+resubmit(struct ctx *c, jv row, jv ev)
 {
-	const char *id = NULL;
-	char idbuf[40];
+	const char *id = NULL, *why = "created again";
+	char idbuf[40], whybuf[64];
 	jv st, clear = jv_object(), p = jv_object(), r;
 
 	mi_json_str(row, "id", &id, 0, NULL);
@@ -412,7 +416,10 @@ resubmit(struct ctx *c, jv row, const char *why)
 	}
 	jv_free(st);
 	jv_free(row);
-	r = event(c, idbuf, ev1(why));
+	mi_json_str(ev, "event", &why, 0, NULL);
+	snprintf(whybuf, sizeof(whybuf), "%s", why);
+	why = whybuf;
+	r = event(c, idbuf, ev);
 	if (jv_get_kind(r) != JV_KIND_OBJECT) {
 		jv_free(r);
 		set_state(c, idbuf, "left");
@@ -449,7 +456,7 @@ absent_create(struct ctx *c, jv row, jv out)
 	if (jv_get_kind(res) != JV_KIND_OBJECT ||
 	    mi_json_str(res, "provider_job_id", &tid, 1, NULL) != 1) {
 		jv_free(res);
-		resubmit(c, row, "create absent");
+		resubmit(c, row, ev1("create absent"));
 		return;
 	}
 	mi_json_str(row, "id", &id, 0, NULL);
@@ -479,6 +486,131 @@ absent_create(struct ctx *c, jv row, jv out)
 }
 
 /*
+ * The provider cannot settle a lost create: the definition's lost_create
+ * decides, with its reason, between sending it again (once) and holding
+ * the job for an operator (it fails, and nothing is sent).  The decision
+ * goes into the job's recovery log and the step's debug output (stderr).
+ */
+static void
+by_policy(struct ctx *c, struct mi_provider *p, jv row)
+{
+	struct mi_err err = MI_ERR_INIT;
+	const char *id = NULL, *pol = "resend", *why = NULL;
+	char idbuf[40], reason[300], msg[400];
+	jv v, ev;
+
+	mi_json_str(row, "id", &id, 0, NULL);
+	snprintf(idbuf, sizeof(idbuf), "%s", id);
+	v = mi_provider_call(p, "lost_create", lookup_input(row, 1), &err);
+	if (jv_get_kind(v) == JV_KIND_OBJECT) {
+		mi_json_str(v, "policy", &pol, 0, NULL);
+		mi_json_str(v, "reason", &why, 0, NULL);
+	} else
+		why = err.msg[0] ? err.msg : NULL;
+	snprintf(reason, sizeof(reason), "%s", why ? why : "no reason given");
+	if (strcmp(pol, "resend") != 0 && strcmp(pol, "hold") != 0) {
+		snprintf(reason, sizeof(reason), "unknown policy '%.40s' (held "
+		    "to be safe): %.200s", pol, why ? why : "");
+		pol = "hold";
+	}
+	if (strcmp(pol, "hold") == 0) {
+		jv_free(v);
+		jv_free(row);
+		snprintf(msg, sizeof(msg), "held for an operator: the create's "
+		    "outcome is unknown and it is not sent again (%s)", reason);
+		mi_warn("job %s: %s", idbuf, msg);
+		ev = jv_object_set(ev1("create held"), jv_string("reason"),
+		    jv_string(reason));
+		finish(c, idbuf, "failed", "PROVIDER_UNAVAILABLE", msg, ev);
+		return;
+	}
+	jv_free(v);
+	if (has_event(row, "create re-sent")) {
+		jv_free(row);
+		finish(c, idbuf, "failed", "PROVIDER_UNAVAILABLE", "the "
+		    "create's outcome is unknown again after it was sent a "
+		    "second time; it is not sent a third time",
+		    ev1("create unknown twice"));
+		return;
+	}
+	mi_warn("job %s: the create's outcome is unknown and the provider "
+	    "cannot settle it: sent again once (%s)", idbuf, reason);
+	resubmit(c, row, jv_object_set(ev1("create re-sent"),
+	    jv_string("reason"), jv_string(reason)));
+}
+
+/*
+ * A synchronous create whose whole answer came, and whose process ended
+ * before it could write so (the database was away, or it was killed):
+ * the result is in the spool as {id}.{ext}.  Returns 1 when the job was
+ * completed from it (row consumed).
+ */
+static int
+spooled_answer(struct ctx *c, struct mi_provider *p, jv row)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 300], ext[16] = "", idbuf[40];
+	struct mi_err err = MI_ERR_INIT;
+	const char *id = NULL;
+	struct dirent *de;
+	struct stat sb;
+	size_t n;
+	jv pt, res, r;
+	DIR *d;
+
+	if (mi_transport_of(p) != &mi_transport_sync ||
+	    mi_json_str(row, "id", &id, 0, NULL) != 1 ||
+	    mi_spool_dir(dir, sizeof(dir), &err) == -1 ||
+	    (d = opendir(dir)) == NULL)
+		return 0;
+	n = strlen(id);
+	path[0] = '\0';
+	while ((de = readdir(d)) != NULL) {
+		const char *e = de->d_name + n + 1;
+
+		if (strncmp(de->d_name, id, n) != 0 || de->d_name[n] != '.' ||
+		    strcmp(e, "raw") == 0 || strlen(e) >= sizeof(ext) ||
+		    strchr(e, '.') != NULL)
+			continue;
+		snprintf(ext, sizeof(ext), "%s", e);
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		break;
+	}
+	closedir(d);
+	if (path[0] == '\0' || stat(path, &sb) == -1 || sb.st_size == 0)
+		return 0;
+	res = jv_object_set(jv_object_set(jv_object(), jv_string("file"),
+	    jv_string(path)), jv_string("ext"), jv_string(ext));
+	pt = jv_object();
+	pt = jv_object_set(pt, jv_string("status"), jv_string("completed"));
+	pt = jv_object_set(pt, jv_string("result_uri"),
+	    jv_string_fmt("file://%s", path));
+	pt = jv_object_set(pt, jv_string("provider_state"),
+	    jv_object_set(jv_object(), jv_string("result"), res));
+	pt = jv_object_set(pt, jv_string("progress"), jv_number(100));
+	pt = jv_object_set(pt, jv_string("submit_unknown"), jv_false());
+	snprintf(idbuf, sizeof(idbuf), "%s", id);
+	r = patch(c, idbuf, pt);
+	if (jv_get_kind(r) != JV_KIND_OBJECT) {
+		jv_free(r);
+		jv_free(row);
+		set_state(c, idbuf, "left");
+		return 1;
+	}
+	jv_free(r);
+	r = event(c, idbuf, jv_object_set(ev1("create answered"),
+	    jv_string("file"), jv_string(path)));
+	jv_free(row);
+	if (jv_get_kind(r) != JV_KIND_OBJECT) {
+		jv_free(r);
+		return 1;
+	}
+	mi_verbose("job %s: the lost answer is in the spool; stored from "
+	    "there", idbuf);
+	c->fq = jv_array_append(c->fq, r);
+	return 1;
+}
+
+/*
  * A create went out and nobody knows what became of it.  Past its
  * deadline the job times out.  Else the provider is asked, where its
  * definition can look tasks up: found, the job is polled; absent, it is
@@ -500,6 +632,16 @@ unknown_create(struct ctx *c, jv row)
 	mi_json_str(row, "provider_id", &prov, 0, NULL);
 	mi_json_str(row, "started_at", &started, 0, NULL);
 	mi_json_num(row, "timeout_ms", &timeout, 0, NULL);
+	if (prov == NULL || (p = mi_provider_get(prov, &err)) == NULL) {
+		jv_free(row);
+		left(c, idbuf, err.msg);
+		return;
+	}
+	/* A result already here is used, past the deadline or not. */
+	if (spooled_answer(c, p, jv_copy(row))) {
+		jv_free(row);
+		return;
+	}
 	if (started && timeout > 0 &&
 	    mi_jobs_time_ms(started) + (long long)timeout < mi_wall_ms()) {
 		snprintf(msg, sizeof(msg), "no result from %s within %.1f s "
@@ -507,11 +649,6 @@ unknown_create(struct ctx *c, jv row)
 		    "provider", timeout / 1000);
 		jv_free(row);
 		finish(c, idbuf, "timed_out", "TIMEOUT", msg, ev1("timed out"));
-		return;
-	}
-	if (prov == NULL || (p = mi_provider_get(prov, &err)) == NULL) {
-		jv_free(row);
-		left(c, idbuf, err.msg);
 		return;
 	}
 	for (page = 1; page <= LOOKUP_PAGES; ) {
@@ -578,15 +715,7 @@ unknown_create(struct ctx *c, jv row)
 		jv_free(out);
 		break;
 	}
-	if (has_event(row, "create re-sent")) {
-		jv_free(row);
-		finish(c, idbuf, "failed", "PROVIDER_UNAVAILABLE", "the "
-		    "create's outcome is unknown again after it was sent a "
-		    "second time; it is not sent a third time",
-		    ev1("create unknown twice"));
-		return;
-	}
-	resubmit(c, row, "create re-sent");
+	by_policy(c, p, row);
 }
 
 /* Scanning. */
@@ -641,6 +770,79 @@ id_array(jv o, int over)
 	return mi_buf_detach(&b, NULL);
 }
 
+/*
+ * The jobs not to take now: those taken MAX_TAKES times in this --once
+ * run, and those whose result could not be stored, until their backoff
+ * ends.
+ */
+static char *
+skip_array(struct ctx *c)
+{
+	long long now = mi_now_ms();
+	jv ids = jv_object(), keep = jv_object();
+	char *out;
+
+	jv_object_foreach(c->seen, k, v) {
+		if (c->once && jv_get_kind(v) == JV_KIND_NUMBER &&
+		    jv_number_value(v) >= MAX_TAKES)
+			ids = jv_object_set(ids, jv_copy(k), jv_true());
+		jv_free(k);
+		jv_free(v);
+	}
+	jv_object_foreach(c->backoff, k, v) {
+		jv until = jv_array_get(jv_copy(v), 0);
+
+		if (jv_number_value(until) > now)
+			ids = jv_object_set(ids, jv_copy(k), jv_true());
+		if (c->once || jv_number_value(until) > now - 3600000)
+			keep = jv_object_set(keep, jv_copy(k), jv_copy(v));
+		jv_free(until);
+		jv_free(k);
+		jv_free(v);
+	}
+	jv_free(c->backoff);
+	c->backoff = keep;
+	out = id_array(ids, 0);
+	jv_free(ids);
+	return out;
+}
+
+/*
+ * A result the store refused (STORAGE_ERROR): the job waits, 5 s then
+ * twice as long each time, rather than being downloaded again at once;
+ * a full disk stops the fetching of every job for a while (and ends a
+ * --once pass early), instead of downloading everything again in vain.
+ */
+static void
+store_failed(struct ctx *c, const char *id, const char *msg)
+{
+	jv v = jv_object_get(jv_copy(c->backoff), jv_string(id));
+	long long now = mi_now_ms();
+	double tries = 0;
+
+	if (jv_get_kind(v) == JV_KIND_ARRAY) {
+		jv t = jv_array_get(jv_copy(v), 1);
+
+		tries = jv_number_value(t);
+		jv_free(t);
+	}
+	jv_free(v);
+	tries++;
+	c->backoff = jv_object_set(c->backoff, jv_string(id),
+	    jv_array_append(jv_array_append(jv_array(), jv_number((double)(
+	    now + (5000LL << (tries < 8 ? (int)tries - 1 : 7))))),
+	    jv_number(tries)));
+	if (strstr(msg, "No space left") || strstr(msg, "Disk quota") ||
+	    strstr(msg, "ENOSPC")) {
+		if (c->store_full == 0)
+			mi_warn("the store is full (%s): no result is fetched "
+			    "for %ld s", msg, c->store_full_ms / 1000);
+		c->store_full = now + c->store_full_ms;
+		if (c->store_full_ms < 600000)
+			c->store_full_ms *= 2;
+	}
+}
+
 static int
 in_hand(struct ctx *c)
 {
@@ -679,7 +881,7 @@ dispatch(struct ctx *c, jv row)
 	}
 	/* The last create was refused (it was to be tried again). */
 	if (strcmp(st, "processing") == 0 && pjid == NULL && sc > 0) {
-		resubmit(c, row, "create again");
+		resubmit(c, row, ev1("create again"));
 		return;
 	}
 	mi_runner_job(c->r, row);
@@ -721,7 +923,7 @@ scan(struct ctx *c)
 		snprintf(lease, sizeof(lease), "%ld", c->lease_ms);
 		snprintf(lim, sizeof(lim), "%d", room);
 		mine = id_array(c->seen, 0);
-		skip = id_array(c->seen, c->once ? MAX_TAKES : INT_MAX);
+		skip = skip_array(c);
 		params[0] = mi_jobs_owner();
 		params[1] = lease;
 		params[2] = lim;
@@ -924,6 +1126,9 @@ fetched(struct ctx *c, struct fetcher *f, const char *line)
 
 			mi_json_str(e, "message", &m, 0, NULL);
 			mi_verbose("job %s: left for later: %s", ids, m);
+			if (mi_json_str(e, "code", &st, 0, NULL) == 1 &&
+			    strcmp(st, "STORAGE_ERROR") == 0)
+				store_failed(c, ids, m);
 			jv_free(e);
 			jv_free(rec);
 			set_state(c, ids, "left");
@@ -975,6 +1180,26 @@ static void
 feed(struct ctx *c)
 {
 	int i;
+
+	if (c->store_full > mi_now_ms()) {
+		int n = jv_array_length(jv_copy(c->fq));
+
+		for (i = 0; i < n; i++) {
+			jv row = jv_array_get(jv_copy(c->fq), i);
+			const char *id = NULL;
+
+			if (mi_json_str(row, "id", &id, 0, NULL) == 1)
+				left(c, id, "the store is full");
+			jv_free(row);
+		}
+		jv_free(c->fq);
+		c->fq = jv_array();
+		return;
+	}
+	if (c->store_full) {
+		/* The wait is over: the next result tries the store. */
+		c->store_full = 0;
+	}
 
 	for (i = 0; i < c->nfetch; i++) {
 		struct fetcher *f = &c->f[i];
@@ -1296,6 +1521,9 @@ run(struct ctx *c)
 		if (c->once && !busy(c) && c->last_found == 0 &&
 		    !reclaiming(c))
 			return;
+		/* A full store ends a pass: a later run finds room. */
+		if (c->once && c->store_full > mi_now_ms() && !busy(c))
+			return;
 		wake = c->next_scan;
 		if (c->next_beat < wake)
 			wake = c->next_beat;
@@ -1450,6 +1678,8 @@ main(int argc, char **argv)
 	c.seen = jv_object();
 	c.state = jv_object();
 	c.reclaim = jv_object();
+	c.backoff = jv_object();
+	c.store_full_ms = 60000;
 	for (i = 0; i < MAX_FETCHERS; i++) {
 		c.f[i].pid = -1;
 		c.f[i].in = c.f[i].out = -1;
@@ -1488,6 +1718,7 @@ main(int argc, char **argv)
 	jv_free(c.seen);
 	jv_free(c.state);
 	jv_free(c.reclaim);
+	jv_free(c.backoff);
 	mi_close_stdout();
 	if (stop && c.once)
 		return EX_TEMPFAIL;

@@ -43,13 +43,37 @@ cache_hit(jv o)
 	return b ? "true" : "false";
 }
 
+/* Adds signed_url for /api/assets/rel when a signing key is set. */
+static jv
+sign_row(jv row, const char *rel)
+{
+	char signed_url[2200], path[1200], full[2400];
+	const char *key, *pub;
+	long long t;
+	size_t n;
+
+	if ((key = mi_sign_key()) == NULL)
+		return row;
+	t = mi_sign_ttl(NULL);
+	snprintf(path, sizeof(path), "/api/assets/%s", rel);
+	if (t <= 0 || mi_sign_url(key, path, (long long)time(NULL) + t,
+	    signed_url, sizeof(signed_url), NULL) != 0)
+		return row;
+	pub = getenv("MI_PUBLIC_URL");
+	n = pub ? strlen(pub) : 0;
+	while (n > 0 && pub[n - 1] == '/')
+		n--;
+	snprintf(full, sizeof(full), "%.*s%s", (int)n, pub ? pub : "",
+	    signed_url);
+	return jv_object_set(row, jv_string("signed_url"), jv_string(full));
+}
+
 jv
 mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
     const struct mi_store_result *res, jv extra, struct mi_err *err)
 {
 	const char *params[12];
-	char uri[2048], size[32], signed_url[2200], path[1200];
-	const char *key;
+	char uri[2048], size[32];
 	jv meta, row;
 	char *metatext;
 
@@ -91,23 +115,26 @@ mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
 		return row;
 	row = jv_object_set(row, jv_string("deduplicated"),
 	    res->deduplicated ? jv_true() : jv_false());
-	if ((key = mi_sign_key()) != NULL) {
-		long long t = mi_sign_ttl(NULL);
+	return sign_row(row, res->rel);
+}
 
-		snprintf(path, sizeof(path), "/api/assets/%s", res->rel);
-		if (t > 0 && mi_sign_url(key, path, (long long)time(NULL) + t,
-		    signed_url, sizeof(signed_url), NULL) == 0) {
-			char full[2400];
-			const char *pub = getenv("MI_PUBLIC_URL");
-			size_t n = pub ? strlen(pub) : 0;
+jv
+mi_artifact_again(jv row)
+{
+	const char *uri = NULL, *at;
+	char rel[1100];
+	size_t n;
 
-			while (n > 0 && pub[n - 1] == '/')
-				n--;
-			snprintf(full, sizeof(full), "%.*s%s", (int)n,
-			    pub ? pub : "", signed_url);
-			row = jv_object_set(row, jv_string("signed_url"),
-			    jv_string(full));
-		}
-	}
-	return row;
+	if (jv_get_kind(row) != JV_KIND_OBJECT)
+		return row;
+	row = jv_object_set(row, jv_string("deduplicated"), jv_true());
+	if (mi_json_str(row, "uri", &uri, 0, NULL) != 1 ||
+	    (at = strstr(uri, "/api/assets/")) == NULL)
+		return row;
+	at += strlen("/api/assets/");
+	if ((n = strcspn(at, "?#")) >= sizeof(rel))
+		return row;
+	memcpy(rel, at, n);
+	rel[n] = '\0';
+	return sign_row(row, rel);
 }

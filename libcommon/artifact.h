@@ -20,4 +20,11 @@
 jv mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
     const struct mi_store_result *res, jv extra, struct mi_err *err);
 
+/*
+ * An artifact row (consumed) found again rather than saved: the record
+ * with "deduplicated" true, and "signed_url" when $MI_URL_SIGNING_KEY is
+ * set (signed now, with the current $MI_PUBLIC_URL).
+ */
+jv mi_artifact_again(jv row);
+
 #endif

@@ -1,6 +1,18 @@
 /*
  * db.c - the PostgreSQL connection.  Foreign error detail (the server's
  * message and SQLSTATE) goes into err->msg; the SQLSTATE picks the code.
+ *
+ * A lost connection (the server restarted or stopped, the socket broke)
+ * is made again here, with backoff, for up to MI_DB_RETRY_MS; meanwhile
+ * the caller's wait hook runs instead of a plain sleep, so a program
+ * keeps its HTTP exchanges going.  A statement outside a transaction is
+ * then run again: when the server ends a session it rolls back whatever
+ * that session was running, so the statement did not happen.  (The one
+ * exception, a commit whose reply is lost on the wire, is not told apart
+ * by libpq; the statements mi runs twice that way are idempotent updates
+ * or inserts a unique key guards.)  A statement inside a transaction
+ * fails with the transaction lost (mi_db_tx_lost), for the caller to run
+ * the whole transaction again.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +23,29 @@
 #include "json.h"
 #include "banned.h"
 
+#define MAX_CHANNELS	4
+#define MAX_TX_LOG	64
+
+/* A statement of the transaction under way, to run again after a lost
+ * connection, with the number of rows it gave. */
+struct logged {
+	char *sql;
+	char **params;
+	int n, script;
+	long rows;
+};
+
 struct mi_db {
+	struct logged log[MAX_TX_LOG];
+	int nlog, log_full;
 	PGconn *conn;
+	int in_tx, tx_lost, generation;
+	char lost[200];		/* why the connection went, seen idle */
+	long retry_ms;
+	void (*wait)(void *arg, long ms);
+	void *wait_arg;
+	char *channels[MAX_CHANNELS];
+	int nchannels;
 };
 
 struct mi_db *
@@ -22,6 +55,8 @@ mi_db_open(const char *conninfo, struct mi_err *err)
 	const char *vals[] = { NULL, NULL, NULL };
 	struct mi_db *db;
 	char *msg, *nl;
+	const char *s;
+	unsigned long long v;
 
 	if (conninfo == NULL)
 		conninfo = getenv("DATABASE_URL");
@@ -50,26 +85,162 @@ mi_db_open(const char *conninfo, struct mi_err *err)
 		free(db);
 		return NULL;
 	}
+	db->retry_ms = 60000;
+	if ((s = getenv("MI_DB_RETRY_MS")) != NULL &&
+	    mi_parse_uint(s, 0, 86400000ULL, &v) == 0)
+		db->retry_ms = (long)v;
 	return db;
 }
 
-static void
-quiet_notice(void *arg, const char *msg)
+void
+mi_db_set_wait(struct mi_db *db, void (*wait)(void *arg, long ms),
+    void *arg)
 {
-	(void)arg;
-	(void)msg;
+	db->wait = wait;
+	db->wait_arg = arg;
+}
+
+int
+mi_db_tx_lost(const struct mi_db *db)
+{
+	return db->tx_lost;
+}
+
+int
+mi_db_generation(const struct mi_db *db)
+{
+	return db->generation;
+}
+
+static void lost_text(char *out, size_t outsz, const char *s);
+static void log_clear(struct mi_db *db);
+
+/*
+ * Notices are dropped, except the server's last word on a connection it
+ * ends while idle ("FATAL:  terminating connection due to administrator
+ * command"), which libpq hands over as a notice: it is kept as the
+ * cause for the next statement, which only sees the socket closed.
+ */
+static void
+on_notice(void *arg, const char *msg)
+{
+	struct mi_db *db = arg;
+
+	if (db && strncmp(msg, "FATAL:", 6) == 0 && db->lost[0] == '\0')
+		lost_text(db->lost, sizeof(db->lost), msg);
 }
 
 void
 mi_db_close(struct mi_db *db)
 {
+	int i;
+
 	if (db == NULL)
 		return;
 	PQfinish(db->conn);
+	log_clear(db);
+	for (i = 0; i < db->nchannels; i++)
+		free(db->channels[i]);
 	free(db);
 }
 
-/* Maps a failed result to err; returns -1. */
+/* The first line of s into out. */
+static void
+first_line(char *out, size_t outsz, const char *s)
+{
+	snprintf(out, outsz, "%s", s && *s ? s : "no message");
+	out[strcspn(out, "\n")] = '\0';
+}
+
+/* libpq's message of a connection that went, lines joined, its
+ * "FATAL:  " prefix dropped: the server's reason comes first. */
+static void
+lost_text(char *out, size_t outsz, const char *s)
+{
+	size_t o = 0;
+
+	if (s == NULL || *s == '\0')
+		s = "the connection to the server was lost";
+	if (strncmp(s, "FATAL:  ", 8) == 0)
+		s += 8;
+	for (; *s && o + 3 < outsz; s++) {
+		if (*s == '\n') {
+			if (s[1] == '\0')
+				break;
+			out[o++] = ';';
+			out[o++] = ' ';
+		} else
+			out[o++] = *s;
+	}
+	out[o] = '\0';
+}
+
+/* Whether a failed result means the session is gone. */
+static int
+session_lost(struct mi_db *db, PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) :
+	    NULL;
+
+	if (PQstatus(db->conn) != CONNECTION_OK)
+		return 1;
+	return state && (strncmp(state, "08", 2) == 0 ||
+	    strcmp(state, "57P01") == 0 || strcmp(state, "57P02") == 0 ||
+	    strcmp(state, "57P03") == 0);
+}
+
+static void
+pause_ms(struct mi_db *db, long ms)
+{
+	if (db->wait)
+		db->wait(db->wait_arg, ms);
+	else
+		mi_sleep_ms(ms);
+}
+
+/*
+ * Connects again, with backoff, for up to db->retry_ms; LISTENs again on
+ * the channels listened on.  0, or -1 with the last attempt's message in
+ * why.
+ */
+static int
+reconnect(struct mi_db *db, char *why, size_t whysz)
+{
+	long long start = mi_now_ms(), now;
+	long delay = 50;
+	int i;
+
+	for (;;) {
+		PQreset(db->conn);
+		if (PQstatus(db->conn) == CONNECTION_OK) {
+			db->generation++;
+			db->lost[0] = '\0';
+			for (i = 0; i < db->nchannels; i++) {
+				char *id = PQescapeIdentifier(db->conn,
+				    db->channels[i], strlen(db->channels[i]));
+				char sql[300];
+
+				if (id == NULL)
+					continue;
+				snprintf(sql, sizeof(sql), "LISTEN %s", id);
+				PQfreemem(id);
+				PQclear(PQexec(db->conn, sql));
+			}
+			return 0;
+		}
+		first_line(why, whysz, PQerrorMessage(db->conn));
+		now = mi_now_ms();
+		if (now - start >= db->retry_ms)
+			return -1;
+		if (delay > db->retry_ms - (now - start))
+			delay = (long)(db->retry_ms - (now - start));
+		pause_ms(db, delay);
+		delay = delay * 2 > 500 ? 500 : delay * 2;
+	}
+}
+
+/* Maps a failed result to err (the cause, copied before anything else
+ * can overwrite libpq's message); returns -1. */
 static int
 fail(struct mi_db *db, PGresult *res, struct mi_err *err)
 {
@@ -78,14 +249,16 @@ fail(struct mi_db *db, PGresult *res, struct mi_err *err)
 	    PG_DIAG_MESSAGE_PRIMARY) : NULL;
 	int code = EX_SOFTWARE;
 
-	if (msg == NULL)
+	if (msg == NULL || *msg == '\0')
 		msg = PQerrorMessage(db->conn);
-	if (PQstatus(db->conn) != CONNECTION_OK) {
+	if (msg == NULL || *msg == '\0')
+		msg = "the connection to the server was lost";
+	if (strncmp(msg, "FATAL:  ", 8) == 0)
+		msg += 8;
+	if (session_lost(db, res))
 		code = EX_TEMPFAIL;
-		PQreset(db->conn);
-	} else if (state && (strcmp(state, "40001") == 0 ||
-	    strcmp(state, "40P01") == 0 || strncmp(state, "08", 2) == 0 ||
-	    strcmp(state, "57P01") == 0))
+	else if (state && (strcmp(state, "40001") == 0 ||
+	    strcmp(state, "40P01") == 0))
 		code = EX_TEMPFAIL;
 	else if (state && strncmp(state, "22", 2) == 0)
 		code = EX_DATAERR;
@@ -102,22 +275,156 @@ fail(struct mi_db *db, PGresult *res, struct mi_err *err)
 	return -1;
 }
 
-static PGresult *
-run(struct mi_db *db, const char *sql, int n, const char *const *params)
+static void
+log_clear(struct mi_db *db)
 {
-	PQsetNoticeProcessor(db->conn, quiet_notice, NULL);
-	return PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+	int i, k;
+
+	for (i = 0; i < db->nlog; i++) {
+		for (k = 0; k < db->log[i].n; k++)
+			free(db->log[i].params[k]);
+		free(db->log[i].params);
+		free(db->log[i].sql);
+	}
+	db->nlog = 0;
+	db->log_full = 0;
+}
+
+static long
+rows_of(PGresult *res)
+{
+	return PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) :
+	    strtol(PQcmdTuples(res), NULL, 10);
+}
+
+/* Keeps a statement of the transaction under way. */
+static void
+log_add(struct mi_db *db, const char *sql, int n, const char *const *params,
+    int script, PGresult *res)
+{
+	struct logged *l;
+	int k;
+
+	if (db->nlog >= MAX_TX_LOG) {
+		db->log_full = 1;
+		return;
+	}
+	l = &db->log[db->nlog];
+	memset(l, 0, sizeof(*l));
+	if ((l->sql = strdup(sql)) == NULL ||
+	    (n > 0 && (l->params = calloc((size_t)n, sizeof(char *))) ==
+	    NULL)) {
+		free(l->sql);
+		db->log_full = 1;
+		return;
+	}
+	for (k = 0; k < n; k++)
+		if (params[k] && (l->params[k] = strdup(params[k])) == NULL)
+			db->log_full = 1;
+	l->n = n;
+	l->script = script;
+	l->rows = rows_of(res);
+	db->nlog++;
+}
+
+/*
+ * After a new connection: the transaction that was under way is run
+ * again from its BEGIN, and holds only if every statement gives as many
+ * rows as it first did (else another session changed what it read, and
+ * it is lost).  0, or -1.
+ */
+static int
+replay(struct mi_db *db)
+{
+	PGresult *res;
+	int i, ok = !db->log_full;
+
+	for (i = 0; ok && i < db->nlog; i++) {
+		struct logged *l = &db->log[i];
+		ExecStatusType st;
+
+		res = l->script ? PQexec(db->conn, l->sql) :
+		    PQexecParams(db->conn, l->sql, l->n, NULL,
+		    (const char *const *)l->params, NULL, NULL, 0);
+		st = PQresultStatus(res);
+		ok = (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) &&
+		    (i == 0 || rows_of(res) == l->rows);
+		PQclear(res);
+	}
+	if (!ok && PQstatus(db->conn) == CONNECTION_OK)
+		PQclear(PQexec(db->conn, "ROLLBACK"));
+	return ok ? 0 : -1;
+}
+
+/*
+ * Runs a statement, making a lost connection again (and running the
+ * transaction under way again, see replay).  Returns the result (status
+ * ok), or NULL with err.  script: a multi-statement text without
+ * parameters.
+ */
+static PGresult *
+run(struct mi_db *db, const char *sql, int n, const char *const *params,
+    int script, struct mi_err *err)
+{
+	struct mi_err cause = MI_ERR_INIT;
+	char why[200];
+	PGresult *res;
+	ExecStatusType st;
+
+	db->tx_lost = 0;
+	for (;;) {
+		PQsetNoticeProcessor(db->conn, on_notice, db);
+		res = script ? PQexec(db->conn, sql) : PQexecParams(db->conn,
+		    sql, n, NULL, params, NULL, NULL, 0);
+		st = PQresultStatus(res);
+		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
+			break;
+		if (!session_lost(db, res)) {
+			fail(db, res, err);
+			return NULL;
+		}
+		fail(db, res, &cause);
+		if (db->lost[0]) {
+			mi_err_set(&cause, EX_TEMPFAIL, "database: %s",
+			    db->lost);
+			db->lost[0] = '\0';
+		}
+		if (reconnect(db, why, sizeof(why)) == -1) {
+			mi_err_set(err, EX_TEMPFAIL, "%s; no connection again "
+			    "within %.1f s: %s", cause.msg,
+			    db->retry_ms / 1000.0, why);
+			return NULL;
+		}
+		if (db->in_tx && replay(db) == -1) {
+			db->in_tx = 0;
+			db->tx_lost = 1;
+			log_clear(db);
+			mi_err_set(err, EX_TEMPFAIL, "%s; connected again, the "
+			    "transaction is lost", cause.msg);
+			return NULL;
+		}
+	}
+	if (strcmp(sql, "BEGIN") == 0) {
+		log_clear(db);
+		db->in_tx = 1;
+	} else if (strcmp(sql, "COMMIT") == 0 ||
+	    strcmp(sql, "ROLLBACK") == 0) {
+		db->in_tx = 0;
+		log_clear(db);
+	}
+	if (db->in_tx)
+		log_add(db, sql, n, params, script, res);
+	return res;
 }
 
 int
 mi_db_exec(struct mi_db *db, const char *sql, int n,
     const char *const *params, long *affected, struct mi_err *err)
 {
-	PGresult *res = run(db, sql, n, params);
-	ExecStatusType st = PQresultStatus(res);
+	PGresult *res = run(db, sql, n, params, 0, err);
 
-	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-		return fail(db, res, err);
+	if (res == NULL)
+		return -1;
 	if (affected)
 		*affected = strtol(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
@@ -128,12 +435,16 @@ jv
 mi_db_json(struct mi_db *db, const char *sql, int n,
     const char *const *params, struct mi_err *err)
 {
-	PGresult *res = run(db, sql, n, params);
+	PGresult *res = run(db, sql, n, params, 0, err);
 	jv out;
 	int i, rows;
 
+	if (res == NULL)
+		return jv_invalid();
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		fail(db, res, err);
+		PQclear(res);
+		mi_err_set(err, EX_SOFTWARE, "database: the statement "
+		    "returned no rows");
 		return jv_invalid();
 	}
 	rows = PQntuples(res);
@@ -177,13 +488,10 @@ mi_db_json1(struct mi_db *db, const char *sql, int n,
 int
 mi_db_script(struct mi_db *db, const char *sql, struct mi_err *err)
 {
-	PGresult *res;
+	PGresult *res = run(db, sql, 0, NULL, 1, err);
 
-	PQsetNoticeProcessor(db->conn, quiet_notice, NULL);
-	res = PQexec(db->conn, sql);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK &&
-	    PQresultStatus(res) != PGRES_TUPLES_OK)
-		return fail(db, res, err);
+	if (res == NULL)
+		return -1;
 	PQclear(res);
 	return 0;
 }
@@ -203,7 +511,10 @@ mi_db_commit(struct mi_db *db, struct mi_err *err)
 void
 mi_db_rollback(struct mi_db *db)
 {
-	PQclear(PQexec(db->conn, "ROLLBACK"));
+	db->in_tx = 0;
+	log_clear(db);
+	if (PQstatus(db->conn) == CONNECTION_OK)
+		PQclear(PQexec(db->conn, "ROLLBACK"));
 }
 
 int
@@ -211,7 +522,7 @@ mi_db_listen(struct mi_db *db, const char *channel, struct mi_err *err)
 {
 	char *id = PQescapeIdentifier(db->conn, channel, strlen(channel));
 	char sql[300];
-	int r;
+	int r, i;
 
 	if (id == NULL)
 		return mi_err_set(err, EX_SOFTWARE, "database: bad channel");
@@ -220,8 +531,16 @@ mi_db_listen(struct mi_db *db, const char *channel, struct mi_err *err)
 		return mi_err_set(err, EX_SOFTWARE, "database: channel too long");
 	}
 	PQfreemem(id);
-	r = mi_db_script(db, sql, err);
-	return r;
+	if ((r = mi_db_script(db, sql, err)) == -1)
+		return -1;
+	/* Listened on again after a new connection. */
+	for (i = 0; i < db->nchannels; i++)
+		if (strcmp(db->channels[i], channel) == 0)
+			return 0;
+	if (db->nchannels < MAX_CHANNELS &&
+	    (db->channels[db->nchannels] = strdup(channel)) != NULL)
+		db->nchannels++;
+	return 0;
 }
 
 int
@@ -236,7 +555,13 @@ mi_db_notified(struct mi_db *db, const char *channel)
 	PGnotify *n;
 	int hit = 0;
 
-	PQconsumeInput(db->conn);
+	/* The server's last word on a connection it ends ("terminating
+	 * connection due to administrator command") arrives here while
+	 * idle: kept as the cause for the next statement's error. */
+	if ((!PQconsumeInput(db->conn) ||
+	    PQstatus(db->conn) != CONNECTION_OK) && db->lost[0] == '\0')
+		lost_text(db->lost, sizeof(db->lost),
+		    PQerrorMessage(db->conn));
 	while ((n = PQnotifies(db->conn)) != NULL) {
 		if (channel == NULL || strcmp(n->relname, channel) == 0)
 			hit = 1;

@@ -10,6 +10,15 @@
  * Error codes: connection failure 69 (EX_UNAVAILABLE); serialization
  * failure or deadlock (40001, 40P01) and connection loss 75 (EX_TEMPFAIL);
  * other SQL errors 70 (EX_SOFTWARE) with the SQLSTATE in msg.
+ *
+ * A connection lost after mi_db_open is made again with backoff for up to
+ * $MI_DB_RETRY_MS (default 60000) ms, and the statement run again when
+ * it was not inside a transaction; only then does it fail (75), with the
+ * cause's message (the server's, e.g. "terminating connection due to
+ * administrator command"), never the reconnect attempt's.  A
+ * transaction under way is run again from its BEGIN on the new
+ * connection, and holds when each statement gives the rows it first gave;
+ * else the statement fails with mi_db_tx_lost.
  */
 #ifndef MI_DB_H
 #define MI_DB_H
@@ -40,6 +49,18 @@ int mi_db_script(struct mi_db *db, const char *sql, struct mi_err *err);
 int mi_db_begin(struct mi_db *db, struct mi_err *err);
 int mi_db_commit(struct mi_db *db, struct mi_err *err);
 void mi_db_rollback(struct mi_db *db);
+
+/*
+ * What to do while waiting to connect again (default: sleep): wait(arg,
+ * ms) must return within about ms and must not use the database.
+ */
+void mi_db_set_wait(struct mi_db *db, void (*wait)(void *arg, long ms),
+    void *arg);
+/* Whether the last failure lost the transaction under way (the
+ * connection is back): the whole transaction may be run again. */
+int mi_db_tx_lost(const struct mi_db *db);
+/* Counts the connections made again (the socket may have changed). */
+int mi_db_generation(const struct mi_db *db);
 
 /* LISTEN support: socket fd to poll, and draining notifications.
  * mi_db_notified returns 1 if any notification on channel arrived. */

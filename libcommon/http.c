@@ -37,7 +37,8 @@ struct xfer {
 	char *body;
 	size_t bodylen;
 	long timeout_ms, connect_timeout_ms;
-	int follow, redirs, too_big, nheaders;
+	int follow, redirs, too_big, nheaders, fresh;
+	long low_speed_bytes, low_speed_s;
 	size_t max_body;
 	mi_http_sink sink;
 	void *sink_arg;
@@ -309,9 +310,14 @@ xfer_setup(struct xfer *x)
 	} else {
 		/* No deadline for the whole download: give up on a stall. */
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 0L);
-		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 60L);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT,
+		    x->low_speed_bytes > 0 ? x->low_speed_bytes : 1L);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME,
+		    x->low_speed_s > 0 ? x->low_speed_s : 60L);
 	}
+	/* Set every time: the handle may have served a create before. */
+	curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)x->fresh);
+	curl_easy_setopt(e, CURLOPT_FORBID_REUSE, (long)x->fresh);
 	curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
 	if (strcmp(x->method, "GET") == 0)
 		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -508,6 +514,9 @@ mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 	x->timeout_ms = req->timeout_ms;
 	x->connect_timeout_ms = req->connect_timeout_ms;
 	x->follow = req->follow;
+	x->fresh = req->fresh != 0;
+	x->low_speed_bytes = req->low_speed_bytes;
+	x->low_speed_s = req->low_speed_s;
 	x->redirs = 0;
 	x->max_body = req->max_body ? req->max_body : DEFAULT_MAX;
 	x->sink = req->sink;
@@ -695,11 +704,20 @@ mi_http_do(const struct mi_http_req *req, struct mi_http_resp *resp)
 		resp->net_error = 1;
 		return -1;
 	}
-	while (m->count > 0)
-		if (mi_http_multi_wait(m, NULL, 0, 1000, &resp->err) == -1) {
+	while (m->count > 0) {
+		if (req->cancel && *req->cancel) {
+			resp->net_error = 1;
+			mi_err_set(&resp->err, EX_TEMPFAIL, "stopped");
+			break;
+		}
+		if (req->tick)
+			req->tick(req->sink_arg);
+		if (mi_http_multi_wait(m, NULL, 0, req->tick || req->cancel ?
+		    200 : 1000, &resp->err) == -1) {
 			resp->net_error = 1;
 			break;
 		}
+	}
 	mi_http_multi_free(m);
 	return resp->net_error ? -1 : 0;
 }

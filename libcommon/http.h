@@ -14,6 +14,7 @@
 #ifndef MI_HTTP_H
 #define MI_HTTP_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <jv.h>
 
@@ -36,9 +37,24 @@ struct mi_http_req {
 	long timeout_ms;		/* whole exchange; 0: 60 s; <0: none */
 	long connect_timeout_ms;	/* 0: 10 s */
 	int follow;			/* follow redirects (at most 10) */
+	/*
+	 * A connection of its own, closed after the exchange: libcurl
+	 * re-sends a request on a new connection when a kept-alive one
+	 * turns out dead, which must never happen to a create (a
+	 * non-idempotent request the provider may have accepted).
+	 */
+	int fresh;
+	/* Abort when fewer than low_speed_bytes a second arrive for
+	 * low_speed_s seconds (0: the defaults; see mi_http_do). */
+	long low_speed_bytes, low_speed_s;
 	size_t max_body;		/* cap of the kept body; 0: 16 MiB */
 	mi_http_sink sink;		/* may be NULL */
 	void *sink_arg;
+	/* mi_http_do only: tick(sink_arg) runs at least every 200 ms while
+	 * the exchange lasts (bytes or not), and the exchange is abandoned
+	 * (err "stopped") within 200 ms of *cancel becoming nonzero. */
+	void (*tick)(void *arg);
+	volatile sig_atomic_t *cancel;
 };
 
 struct mi_http_resp {

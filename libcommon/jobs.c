@@ -394,8 +394,11 @@ mi_jobs_successor(struct mi_db *db, const char *id, struct mi_err *err)
 {
 	const char *params[1] = { id };
 
+	/* By the step first: previous_job_id has no index of its own. */
 	return mi_db_json1(db, "SELECT to_jsonb(j) FROM app.generation_jobs j"
-	    " WHERE j.previous_job_id = $1::uuid"
+	    " WHERE j.run_step_id = (SELECT p.run_step_id"
+	    "  FROM app.generation_jobs p WHERE p.id = $1::uuid)"
+	    " AND j.previous_job_id = $1::uuid"
 	    " ORDER BY j.created_at DESC, j.id DESC LIMIT 1", 1, params, err);
 }
 

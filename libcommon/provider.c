@@ -48,6 +48,7 @@ static const char dispatcher[] =
     " elif $f == \"polled\" then polled"
     " elif $f == \"download\" then download"
     " elif $f == \"lookup\" then lookup"
+    " elif $f == \"lost_create\" then lost_create"
     " elif $f == \"webhooks\" then webhooks"
     " elif $f == \"webhook_job\" then webhook_job"
     " elif $f == \"webhook\" then webhook"

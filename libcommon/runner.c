@@ -78,8 +78,18 @@ struct rjob {
 	struct mi_runner *r;
 };
 
+/* An outcome that came while the database was away, kept for later. */
+struct held {
+	struct rjob *j;
+	jv out;
+	void (*cb)(void *, jv);
+	struct held *next;
+};
+
 struct mi_runner {
 	struct mi_db *db;
+	struct held *held, **held_tail;
+	int db_waiting, dbgen;
 	struct mi_loop *loop;
 	struct mi_runner_opts o;
 	struct rjob **tab;
@@ -123,6 +133,65 @@ note(struct mi_runner *r, int level, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	r->o.note(r->o.arg, level, msg);
+}
+
+/*
+ * While the database is away (db.c connecting again), the loop goes on
+ * so that exchanges under way end, but their outcomes are held: each is
+ * written once the database is back, so an answer that came is never
+ * asked for again (a create never sent twice) because of the outage.
+ */
+static int
+hold(struct rjob *j, jv out, void (*cb)(void *, jv))
+{
+	struct mi_runner *r = j->r;
+	struct held *h;
+
+	if (!r->db_waiting || (h = calloc(1, sizeof(*h))) == NULL)
+		return 0;
+	h->j = j;
+	h->out = out;
+	h->cb = cb;
+	*r->held_tail = h;
+	r->held_tail = &h->next;
+	return 1;
+}
+
+static void
+db_wait(void *arg, long ms)
+{
+	struct mi_runner *r = arg;
+	struct mi_err err = MI_ERR_INIT;
+	long long until = mi_now_ms() + ms, left;
+
+	if (r->db_waiting) {
+		mi_sleep_ms(ms);
+		return;
+	}
+	r->db_waiting = 1;
+	while ((left = until - mi_now_ms()) > 0) {
+		if (mi_loop_busy(r->loop) == 0)
+			mi_sleep_ms(left);
+		else if (mi_loop_wait(r->loop, NULL, 0, (long)left,
+		    &err) == -1)
+			mi_sleep_ms(left > 10 ? 10 : left);
+	}
+	r->db_waiting = 0;
+}
+
+/* Runs the outcomes held while the database was away. */
+static void
+release_held(struct mi_runner *r)
+{
+	struct held *h;
+
+	while ((h = r->held) != NULL && !r->db_waiting) {
+		r->held = h->next;
+		if (r->held == NULL)
+			r->held_tail = &r->held;
+		h->cb(h->j, h->out);
+		free(h);
+	}
 }
 
 static void
@@ -1366,6 +1435,8 @@ on_created(void *arg, jv out)
 	jv row;
 	int k;
 
+	if (hold(j, out, on_created))
+		return;
 	j->busy = 0;
 	if (j->lost) {
 		jv_free(out);
@@ -1455,6 +1526,8 @@ on_polled(void *arg, jv out)
 	long long now = mi_now_ms();
 	int pnow = 0;
 
+	if (hold(j, out, on_polled))
+		return;
 	j->busy = 0;
 	if (j->lost) {
 		jv_free(out);
@@ -1883,7 +1956,12 @@ claim(struct mi_runner *r, struct group *g)
 	rows = mi_jobs_claim(r->db, g->tenant, mi_provider_id(g->p),
 	    mi_provider_concurrency(g->p, g->media), &err);
 	if (!jv_is_valid(rows)) {
-		fatal(r, &err);
+		jv_free(rows);
+		/* A claim cut short by an outage is made again. */
+		if (mi_db_tx_lost(r->db))
+			g->want = 1;
+		else
+			fatal(r, &err);
 		return;
 	}
 	n = jv_array_length(jv_copy(rows));
@@ -2298,6 +2376,7 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	}
 	r->db = db;
 	r->o = *o;
+	r->held_tail = &r->held;
 	r->nbuck = 1024;
 	if ((r->tab = calloc(r->nbuck, sizeof(*r->tab))) == NULL ||
 	    (r->loop = mi_loop_new(err)) == NULL) {
@@ -2318,6 +2397,8 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 		return NULL;
 	}
 	r->listening = 1;
+	mi_db_set_wait(db, db_wait, r);
+	r->dbgen = mi_db_generation(db);
 	r->hooks = jv_array();
 	r->hook_backstop_ms = env_num("MI_WEBHOOK_BACKSTOP_MS", 60000, 10,
 	    86400000);
@@ -2345,10 +2426,19 @@ void
 mi_runner_free(struct mi_runner *r)
 {
 	struct group *g;
+	struct held *h;
 	size_t i;
 
 	if (r == NULL)
 		return;
+	mi_db_set_wait(r->db, NULL, NULL);
+	while ((h = r->held) != NULL) {
+		r->held = h->next;
+		jv_free(h->out);
+		h->j->busy = 0;
+		h->j->lost = 1;
+		free(h);
+	}
 	r->closing = 1;
 	/* Operations still under way end here; their jobs are freed. */
 	for (i = 0; i < r->nbuck; i++) {
@@ -2606,6 +2696,14 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	struct group *g;
 	int all[8], i, n = 0, started = 0, ready;
 
+	/* Back from an outage: the leases first, then what came meanwhile. */
+	if (mi_db_generation(r->db) != r->dbgen) {
+		r->dbgen = mi_db_generation(r->db);
+		note(r, MI_NOTE_WARN, "connected to the database again");
+		renew(r);
+		r->next_renew = now + r->lease_ms / 3;
+	}
+	release_held(r);
 	take_over(r);
 	/* Notifications that came in during a statement wait in libpq, not
 	 * on the socket: look at them each time round. */
@@ -2685,6 +2783,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
 	    0, err)) == -1)
 		return -1;
+	release_held(r);
 	if (ready & (1 << (n - 1)))
 		notified(r);
 	if (r->fatal) {

@@ -227,12 +227,14 @@ static const char step_sql[] =
     " ON CONFLICT DO NOTHING";
 
 /* The step row, locked. */
-static const char lock_sql[] =
+static const char lock_id_sql[] =
     "SELECT jsonb_build_object('step', to_jsonb(s))"
-    " FROM app.run_steps s"
-    " WHERE CASE WHEN $1 = '1' THEN s.id = $2::uuid"
-    "  ELSE s.run_id = $3::uuid AND s.step_id = $4 END"
-    " FOR UPDATE OF s";
+    " FROM app.run_steps s WHERE s.id = $1::uuid FOR UPDATE";
+
+static const char lock_name_sql[] =
+    "SELECT jsonb_build_object('step', to_jsonb(s))"
+    " FROM app.run_steps s WHERE s.run_id = $1::uuid AND s.step_id = $2"
+    " FOR UPDATE";
 
 /* In a statement of its own, after the lock: it sees every job written
  * by whoever held the lock before. */
@@ -242,8 +244,7 @@ static const char last_job_sql[] =
     " ORDER BY j.created_at DESC, j.id DESC LIMIT 1";
 
 static const char artifact_sql[] =
-    "SELECT to_jsonb(a) || jsonb_build_object('deduplicated', true)"
-    " FROM app.artifacts a WHERE a.id = $1::uuid";
+    "SELECT to_jsonb(a) FROM app.artifacts a WHERE a.id = $1::uuid";
 
 /* The newest live entry for the key that this run may use, with the
  * artifact it names and the cost of the job that made the bytes. */
@@ -494,11 +495,14 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	params[5] = s->workflow;
 	if (mi_db_exec(db, step_sql, 6, params, NULL, err) == -1)
 		return db_fail(db, jv_null());
-	params[0] = s->given_id || !s->named ? "1" : "0";
-	params[1] = s->id;
-	params[2] = s->run;
-	params[3] = s->step_id;
-	row = mi_db_json1(db, lock_sql, 4, params, err);
+	if (s->given_id || !s->named) {
+		params[0] = s->id;
+		row = mi_db_json1(db, lock_id_sql, 1, params, err);
+	} else {
+		params[0] = s->run;
+		params[1] = s->step_id;
+		row = mi_db_json1(db, lock_name_sql, 2, params, err);
+	}
 	if (!jv_is_valid(row))
 		return db_fail(db, row);
 	step = jv_object_get(jv_copy(row), jv_string("step"));
@@ -570,7 +574,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 				}
 				if (jv_get_kind(row) == JV_KIND_OBJECT) {
 					jv_free(job);
-					*out = row;
+					*out = mi_artifact_again(row);
 					return mi_step_end(db, 1, err) == -1 ?
 					    -1 : MI_STEP_ARTIFACT;
 				}
@@ -612,7 +616,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 				if (jv_get_kind(row) == JV_KIND_OBJECT) {
 					jv_free(job);
 					jv_free(step);
-					*out = row;
+					*out = mi_artifact_again(row);
 					return mi_step_end(db, 1, err) == -1 ?
 					    -1 : MI_STEP_ARTIFACT;
 				}

@@ -549,11 +549,15 @@ copier_main(void *arg)
 {
 	struct copier *c = arg;
 	struct mi_err err = MI_ERR_INIT;
-	long long off = 0;
+	long long off = 0, chunk = 1 << 20;
 
 	while (off < c->size) {
-		long long n = c->size - off < CHUNK ? c->size - off : CHUNK;
+		long long n = c->size - off < chunk ? c->size - off : chunk;
 		int r, quit;
+
+		/* Small chunks first: the hasher starts sooner. */
+		if (chunk < CHUNK)
+			chunk *= 2;
 
 		pthread_mutex_lock(&c->lock);
 		quit = c->quit;

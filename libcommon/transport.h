@@ -124,6 +124,14 @@ int mi_transport_call_send(struct mi_loop *l, struct mi_provider *p,
 int mi_transport_fetch(struct mi_provider *p, jv input, const char *uri,
     mi_http_sink sink, void *arg, struct mi_http_resp *resp,
     struct mi_err *err);
+/* The same, with tick(arg) run every 200 ms at least while a download
+ * lasts and the download abandoned once *cancel is set (both may be
+ * NULL).  A download that stalls (under 1 byte a second) for
+ * $MI_FETCH_STALL_S seconds (default 20) is aborted: EX_TEMPFAIL. */
+int mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
+    mi_http_sink sink, void *arg, void (*tick)(void *arg),
+    volatile sig_atomic_t *cancel, struct mi_http_resp *resp,
+    struct mi_err *err);
 
 /* The spool directory: $MI_SPOOL_DIR or $ASSET_STORAGE_DIR/.spool,
  * created on demand. */

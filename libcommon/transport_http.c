@@ -265,26 +265,73 @@ known_status(const char *s)
 	    strcmp(s, "unknown") == 0;
 }
 
-/* Runs fn on input and checks the outcome's shape. */
+/*
+ * The outcome of an answer the definition could not read (msg says why):
+ * the HTTP status decides first.  A 429 or 5xx is worth another try
+ * whatever its body (an HTML page of a proxy, another service's JSON); a
+ * 2xx to a create means the provider took it, so sending it again could
+ * pay twice: its outcome is unknown.
+ */
 static jv
-outcome_of(struct mi_provider *p, const char *fn, jv input)
+unread(long status, int create, const char *msg)
+{
+	if (status == 429 || status >= 500)
+		return mi_outcome_error("retry", "PROVIDER_UNAVAILABLE", msg, 1);
+	if (create && status >= 200 && status < 300)
+		return mi_outcome_error("unknown", "PROVIDER_ERROR", msg, 1);
+	if (status >= 200 && status < 300)
+		return mi_outcome_error("retry", "PROVIDER_ERROR", msg, 1);
+	return mi_outcome_error("failed", "PROVIDER_ERROR", msg, 0);
+}
+
+static int
+unreadable_flag(jv out)
+{
+	int u = 0;
+
+	mi_json_bool(out, "unreadable", &u, 0, NULL);
+	return u;
+}
+
+/* Runs fn on input and checks the outcome's shape; status and create
+ * say what answer it reads. */
+static jv
+outcome_of(struct mi_provider *p, const char *fn, jv input, long status,
+    int create)
 {
 	struct mi_err err = MI_ERR_INIT;
 	const char *st = NULL;
 	jv out = mi_provider_call(p, fn, input, &err);
-	char msg[300];
+	char msg[400];
 
 	if (!jv_is_valid(out)) {
 		jv_free(out);
-		return mi_outcome_error("failed", "PROVIDER_ERROR", err.msg, 0);
+		snprintf(msg, sizeof(msg), "HTTP %ld: %s", status, err.msg);
+		return unread(status, create, msg);
 	}
 	if (jv_get_kind(out) != JV_KIND_OBJECT ||
 	    mi_json_str(out, "status", &st, 1, NULL) != 1 ||
 	    !known_status(st)) {
-		snprintf(msg, sizeof(msg), "provider '%s': %s gave no known "
-		    "status", mi_provider_id(p), fn);
+		snprintf(msg, sizeof(msg), "HTTP %ld: provider '%s': %s gave "
+		    "no known status", status, mi_provider_id(p), fn);
 		jv_free(out);
-		return mi_outcome_error("failed", "PROVIDER_ERROR", msg, 0);
+		return unread(status, create, msg);
+	}
+	/* An accepted create whose answer could not be read is never
+	 * simply tried again (a definition's explicit retry of a 2xx, such
+	 * as Suno's error codes inside an HTTP 200, stands). */
+	if (create && status >= 200 && status < 300 &&
+	    strcmp(st, "retry") == 0 && unreadable_flag(out)) {
+		jv e = jv_object_get(jv_copy(out), jv_string("error"));
+		const char *m = "unreadable answer";
+
+		if (jv_get_kind(e) == JV_KIND_OBJECT)
+			mi_json_str(e, "message", &m, 0, NULL);
+		snprintf(msg, sizeof(msg), "%s (the create was answered HTTP "
+		    "%ld: it may have been accepted)", m, status);
+		jv_free(e);
+		jv_free(out);
+		return mi_outcome_error("unknown", "PROVIDER_ERROR", msg, 1);
 	}
 	return out;
 }
@@ -431,16 +478,29 @@ sent(void *arg, struct mi_http_resp *r)
 		    r->err.msg);
 		/*
 		 * A create that went out and got no whole answer may have
-		 * been accepted: it must not be sent again blindly.  A
-		 * synchronous create whose answer broke off after its status
-		 * line did reach the provider, and only a new create can
-		 * bring the result.
+		 * been accepted: it must not be sent again blindly.  (A
+		 * synchronous create whose answer broke off surely reached
+		 * the provider: only a new create can bring the result, but
+		 * that is the definition's lost_create policy to decide.)
 		 */
-		if (x->create && r->sent && (r->status == 0 || !x->spool))
+		if (x->create && r->sent)
 			out = mi_outcome_error("unknown", "TIMEOUT", msg, 1);
 		else
 			out = mi_outcome_error("retry", r->timed_out ?
 			    "TIMEOUT" : "PROVIDER_UNAVAILABLE", msg, 1);
+		jv_free(x->input);
+	} else if (x->create && (r->status == 502 || r->status == 504)) {
+		char msg[300];
+
+		/*
+		 * A gateway in front of the provider lost its answer (or
+		 * gave up waiting for it): the provider behind may have
+		 * accepted the create, just as after a reset.
+		 */
+		snprintf(msg, sizeof(msg), "%s: HTTP %ld from a gateway: the "
+		    "create may have been accepted", mi_provider_id(x->p),
+		    r->status);
+		out = mi_outcome_error("unknown", "TIMEOUT", msg, 1);
 		jv_free(x->input);
 	} else if (x->memo && x->memo->answer &&
 	    x->memo->answer == fingerprint(r)) {
@@ -468,7 +528,8 @@ sent(void *arg, struct mi_http_resp *r)
 			jv_free(file);
 		x->input = jv_object_set(x->input, jv_string("response"),
 		    resp);
-		out = outcome_of(x->p, x->after, x->input);
+		out = outcome_of(x->p, x->after, x->input, r->status,
+		    x->create);
 		if (mi_json_str(out, "status", &st, 0, NULL) == 1 &&
 		    strcmp(st, "retry") == 0 && r->retry_after_ms >= 0) {
 			jv ra = jv_object_get(jv_copy(out),
@@ -511,6 +572,8 @@ send_built(struct mi_loop *l, struct mi_provider *p, struct mi_built *b,
 	x->cb = cb;
 	x->arg = arg;
 	x->fd = -1;
+	/* A create is never re-sent by libcurl on a reused connection. */
+	req.fresh = create;
 	if (spool) {
 		if ((x->spool = strdup(spool)) == NULL) {
 			jv_free(x->input);
@@ -680,6 +743,18 @@ mi_transport_fetch(struct mi_provider *p, jv input, const char *uri,
     mi_http_sink sink, void *arg, struct mi_http_resp *resp,
     struct mi_err *err)
 {
+	return mi_transport_fetch_ex(p, input, uri, sink, arg, NULL, NULL,
+	    resp, err);
+}
+
+int
+mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
+    mi_http_sink sink, void *arg, void (*tick)(void *arg),
+    volatile sig_atomic_t *cancel, struct mi_http_resp *resp,
+    struct mi_err *err)
+{
+	const char *s = getenv("MI_FETCH_STALL_S");
+	unsigned long long stall = 20;
 	struct mi_built b;
 	jv req;
 	int r;
@@ -710,6 +785,12 @@ mi_transport_fetch(struct mi_provider *p, jv input, const char *uri,
 	b.req.timeout_ms = -1;
 	b.req.sink = sink;
 	b.req.sink_arg = arg;
+	b.req.tick = tick;
+	b.req.cancel = cancel;
+	if (s)
+		mi_parse_uint(s, 1, 3600, &stall);
+	b.req.low_speed_bytes = 1;
+	b.req.low_speed_s = (long)stall;
 	r = mi_http_do(&b.req, resp);
 	built_release(&b);
 	if (r == -1) {

@@ -77,7 +77,8 @@ BEGIN
 			st := 'completed';
 		ELSIF NEW.status IN ('failed', 'timed_out') THEN
 			IF NOT EXISTS (SELECT 1 FROM app.generation_jobs n
-			    WHERE n.previous_job_id = NEW.id) THEN
+			    WHERE n.run_step_id = NEW.run_step_id
+			      AND n.previous_job_id = NEW.id) THEN
 				st := 'failed';
 			END IF;
 		ELSIF NEW.status IN ('processing', 'completed') OR

@@ -21,6 +21,15 @@
 #   - the time from each kill to another worker's takeover of the jobs
 #     the killed process held (goal: within 2 x MI_LEASE_MS).
 #
+# While the kills go on, batches already sent are sent again in new
+# pipelines (the same steps: no new job, no new create).  With
+# CHAOS_FAULT_RATE (e.g. 0.2) every provider sits behind the fault proxy
+# (test/fake/faultproxy.py), which fails that share of the creates, polls
+# and downloads (500, reset, hang, truncated).  Creates are counted by
+# the fake itself: no step may be created twice without a recorded
+# decision (a "create re-sent" with its reason), and the share created
+# twice at all is reported.
+#
 # Runs inside make check's cluster (MI_PG_BASE, a database cloned from
 # mi_template) or, by hand, starts its own throwaway PostgreSQL cluster.
 # CHAOS_LEASE_MS (default 2000) is the lease; CHAOS_KEEP=1 keeps the work
@@ -31,6 +40,7 @@ top=$(dirname "$here")
 N=${1:-200}
 K=${2:-50}
 LEASE=${CHAOS_LEASE_MS:-2000}
+RATE=${CHAOS_FAULT_RATE:-0}
 
 : "${MI_BIN_DIR:=$top/bin}" "${MI_SHAREDIR:=$top/share}"
 : "${MI_MIGRATIONS_DIR:=$top/migrations}"
@@ -42,7 +52,7 @@ PSQL=$PGBIN/psql
 
 work=$(mktemp -d "${MI_TEST_TMP:-${TMPDIR:-/tmp}}/chaos.XXXXXX")
 chmod 755 "$work"
-own_pg= fake_pid= worker_pids=
+own_pg= fake_pid= proxy_pid= worker_pids=
 say() { printf 'chaos: %s\n' "$*"; }
 fail=0
 bad() { say "FAIL: $*"; fail=1; }
@@ -55,6 +65,7 @@ cleanup() {
 		kill -KILL $(ps -o pid= --ppid "$p") 2>/dev/null
 	done
 	[ -n "$fake_pid" ] && kill "$fake_pid" 2>/dev/null
+	[ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null
 	wait 2>/dev/null
 	[ -n "$own_pg" ] && pg_stop "$own_pg"
 	[ -n "${CHAOS_KEEP:-}" ] || rm -rf "$work"
@@ -90,10 +101,22 @@ for i in $(seq 100); do
 	sleep 0.1
 done
 FAKE_URL="http://127.0.0.1:$(awk '/^ready /{print $2; exit}' "$work/fake.out")"
+BASE=$FAKE_URL
+if [ "$RATE" != 0 ]; then
+	python3 "$here/fake/faultproxy.py" --upstream "$FAKE_URL" \
+	    --rate "$RATE" --hang-ms 3000 --log "$work/proxy.log" \
+	    >"$work/proxy.out" 2>"$work/proxy.err" &
+	proxy_pid=$!
+	for i in $(seq 100); do
+		grep -q '^ready ' "$work/proxy.out" 2>/dev/null && break
+		sleep 0.1
+	done
+	BASE="http://127.0.0.1:$(awk '/^ready /{print $2; exit}' "$work/proxy.out")"
+fi
 export MESHY_API_KEY=test-key-123 FAL_KEY=test-key-123 \
     ELEVENLABS_API_KEY=test-key-123
-export MI_MESHY_BASE_URL=$FAKE_URL/meshy MI_FAL_BASE_URL=$FAKE_URL/fal \
-    MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs
+export MI_MESHY_BASE_URL=$BASE/meshy MI_FAL_BASE_URL=$BASE/fal \
+    MI_ELEVENLABS_SFX_BASE_URL=$BASE/elevenlabs
 for id in MESHY FAL ELEVENLABS_SFX; do
 	export "MI_${id}_POLL_INTERVAL_MS=100" "MI_${id}_TIMEOUT_MS=300000"
 done
@@ -161,13 +184,24 @@ batches=$(ls "$work"/batch.* | wc -l)
 gap=$((K * 200 / batches))
 [ "$gap" -ge 300 ] || gap=300
 feeder() {
-	local b p=0
+	local b p=0 prev=
 	for b in "$work"/batch.*; do
 		( mi-submit <"$b" 2>"$b.submit.err" |
 		    mi-poll -q 2>"$b.poll.err" |
 		    mi-fetch >"$b.out" 2>"$b.fetch.err" ) &
 		echo $! >"$work/pipe$p.pid"
 		p=$((p + 1))
+		# Every other time, the batch before is sent again, as a
+		# workflow re-sends its steps after a crash of its own.
+		if [ -n "$prev" ] && [ $((p % 2)) -eq 0 ]; then
+			( mi-submit <"$prev" 2>"$prev.resend.err" |
+			    mi-poll -q 2>>"$prev.resend.err" |
+			    mi-fetch >"$prev.resend.out" 2>>"$prev.resend.err" ) &
+			echo $! >"$work/pipe$p.pid"
+			p=$((p + 1))
+			echo "$prev" >>"$work/resent"
+		fi
+		prev=$b
 		sleep "$((gap / 1000)).$(printf %03d $((gap % 1000)))"
 	done
 	wait
@@ -301,7 +335,7 @@ for line in open(work + "/expect"):
     p, c, tag, lim = line.rstrip("\n").split("\t")
     expect[p] = (int(c), tag)
     limit_of[tag] = int(lim)
-exact = unknown = wrong = found = absent = 0
+exact = unknown = wrong = found = absent = twice = unexplained = 0
 for line in open(work + "/jobs"):
     p, resent, f, a, status = line.rstrip("\n").split("\t")
     resent, f, a = int(resent), int(f), int(a)
@@ -309,6 +343,12 @@ for line in open(work + "/jobs"):
     got = by_prompt.get(p, 0)
     found += f
     absent += a
+    if got > want:
+        twice += 1
+        if not resent:
+            unexplained += 1
+            print("UNEXPLAINED %s: %d creates, %d expected, no recorded "
+                  "decision" % (p, got, want))
     if resent:
         # Sent again blindly: the first create may or may not have
         # been accepted.
@@ -332,13 +372,14 @@ for tag, m in sorted(stats["max_concurrent_by_tag"].items()):
     if m > allowed:
         over.append("%s %d > %d" % (tag, m, allowed))
 peak = max(stats["max_concurrent_by_tag"].values() or [0])
-print("SUMMARY %d %d %d %d %d %d %s" % (exact, unknown, wrong, found,
-      absent, peak, ";".join(over) or "-"))
+print("SUMMARY %d %d %d %d %d %d %s %d %d" % (exact, unknown, wrong, found,
+      absent, peak, ";".join(over) or "-", twice, unexplained))
 EOF
-grep '^WRONG' "$work/creates" | head -20 | sed 's/^/chaos:   /'
-read -r _ exact unknown wrong found absent peak over \
+grep -E '^(WRONG|UNEXPLAINED)' "$work/creates" | head -20 | sed 's/^/chaos:   /'
+read -r _ exact unknown wrong found absent peak over twice unexplained \
     < <(grep '^SUMMARY' "$work/creates")
 [ "$wrong" -eq 0 ] || bad "$wrong jobs had the wrong number of creates"
+[ "$unexplained" -eq 0 ] || bad "$unexplained steps created twice without a recorded decision"
 [ "$over" = - ] || bad "concurrency limits exceeded: $over"
 
 # Artifacts and files.
@@ -411,6 +452,10 @@ say "$N jobs, $kills kills ($by_comm) over $(((t_kills - t0) / 1000)).$(((t_kill
 say "jobs: $completed completed, $failed failed ($twice of them because a create sent again went unknown again), $timedout timed out, $open open"
 say "creates: $exact jobs with exactly the creates they need; lost creates looked up: $found found, $absent absent (sent again); $unknown jobs whose create's outcome was unknown and was sent again blindly; $wrong wrong"
 say "store: $arts artifacts, $files files, $objects objects, $others temporary or stray files; spool: $(find "$ASSET_STORAGE_DIR/.spool" -type f 2>/dev/null | wc -l) files"
+say "created twice at the provider: $twice of $N steps ($(awk -v a="$twice" -v n="$N" 'BEGIN {printf "%.1f", 100 * a / n}') %), $unexplained without a recorded decision; batches sent again: $(wc -l <"$work/resent" 2>/dev/null || echo 0)"
+if [ -n "$proxy_pid" ]; then
+	say "fault proxy at $RATE: $(curl -sS "$BASE/_faultproxy/stats" | jq -c '.faults')"
+fi
 say "concurrency: highest jobs at once per tenant and provider: $peak; over the limit: $over"
 say "takeover after a kill: $nt jobs, median $t50 ms, 95th percentile $t95 ms, max $tmax ms (lease $LEASE ms, goal <= $((2 * LEASE)) ms); after a lapsed lease: median $lapse50 ms, max $lapsemax ms"
 say "workers stopped by SIGTERM in:$stops ms"

@@ -170,11 +170,11 @@ attempts() {
 	[ "$(attempts 'lost [hang:3000]')" -eq 1 ]
 }
 
-@test "synchronous answers cut short are retried; a refused key is CONFIG_ERROR for every provider" {
+@test "a synchronous answer cut short is not sent again blindly (mi-recover's policy decides); a refused key is CONFIG_ERROR for every provider" {
 	run -1 pipeline <<<"$(req elevenlabs-sfx audio_sfx 'cut sync [truncated]')"
-	jqok '.error.code == "PROVIDER_UNAVAILABLE" and
+	jqok '.error.code == "TIMEOUT" and .submit_unknown and
 	    (.error.message | contains("truncated"))' "$output"
-	[ "$(attempts 'cut sync [truncated]')" -eq 5 ]
+	[ "$(attempts 'cut sync [truncated]')" -eq 1 ]
 	local p in=
 	for p in "meshy model_3d" "nano-banana image" "nano-banana-video video" \
 	    "suno audio_bgm" "elevenlabs-sfx audio_sfx" \

@@ -110,6 +110,43 @@ def polled:
     else progressing({pending: 5, dispatched: 20, processing: 40}[$r.status] // 10)
     end;
 
+# Lost creates (mi-recover(1)).  Blockade lists the account's requests
+# (myRequests, newest first): a lost skybox create is the request of the
+# job's prompt made since the job started.  An export cannot be looked
+# up, and costs nothing more: it is made again.
+def lookup:
+  ((.job.started_ms // 0) - 60000) as $since
+  | (.lookup.page // 1) as $page
+  | if .job.provider_state.stage == "export" then null
+    elif .response == null then
+      {method: "GET", path: "/api/v1/imagine/myRequests",
+       query: {limit: 50, offset: (($page - 1) * 50), order: "DESC",
+               query: .request.prompt}}
+    elif ok | not then http_failure
+    elif json_answer | not then unreadable
+    else
+      (.response.body.data // []) as $reqs
+      | .request.prompt as $p
+      | [$reqs[] | objects | select(.prompt == $p)
+         | select(((.created_at // "") | iso_ms // 0) >= $since)] as $m
+      | if ($m | length) > 0 then
+          {status: "processing",
+           candidates: ($m | sort_by(.created_at) | map(.id | tostring)),
+           state: {stage: "skybox",
+                   obfuscated_id: ($m | sort_by(.created_at) | .[0].obfuscated_id)}}
+        elif .response.body.has_more == true then
+          {status: "unknown", next: {page: ($page + 1)}}
+        else
+          failed("NOT_FOUND"; "blockade: no request of this prompt since the job started"; false)
+        end
+    end;
+def lost_create:
+  if .job.provider_state.stage == "export" then
+    {policy: "resend", reason: "blockade: exports cannot be listed, and one costs nothing more"}
+  else
+    {policy: "resend", reason: "blockade: the request list did not settle the create; another skybox costs about $0.10"}
+  end;
+
 # Webhooks and cancel (mi-providers(5)).  How Blockade signs its
 # webhooks was not published with the scheme, so a delivery (the request
 # object) only makes mi poll at once.  Cancel: DELETE of the request, or

@@ -51,7 +51,7 @@ def submit:
 
 def submitted:
   if ok | not then
-    if .response.body.detail.status == "quota_exceeded" then
+    if (.response.body | objects | .detail | objects | .status) == "quota_exceeded" then
       failed("PROVIDER_ERROR"; "elevenlabs: out of credits"; false)
     else http_failure end
   elif .response.file == null then
@@ -65,3 +65,9 @@ def submitted:
     + (if .response.headers["request-id"] then
          {provider_job_id: .response.headers["request-id"]} else {} end)
   end;
+
+# Lost creates (mi-recover(1)): the sound exists only in the answer that
+# was lost, and ElevenLabs keeps no task to ask for; a sound costs cents.
+def lost_create:
+  {policy: "resend",
+   reason: "elevenlabs: synchronous, the sound was only in the lost answer; another costs at most $0.03"};

@@ -90,6 +90,15 @@ def polled:
             poll_now: true} end
     else progressing(if $b.status == "IN_PROGRESS" then 50 else 5 end) end;
 
+# Lost creates (mi-recover(1)): fal's queue finds a request by its id
+# only; a video is left to an operator, anything else sent again.
+def lost_create:
+  if .request.media_type == "video" then
+    {policy: "hold", reason: "fal: the queue cannot be searched, and a video costs about $0.40"}
+  else
+    {policy: "resend", reason: "fal: the queue cannot be searched; another costs about $\(cost)"}
+  end;
+
 # Webhooks and cancel (mi-providers(5)).  fal signs each delivery with
 # ED25519 (keys from its JWKS); the body carries the result document a
 # poll of the response URL would get, read here by polled itself.

@@ -147,6 +147,58 @@ def polled:
         + {cost_usd: 0}
     else progressing(overall($t)) end;
 
+# Lost creates (mi-recover(1)).  Meshy lists its tasks, newest first: a
+# create whose answer was lost is the task of the job's kind and prompt
+# made since the job started (a minute of clock skew allowed); the pages
+# end where the tasks are older.  A lost refine that never arrived is
+# resumed at its preview, which makes the refine again.
+def lookup_kind:
+  if .job.provider_state.stage == "refine" then "text-to-3d-refine"
+  elif .request.params.reference_image then "image-to-3d"
+  else "text-to-3d-preview" end;
+def lookup:
+  ((.job.started_ms // 0) - 60000) as $since
+  | (.lookup.page // 1) as $page
+  | lookup_kind as $kind
+  | (if $kind == "image-to-3d" then prompt_of[0:600] else prompt_of end) as $prompt
+  | if .response == null then
+      # An image-to-3d without a prompt cannot be told from another.
+      if $kind == "image-to-3d" and $prompt == "" then null
+      else {method: "GET",
+            path: (if $kind == "image-to-3d" then "/openapi/v1/image-to-3d"
+                   else "/openapi/v2/text-to-3d" end),
+            query: {page_num: $page, page_size: 50, sort_by: "-created_at"}}
+      end
+    elif ok | not then http_failure
+    elif (.response.body | type) != "array" then unreadable
+    else
+      .response.body as $tasks
+      | [$tasks[] | objects | select(.type == $kind)
+         | select((.created_at // 0) >= $since)
+         | select((if $kind == "image-to-3d" then .texture_prompt else .prompt end
+                   // "") == $prompt)]
+        as $m
+      | if ($m | length) > 0 then
+          {status: "processing",
+           candidates: ($m | sort_by(.created_at) | map(.id)),
+           state: (if $kind == "text-to-3d-refine" then {}
+                   elif $kind == "image-to-3d" then {stage: "image"}
+                   else {stage: "preview"} end)}
+        elif ($tasks | length) >= 50 and
+             ([$tasks[] | objects | .created_at // 0] | min) >= $since then
+          {status: "unknown", next: {page: ($page + 1)}}
+        else
+          failed("NOT_FOUND"; "meshy: no \($kind) task of this prompt since the job started"; false)
+          + (if $kind == "text-to-3d-refine" and .job.provider_state.preview_task_id then
+               {resume: {provider_job_id: .job.provider_state.preview_task_id,
+                         state: {stage: "preview"}}}
+             else {} end)
+        end
+    end;
+def lost_create:
+  {policy: "resend",
+   reason: "meshy: the task list did not settle the create; one more task costs at most $0.60"};
+
 # Webhooks and cancel (mi-providers(5)).  Meshy's webhooks are set per
 # account and unsigned: a delivery only makes mi poll the task at once.
 def webhooks: {scheme: "none", per_request: false};

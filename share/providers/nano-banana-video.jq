@@ -143,6 +143,13 @@ def polled:
         else failed("veo: the operation ended without a video") end
     end;
 
+# Lost creates (mi-recover(1)): an operation's name is its only handle
+# and the Gemini API lists none by request; a video costs dollars, so an
+# operator decides.
+def lost_create:
+  {policy: "hold",
+   reason: "veo: operations cannot be found by request, and a video costs up to \(cost * 100 | round / 100 | tostring) dollars"};
+
 # Webhooks (mi-providers(5)).  The Gemini API signs deliveries with
 # Standard Webhooks.  The project's webhook (its WebhookService; the
 # signing secret, shown once, in MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET)

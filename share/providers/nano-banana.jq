@@ -108,3 +108,8 @@ def submitted:
                  false)
         end
     end;
+
+# Lost creates (mi-recover(1)): the picture was only in the lost answer.
+def lost_create:
+  {policy: "resend",
+   reason: "gemini: synchronous, the image was only in the lost answer; another costs about $0.04"};

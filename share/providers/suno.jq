@@ -108,6 +108,12 @@ def polled:
       progressing({PENDING: 10, TEXT_SUCCESS: 40, FIRST_SUCCESS: 75}[$d.status] // 5)
     end;
 
+# Lost creates (mi-recover(1)): sunoapi.org finds a task by its taskId
+# only (record-info) and lists none; a generation costs a few cents.
+def lost_create:
+  {policy: "resend",
+   reason: "suno: sunoapi.org cannot list tasks; another generation costs about $0.06"};
+
 # Webhooks (mi-providers(5)).  The callback kie.ai signs is an HMAC of
 # the task id and timestamp only: the body is not signed, so a delivery
 # makes mi poll the task at once.  No cancel endpoint.

@@ -1656,6 +1656,8 @@ def route_blockade(ctx, parts):
             return J(404, {"error": "Export not found."})
         ctx.job = job
         return J(200, export_obj(ctx, job))
+    if p == "api/v1/imagine/myRequests" and ctx.method == "GET":
+        return blockade_history(ctx)
     if p.startswith("api/v1/imagine/requests/") and ctx.method == "GET":
         ctx.event = "poll"
         rest = parts[4:]
@@ -1673,6 +1675,32 @@ def route_blockade(ctx, parts):
             fake.final(job)
         return J(200, {"request": o})
     return J(404, {"error": "Not found."})
+
+
+def blockade_history(ctx):
+    """GET /api/v1/imagine/myRequests: the account's skybox requests,
+    newest first (order=ASC: oldest), limit 1-100 (default 18), offset,
+    query (a substring of the prompt)."""
+    fake = ctx.fake
+    ctx.event = "list"
+    try:
+        limit = int(ctx.q.get("limit", "18"))
+        offset = int(ctx.q.get("offset", "0"))
+    except ValueError:
+        return J(422, {"message": "The limit must be an integer.", "errors": {}})
+    if not 1 <= limit <= 100 or offset < 0:
+        return J(422, {"message": "Invalid limit or offset.", "errors": {}})
+    q = ctx.q.get("query") or ""
+    with fake.lock:
+        jobs = [j for j in fake.jobs.values()
+                if j.provider == "blockade" and j.kind == "skybox"
+                and q in (j.body.get("prompt") or "")]
+    jobs.sort(key=lambda j: (j.wall0, j.t0),
+              reverse=ctx.q.get("order", "DESC").upper() != "ASC")
+    sel = jobs[offset:offset + limit]
+    return J(200, {"data": [blockade_obj(ctx, j) for j in sel],
+                   "totalCount": len(jobs),
+                   "has_more": offset + limit < len(jobs)})
 
 
 def blockade_create(ctx):

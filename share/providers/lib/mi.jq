@@ -45,8 +45,10 @@ def body_message:
   | if type == "string" then . else tojson end;
 # A 2xx answer that is not the JSON object expected: worth another try.
 def json_answer: (.response.body | type) == "object";
+# (Marked: to a create, such an answer makes its outcome unknown.)
 def unreadable:
-  retry("\(.provider.id): HTTP \(.response.status) with an answer that is not a JSON object: \(body_message)");
+  retry("\(.provider.id): HTTP \(.response.status) with an answer that is not a JSON object: \(body_message)")
+  + {unreadable: true};
 # The usual reading of a non-2xx answer: 429 and 5xx are worth another
 # try, a refused key is a configuration error, the rest is final.
 def http_failure:
@@ -101,6 +103,19 @@ def p($k; $default):
   .request.params[$k] as $v | if $v == null then $default else $v end;
 # Epoch milliseconds of an ISO 8601 time (seconds precision), or null.
 def iso_ms: (sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 * 1000)? // null;
+
+# Lost creates (mi-recover(1), mi-providers(5)).  lookup builds the
+# request that searches the provider for a job whose create answer was
+# lost (input .lookup.page, 1 first) and, given .response, reads it:
+# processing with candidates (task ids, best first) and state when found,
+# failed with code NOT_FOUND when surely absent (resume: where to poll
+# from instead), unknown with next.page to read another page; null when
+# the provider cannot be asked.  lost_create says what to do when the
+# lookup cannot settle it: {policy: "resend" (once) or "hold" (the job
+# fails, left to an operator), reason}.
+def lost_create:
+  {policy: "resend",
+   reason: "\(.provider.id) cannot be asked about a lost create"};
 
 # Webhooks and remote cancel (mi-providers(5), WEBHOOKS AND CANCEL).
 # webhooks: {scheme: "standard-webhooks"|"ed25519-jwks"|"hmac"|"none",
