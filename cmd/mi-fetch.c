@@ -441,7 +441,7 @@ fetch_one(struct ctx *c, jv job)
 	char idbuf[40], ext[16] = "", tenant[256] = "", run[40] = "";
 	char type[128] = "";
 	jv row, done, art, extra, r;
-	int fr;
+	int fr, link_ok = 0;
 
 	if (mi_json_has_error(job)) {
 		c->failed = 1;
@@ -609,12 +609,15 @@ fetch_one(struct ctx *c, jv job)
 		linked = mi_jobs_patch(c->db, idbuf, p2, &err);
 		if (!jv_is_valid(linked))
 			mi_die_err(&err);
+		/* A lease lost meanwhile: the job's new holder links the
+		 * same stored bytes, and needs the spool file for it. */
+		link_ok = jv_get_kind(linked) == JV_KIND_OBJECT;
 		jv_free(linked);
 		/* Only a stored result enters the step cache. */
 		if (mi_step_cache_put(c->db, idbuf, artid, &err) == -1)
 			mi_die_err(&err);
 	}
-	if (mi_json_str(job, "result_uri", &uri, 0, NULL) == 1 &&
+	if (link_ok && mi_json_str(job, "result_uri", &uri, 0, NULL) == 1 &&
 	    strncmp(uri, "file://", 7) == 0)
 		unlink(uri + 7);
 	{

@@ -77,6 +77,9 @@ struct ctx {
 	jv state;		/* id -> "final" or "left" */
 	jv reclaim;		/* id -> monotonic ms to wait until */
 	jv backoff;		/* id -> [monotonic ms, tries]: store failed */
+	jv later;		/* id -> [monotonic ms, row]: lost creates
+				 * too recent to look up, held */
+	long settle_ms;
 	long long store_full;	/* monotonic ms until which the store is
 				 * taken to be full; 0: not full */
 	long store_full_ms;	/* the next such wait */
@@ -611,6 +614,96 @@ spooled_answer(struct ctx *c, struct mi_provider *p, jv row)
 }
 
 /*
+ * A create lost a moment ago may still be on its way into the provider
+ * (a killed sender's request in a proxy, a provider slow to register a
+ * task): asked now, the provider could say "absent" and a second create
+ * follow.  So a lost create is looked up only MI_LOOKUP_SETTLE_MS
+ * (default 10000) after the last sign of it: its owner's lease expiring,
+ * or the row's last change (a create given up as unknown).  Until then
+ * the job is held here, its lease kept.  Returns 1 when held (row
+ * consumed).
+ */
+static int
+too_recent(struct ctx *c, const char *id, jv row)
+{
+	jv log = jv_object_get(jv_copy(row), jv_string("recovery"));
+	long long last = -1, t, wait;
+	const char *s = NULL;
+	int i, n;
+
+	n = jv_get_kind(log) == JV_KIND_ARRAY ? jv_array_length(jv_copy(log)) :
+	    0;
+	for (i = n - 1; i >= 0 && last < 0; i--) {
+		jv e = jv_array_get(jv_copy(log), i);
+
+		if (mi_json_str(e, "event", &s, 0, NULL) == 1 &&
+		    strcmp(s, "taken over") == 0) {
+			if (mi_json_str(e, "lease_expired_at", &s, 0, NULL) == 1)
+				last = mi_jobs_time_ms(s);
+			if (mi_json_str(e, "last_update", &s, 0, NULL) == 1 &&
+			    (t = mi_jobs_time_ms(s)) > last)
+				last = t;
+			if (last < 0)
+				last = 0;
+		}
+		jv_free(e);
+	}
+	jv_free(log);
+	wait = last + c->settle_ms - mi_wall_ms();
+	if (last <= 0 || wait <= 0)
+		return 0;
+	mi_verbose("job %s: its create was lost %lld ms ago: looked up in "
+	    "%lld ms", id, c->settle_ms - wait, wait);
+	c->later = jv_object_set(c->later, jv_string(id), jv_array_append(
+	    jv_array_append(jv_array(), jv_number((double)(mi_now_ms() +
+	    wait))), row));
+	return 1;
+}
+
+/* Held lost creates whose time has come are looked up. */
+static void unknown_create(struct ctx *c, jv row);
+
+static long long
+run_later(struct ctx *c)
+{
+	long long now = mi_now_ms(), next = -1;
+	jv due = jv_array(), keep = jv_object();
+	int i, n;
+
+	jv_object_foreach(c->later, k, v) {
+		jv at = jv_array_get(jv_copy(v), 0);
+
+		if (jv_number_value(at) <= now)
+			due = jv_array_append(due, jv_array_get(jv_copy(v),
+			    1));
+		else {
+			if (next < 0 || jv_number_value(at) < next)
+				next = (long long)jv_number_value(at);
+			keep = jv_object_set(keep, jv_copy(k), jv_copy(v));
+		}
+		jv_free(at);
+		jv_free(k);
+		jv_free(v);
+	}
+	jv_free(c->later);
+	c->later = keep;
+	n = jv_array_length(jv_copy(due));
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(due), i), log;
+
+		/* Looked up now: the settle is over. */
+		log = jv_object_get(jv_copy(row), jv_string("recovery"));
+		row = jv_object_set(row, jv_string("recovery"),
+		    jv_get_kind(log) == JV_KIND_ARRAY ? jv_array_append(log,
+		    jv_object_set(jv_object(), jv_string("event"),
+		    jv_string("settled"))) : (jv_free(log), jv_array()));
+		unknown_create(c, row);
+	}
+	jv_free(due);
+	return next;
+}
+
+/*
  * A create went out and nobody knows what became of it.  Past its
  * deadline the job times out.  Else the provider is asked, where its
  * definition can look tasks up: found, the job is polled; absent, it is
@@ -642,6 +735,8 @@ unknown_create(struct ctx *c, jv row)
 		jv_free(row);
 		return;
 	}
+	if (too_recent(c, idbuf, row))
+		return;
 	if (started && timeout > 0 &&
 	    mi_jobs_time_ms(started) + (long long)timeout < mi_wall_ms()) {
 		snprintf(msg, sizeof(msg), "no result from %s within %.1f s "
@@ -727,7 +822,8 @@ unknown_create(struct ctx *c, jv row)
  * jobs older than its start, or jobs it has had in hand.
  */
 static const char take_sql[] =
-    "WITH c AS (SELECT q.id, q.status, q.lease_owner, q.lease_expires_at"
+    "WITH c AS (SELECT q.id, q.status, q.lease_owner, q.lease_expires_at,"
+    "  q.updated_at"
     "  FROM app.generation_jobs q"
     "  WHERE (q.status IN ('pending', 'processing') OR"
     "   (q.status = 'completed' AND q.artifact_id IS NULL))"
@@ -743,7 +839,8 @@ static const char take_sql[] =
     "  c.status <> 'pending' THEN j.recovery || jsonb_build_array("
     "  jsonb_build_object('at', now(), 'by', $1::text, 'event',"
     "  'taken over', 'from', c.lease_owner, 'status', c.status,"
-    "  'lease_expired_at', c.lease_expires_at)) ELSE j.recovery END"
+    "  'lease_expired_at', c.lease_expires_at,"
+    "  'last_update', c.updated_at)) ELSE j.recovery END"
     " FROM c WHERE j.id = c.id"
     " RETURNING to_jsonb(j)";
 
@@ -846,7 +943,8 @@ store_failed(struct ctx *c, const char *id, const char *msg)
 static int
 in_hand(struct ctx *c)
 {
-	int i, n = mi_runner_count(c->r) + jv_array_length(jv_copy(c->fq));
+	int i, n = mi_runner_count(c->r) + jv_array_length(jv_copy(c->fq)) +
+	    jv_object_length(jv_copy(c->later));
 
 	for (i = 0; i < c->nfetch; i++)
 		n += jv_array_length(jv_copy(c->f[i].sent));
@@ -1249,6 +1347,10 @@ renew_queued(struct ctx *c)
 	}
 	for (i = 0; i < c->nfetch; i++)
 		ids = jv_array_concat(ids, jv_copy(c->f[i].sent));
+	jv_object_foreach(c->later, k, v) {
+		ids = jv_array_append(ids, k);
+		jv_free(v);
+	}
 	if (jv_array_length(jv_copy(ids)) == 0) {
 		jv_free(ids);
 		jv_free(held);
@@ -1494,7 +1596,7 @@ run(struct ctx *c)
 {
 	struct mi_err err = MI_ERR_INIT;
 	int fds[MAX_FETCHERS], i, n;
-	long long now, wake;
+	long long now, wake, later;
 
 	for (;;) {
 		now = mi_now_ms();
@@ -1517,6 +1619,7 @@ run(struct ctx *c)
 			c->next_scan = now;	/* done? one more look */
 		if (now >= c->next_scan)
 			scan(c);
+		later = run_later(c);
 		feed(c);
 		if (c->once && !busy(c) && c->last_found == 0 &&
 		    !reclaiming(c))
@@ -1536,6 +1639,8 @@ run(struct ctx *c)
 				wake = now + 20;
 		if (c->once && !busy(c) && now + 200 < wake)
 			wake = now + 200;	/* waiting for a reclaim */
+		if (later >= 0 && later < wake)
+			wake = later;
 		for (i = n = 0; i < c->nfetch; i++)
 			if (c->f[i].pid > 0)
 				fds[n++] = c->f[i].out;
@@ -1563,6 +1668,10 @@ shut_down(struct ctx *c)
 		    jv_copy(c->fq), i), jv_string("id")));
 	for (i = 0; i < c->nfetch; i++)
 		ids = jv_array_concat(ids, jv_copy(c->f[i].sent));
+	jv_object_foreach(c->later, k, v) {
+		ids = jv_array_append(ids, k);
+		jv_free(v);
+	}
 	if (mi_jobs_release(c->db, ids, &err) == -1)
 		mi_warn("%s", err.msg);
 	for (i = 0; i < c->nfetch; i++)
@@ -1627,6 +1736,7 @@ main(int argc, char **argv)
 	struct mi_runner_opts ro = { 1, 0, emitted, noted, NULL };
 	struct mi_err err = MI_ERR_INIT;
 	unsigned long long v;
+	const char *s;
 	struct ctx c;
 	jv t;
 	int ch, i, once = 0, watch = 0, left;
@@ -1679,6 +1789,11 @@ main(int argc, char **argv)
 	c.state = jv_object();
 	c.reclaim = jv_object();
 	c.backoff = jv_object();
+	c.later = jv_object();
+	c.settle_ms = 10000;
+	if ((s = getenv("MI_LOOKUP_SETTLE_MS")) != NULL &&
+	    mi_parse_uint(s, 0, 3600000, &v) == 0)
+		c.settle_ms = (long)v;
 	c.store_full_ms = 60000;
 	for (i = 0; i < MAX_FETCHERS; i++) {
 		c.f[i].pid = -1;
@@ -1719,6 +1834,7 @@ main(int argc, char **argv)
 	jv_free(c.state);
 	jv_free(c.reclaim);
 	jv_free(c.backoff);
+	jv_free(c.later);
 	mi_close_stdout();
 	if (stop && c.once)
 		return EX_TEMPFAIL;

@@ -370,7 +370,7 @@ over = []
 for tag, m in sorted(stats["max_concurrent_by_tag"].items()):
     allowed = limit_of.get(tag, 0) + resent_by_tag.get(tag, 0)
     if m > allowed:
-        over.append("%s %d > %d" % (tag, m, allowed))
+        over.append("%s:%d>%d" % (tag, m, allowed))
 peak = max(stats["max_concurrent_by_tag"].values() or [0])
 print("SUMMARY %d %d %d %d %d %d %s %d %d" % (exact, unknown, wrong, found,
       absent, peak, ";".join(over) or "-", twice, unexplained))

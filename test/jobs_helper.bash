@@ -32,7 +32,8 @@ jobs_env() {
 	done
 	# Retries after 50 ms, not seconds; failures never cool a provider
 	# down unless a test asks.
-	export MI_FETCH_BACKOFF_MS=50 MI_SLOT_POLL_MS=300 MI_ALLOWED_FAILS=1000
+	export MI_FETCH_BACKOFF_MS=50 MI_SLOT_POLL_MS=300 MI_ALLOWED_FAILS=1000 \
+	    MI_LOOKUP_SETTLE_MS=300
 	unset MI_ROUTING_FILE MI_PROVIDERS_DIR
 }
 
