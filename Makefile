@@ -71,7 +71,8 @@ libcommon/paths.o: $(SHAREDIR_STAMP)
 # Adding a target: the .c file, its corpus directory, a FUZZ_SRCS_ line.
 #   make fuzz                        every target, FUZZ_TIME s each (600)
 #   make fuzz FUZZ_TARGETS=jwt FUZZ_TIME=60
-# New inputs go to .build/fuzz/corpus/NAME/, crashes to .build/fuzz/.
+# New inputs go to .build/fuzz/corpus/NAME/, crashes to .build/fuzz/;
+# `make fuzz-merge` keeps those that add coverage in the kept corpus.
 FUZZ_CC     ?= clang
 FUZZ_TIME   ?= 600
 FUZZ_CFLAGS ?= -g -O1 -fsanitize=fuzzer,address,undefined \
@@ -100,6 +101,14 @@ fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
 	sh test/fuzz/run.sh $(FUZZ_TIME) $(FUZZ_TARGETS)
+
+# Keeps the new inputs of the working corpora that add coverage.
+fuzz-merge: fuzz-build
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p .build/fuzz/corpus/$$t test/fuzz/corpus/$$t && \
+		.build/fuzz/$$t -merge=1 test/fuzz/corpus/$$t \
+		    .build/fuzz/corpus/$$t || exit 1; \
+	done
 
 # The dependency step: installs what is missing (Debian packages, npm
 # modules for the browser tests); does nothing when everything is present.
@@ -147,7 +156,7 @@ clean:
 	rm -rf bin .build libcommon/*.o libcommon/*.d libcommon/*/*.o \
 		libcommon/*/*.d libcommon/libcommon.a cmd/*.o cmd/*.d
 
-.PHONY: all check demo demo-stop deps fuzz fuzz-build install uninstall lint clean
+.PHONY: all check demo demo-stop deps fuzz fuzz-build fuzz-merge install uninstall lint clean
 .SECONDARY: $(LIB_OBJS) $(CMD_SRCS:.c=.o)
 
 demo-stop:

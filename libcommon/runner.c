@@ -2627,11 +2627,13 @@ static void
 take_hooks(struct mi_runner *r)
 {
 	struct mi_err err = MI_ERR_INIT;
-	jv ids = jv_array(), later = jv_array(), rows;
 	int i, n = jv_array_length(jv_copy(r->hooks));
+	jv ids, later, rows;
 
 	if (n == 0)
 		return;
+	ids = jv_array();
+	later = jv_array();
 	for (i = 0; i < n; i++) {
 		jv id = jv_array_get(jv_copy(r->hooks), i);
 		struct rjob *j = find(r, jv_string_value(id));

@@ -63,7 +63,8 @@ setup_file() {
 	sh "$BATS_TEST_DIRNAME/../examples/game/template.sh" "$d/game"
 	mi-bundle --template "$d/game" <"$d/assets.ndjson" >"$d/bundle.json"
 
-	env -u MI_JWT_SECRET -u MI_JWT_PUBLIC_KEY -u MI_CORS_ORIGINS \
+	export SECRET=bundle-jwt-secret-0123456789abcdef
+	env -u MI_JWT_PUBLIC_KEY -u MI_CORS_ORIGINS MI_JWT_SECRET="$SECRET" \
 	    MI_URL_SIGNING_KEY="$SIGNKEY" mi-serve --access-log \
 	    --listen "127.0.0.1:$PS" 2>"$d/serve.log" 3>&- &
 	echo $! >"$d/serve.pid"
@@ -77,6 +78,17 @@ setup_file() {
 
 teardown_file() {
 	stop_pid "$BATS_FILE_TMPDIR/serve.pid"
+}
+
+# jwt TENANT: an HS256 token of that tenant, valid for ten minutes
+jwt() {
+	local h p
+	h=$(printf '{"alg":"HS256","typ":"JWT"}' | openssl base64 -A | tr '+/' '-_' | tr -d '=')
+	p=$(printf '{"sub":"user_1","org_id":"%s","exp":%d}' "$1" $(($(date +%s) + 600)) |
+	    openssl base64 -A | tr '+/' '-_' | tr -d '=')
+	printf '%s.%s.%s\n' "$h" "$p" "$(printf '%s.%s' "$h" "$p" |
+	    openssl dgst -sha256 -hmac "$SECRET" -binary | openssl base64 -A |
+	    tr '+/' '-_' | tr -d '=')"
 }
 
 # The bundle's URL on the server, and its signed query.
@@ -452,6 +464,13 @@ manifest_with() {
 	# An expired one.
 	exp=$(( $(date +%s) - 10 ))
 	run curl -s -o /dev/null -w '%{http_code}' "$u/index.html?exp=$exp&sig=$(printf '%s\n%s' "${u#http://127.0.0.1:$PS}" "$exp" | openssl dgst -sha256 -hmac "$SIGNKEY" | awk '{print $NF}')"
+	[ "$output" = 404 ]
+	# A Bearer token of the bundle's tenant, and of another.
+	run curl -s -o /dev/null -w '%{http_code} %{content_type}' \
+	    -H "Authorization: Bearer $(jwt org_game)" "$u/assets/models/wheel.glb"
+	[ "$output" = "200 model/gltf-binary" ]
+	run curl -s -o /dev/null -w '%{http_code}' \
+	    -H "Authorization: Bearer $(jwt org_other)" "$u/assets/models/wheel.glb"
 	[ "$output" = 404 ]
 	# The log never shows a signature.
 	! grep -q "${q#*sig=}" "$BATS_FILE_TMPDIR/serve.log"
