@@ -1302,7 +1302,15 @@ asset_ref(const struct file *f, int required)
 	    : strcmp(f->kind, "configs") == 0			? "data"
 								: f->kind;
 
-	return JV_OBJECT(jv_string("uri"), jv_string(f->uri), jv_string("type"),
+	/* The asset's path, not the host it was first served from: the
+	 * manifest is content-addressed, and a new MI_PUBLIC_URL must not
+	 * make it a new object. */
+	const char *path = strstr(f->uri, "/api/assets/");
+	jv uri = path != NULL
+	    ? jv_string_sized(path, (int)strcspn(path, "?#"))
+	    : jv_string(f->uri);
+
+	return JV_OBJECT(jv_string("uri"), uri, jv_string("type"),
 	    jv_string(t), jv_string("size_bytes"), jv_number((double)f->size),
 	    jv_string("checksum"), jv_string_fmt("sha256:%s", f->sha),
 	    jv_string("required"), jv_bool(required));

@@ -122,7 +122,7 @@ jv
 mi_artifact_again(jv row)
 {
 	const char *uri = NULL, *at;
-	char rel[1100];
+	char rel[1100], fresh[2048];
 	size_t n;
 
 	if (jv_get_kind(row) != JV_KIND_OBJECT)
@@ -136,5 +136,8 @@ mi_artifact_again(jv row)
 		return row;
 	memcpy(rel, at, n);
 	rel[n] = '\0';
+	/* The uri of today's MI_PUBLIC_URL, not the one of the first save. */
+	if (mi_store_uri(rel, fresh, sizeof(fresh)) == 0)
+		row = jv_object_set(row, jv_string("uri"), jv_string(fresh));
 	return sign_row(row, rel);
 }
