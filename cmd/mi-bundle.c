@@ -1475,10 +1475,11 @@ campaign(struct ctx *c, const char *path, const char *run)
 		m = jv_object_set(m, jv_string("version"), v);
 	else
 		jv_free(v);
-	if (jv_get_kind(jv_object_get(jv_copy(m),
-		jv_string("campaign_name"))) != JV_KIND_STRING)
+	v = jv_object_get(jv_copy(m), jv_string("campaign_name"));
+	if (jv_get_kind(v) != JV_KIND_STRING)
 		m = jv_object_set(m, jv_string("campaign_name"),
 		    jv_object_get(jv_copy(conf), jv_string("campaign_id")));
+	jv_free(v);
 	v = section(jv_copy(conf), "interaction",
 	    JV_OBJECT(jv_string("button"),
 		JV_OBJECT(jv_string("bounds"),

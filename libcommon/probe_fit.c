@@ -162,6 +162,7 @@ to_debug(struct mi_db *db, jv request, jv warnings)
 	const char *step = NULL;
 	char *text;
 	const char *params[2];
+	jv rej;
 
 	if (jv_array_length(jv_copy(warnings)) == 0 ||
 	    mi_json_str(request, "run_step_id", &step, 0, NULL) != 1)
@@ -178,8 +179,10 @@ to_debug(struct mi_db *db, jv request, jv warnings)
 	}
 	if (!have)
 		return;
-	text = mi_json_dump(jv_object_set(jv_object(), jv_string("warnings"),
-	    jv_copy(warnings)));
+	rej = jv_object_set(jv_object(), jv_string("warnings"),
+	    jv_copy(warnings));
+	text = mi_json_dump(rej);
+	jv_free(rej);
 	params[0] = step;
 	params[1] = text;
 	mi_db_exec(db,

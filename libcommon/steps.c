@@ -474,7 +474,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	const char *params[6];
 	const char *v = NULL, *st = NULL;
 	char att[16], *ci;
-	jv row, step, job;
+	jv row, step, job, civ;
 	double d = 1;
 	int k, retry = 0;
 
@@ -634,7 +634,9 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	if ((k = cache_hit(db, s, req, out, err)) != 0)
 		return k == -1 ? db_fail(db, jv_null()) :
 		    mi_step_end(db, 1, err) == -1 ? -1 : MI_STEP_ARTIFACT;
-	ci = mi_json_dump(cache_info(s, 0));
+	civ = cache_info(s, 0);
+	ci = mi_json_dump(civ);
+	jv_free(civ);
 	snprintf(att, sizeof(att), "%d", s->attempt);
 	params[0] = s->id;
 	params[1] = att;
