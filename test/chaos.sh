@@ -456,7 +456,7 @@ say "$N jobs, $kills kills ($by_comm) over $(((t_kills - t0) / 1000)).$(((t_kill
 say "jobs: $completed completed, $failed failed ($twice of them because a create sent again went unknown again), $timedout timed out, $open open"
 say "creates: $exact jobs with exactly the creates they need; lost creates looked up: $found found, $absent absent (sent again); $unknown jobs whose create's outcome was unknown and was sent again blindly; $wrong wrong"
 say "store: $arts artifacts, $files files, $objects objects, $others temporary or stray files; spool: $(find "$ASSET_STORAGE_DIR/.spool" -type f 2>/dev/null | wc -l) files"
-say "created twice at the provider: $twice of $N steps ($(awk -v a="$twice" -v n="$N" 'BEGIN {printf "%.1f", 100 * a / n}') %), $unexplained without a recorded decision; batches sent again: $(wc -l <"$work/resent" 2>/dev/null || echo 0)"
+say "created twice at the provider: $twice of $N steps ($(awk -v a="$twice" -v n="$N" 'BEGIN {printf "%.1f", 100 * a / n}') %), $unexplained without a recorded decision; batches sent again: $(cat "$work/resent" 2>/dev/null | wc -l)"
 if [ -n "$proxy_pid" ]; then
 	say "fault proxy at $RATE: $(curl -sS "$BASE/_faultproxy/stats" | jq -c '.faults')"
 fi
