@@ -13,7 +13,7 @@ say() { printf 'demo-stop: %s\n' "$*" >&2; }
 # runs PATTERN (the pid may since belong to something else).
 stop() {
 	pid=$(cat "$2" 2>/dev/null) || return 0
-	if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$3" &&
+	if tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$3" &&
 	    kill "$pid" 2>/dev/null; then
 		i=0
 		while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do

@@ -102,7 +102,7 @@ pick_port() {
 # NAME (a process of an earlier run that is no longer wanted).
 stop_pidfile() {
 	_pid=$(cat "$1" 2>/dev/null) || return 0
-	if tr '\0' ' ' <"/proc/$_pid/cmdline" 2>/dev/null | grep -q -- "$2"; then
+	if tr '\0' ' ' 2>/dev/null <"/proc/$_pid/cmdline" | grep -q -- "$2"; then
 		kill "$_pid" 2>/dev/null || true
 		while kill -0 "$_pid" 2>/dev/null; do sleep 0.1; done
 	fi
