@@ -176,6 +176,9 @@ int eng_enqueue(struct mi_runner *r, jv req, struct choice *c,
 void eng_on_polled(void *arg, jv out);
 void eng_do_create(struct mi_runner *r, struct rjob *j);
 void eng_do_poll(struct mi_runner *r, struct rjob *j);
+/* The wait before j's next poll (ms): its interval, or the backstop
+ * interval while it waits for a webhook. */
+long long eng_next_poll(struct mi_runner *r, struct rjob *j);
 
 /* takeover.c */
 void eng_check_follow(struct mi_runner *r);
