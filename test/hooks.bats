@@ -28,6 +28,13 @@ setup_file() {
 	done
 }
 
+teardown() {
+	# A second receiver a test started, even when the test failed.
+	if [ -f "$BATS_TEST_TMPDIR/hook2.pid" ]; then
+		kill "$(cat "$BATS_TEST_TMPDIR/hook2.pid")" 2>/dev/null || true
+	fi
+}
+
 teardown_file() {
 	kill "$HOOK_PID" 2>/dev/null || true
 	wait "$HOOK_PID" 2>/dev/null || true
@@ -280,6 +287,7 @@ metric() {
 	url=http://127.0.0.1:$port
 	mi-hook -w 500 -l "127.0.0.1:$port" 2>"$BATS_TEST_TMPDIR/hook2.err" 3>&- &
 	hook2=$!
+	echo "$hook2" >"$BATS_TEST_TMPDIR/hook2.pid"
 	for i in $(seq 1 50); do
 		curl -sf "$url/healthz" >/dev/null && break
 		sleep 0.1
