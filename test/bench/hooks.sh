@@ -333,6 +333,12 @@ pg_burst() {
 	echo "$(echo "$tps * $per" | bc | cut -d. -f1) $(echo "scale=3; ($c1 - $c0 - 1) / ($t * $per)" | bc)"
 }
 
+if ! command -v wrk >/dev/null 2>&1; then
+	case " $parts " in *" burst "*)
+		echo "burst: skipped, wrk is not installed" ;;
+	esac
+	parts=$(echo " $parts " | sed 's/ burst / /')
+fi
 case " $parts " in *" burst "*)
 	hooks_off
 	# Commits are what a burst saves: make them durable for this part.
