@@ -7,9 +7,15 @@
  * mi_db_json returns a jv array of those values, so records flow from the
  * database to stdout without column-by-column copying.
  *
- * Error codes: connection failure 69 (EX_UNAVAILABLE); serialization
- * failure or deadlock (40001, 40P01) and connection loss 75 (EX_TEMPFAIL);
- * other SQL errors 70 (EX_SOFTWARE) with the SQLSTATE in msg.
+ * Statements with parameters are prepared on their first use.  A
+ * serialization failure or deadlock (40001, 40P01) is run again after a
+ * short random pause, a transaction from its BEGIN (as after a lost
+ * connection, below), up to 8 times.
+ *
+ * Error codes: connection failure 69 (EX_UNAVAILABLE); a serialization
+ * failure or deadlock that persists, and connection loss, 75
+ * (EX_TEMPFAIL); other SQL errors 70 (EX_SOFTWARE) with the SQLSTATE in
+ * msg.
  *
  * A connection lost after mi_db_open is made again with backoff for up to
  * $MI_DB_RETRY_MS (default 60000) ms, and the statement run again when
