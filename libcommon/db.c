@@ -67,7 +67,26 @@ struct mi_db {
 	int nchannels;
 	struct prepared prep[MAX_PREPARED];
 	int nprep;
+	/* Group commit: commits do not wait for the WAL flush; one
+	 * durability barrier (mi_db_durable) covers all of them. */
+	int async, unflushed;
+	char server_start[64];	/* the server's pg_postmaster_start_time */
+	char unflushed_start[64];	/* ... when the first unflushed write ran */
 };
+
+/* The server's start time into db->server_start ("" when unknown). */
+static void
+read_server_start(struct mi_db *db)
+{
+	PGresult *res = PQexec(db->conn,
+	    "SELECT pg_postmaster_start_time()::text");
+
+	db->server_start[0] = '\0';
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		snprintf(db->server_start, sizeof(db->server_start), "%s",
+		    PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
 
 static void
 prep_forget(struct mi_db *db)
@@ -315,6 +334,11 @@ reconnect(struct mi_db *db, char *why, size_t whysz)
 		if (PQstatus(db->conn) == CONNECTION_OK) {
 			db->generation++;
 			db->lost[0] = '\0';
+			if (db->async) {
+				PQclear(PQexec(db->conn,
+				    "SET synchronous_commit = off"));
+				read_server_start(db);
+			}
 			for (i = 0; i < db->nchannels; i++) {
 				char *id = PQescapeIdentifier(db->conn,
 				    db->channels[i], strlen(db->channels[i]));
@@ -531,6 +555,11 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 			return NULL;
 		}
 	}
+	if (db->async && !db->unflushed) {
+		db->unflushed = 1;
+		memcpy(db->unflushed_start, db->server_start,
+		    sizeof(db->unflushed_start));
+	}
 	if (strcmp(sql, "BEGIN") == 0) {
 		log_clear(db);
 		db->in_tx = 1;
@@ -711,4 +740,55 @@ mi_db_notifications(struct mi_db *db)
 		PQfreemem(n);
 	}
 	return out;
+}
+
+int
+mi_db_group_commit(struct mi_db *db, struct mi_err *err)
+{
+	if (mi_db_exec(db, "SET synchronous_commit = off", 0, NULL, NULL,
+	    err) == -1)
+		return -1;
+	read_server_start(db);
+	db->async = 1;
+	db->unflushed = 0;
+	return 0;
+}
+
+int
+mi_db_unflushed(const struct mi_db *db)
+{
+	return db->async && db->unflushed;
+}
+
+int
+mi_db_durable(struct mi_db *db, struct mi_err *err)
+{
+	if (!db->async || !db->unflushed)
+		return 0;
+	if (db->in_tx)
+		return 0;	/* the transaction's commit comes first */
+	if (strcmp(db->server_start, db->unflushed_start) != 0) {
+		/*
+		 * The server restarted after writes it had not yet made
+		 * durable: a crash may have lost them, and nothing tells.
+		 */
+		db->unflushed = 0;
+		return mi_err_set(err, EX_TEMPFAIL, "database: the server "
+		    "restarted before the last writes were known durable");
+	}
+	/*
+	 * A commit that has a transaction id and waits for the WAL flush:
+	 * the flush reaches past every earlier commit of this session (and
+	 * of every other), so all of them are durable when it returns.
+	 */
+	if (mi_db_script(db, "BEGIN; SET LOCAL synchronous_commit = on;"
+	    " SELECT pg_current_xact_id(); COMMIT", err) == -1)
+		return -1;
+	if (strcmp(db->server_start, db->unflushed_start) != 0) {
+		db->unflushed = 0;
+		return mi_err_set(err, EX_TEMPFAIL, "database: the server "
+		    "restarted before the last writes were known durable");
+	}
+	db->unflushed = 0;
+	return 0;
 }

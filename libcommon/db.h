@@ -73,6 +73,20 @@ int mi_db_generation(const struct mi_db *db);
 int mi_db_listen(struct mi_db *db, const char *channel, struct mi_err *err);
 int mi_db_socket(struct mi_db *db);
 int mi_db_notified(struct mi_db *db, const char *channel);
+/*
+ * Group commit.  mi_db_group_commit makes this session's commits return
+ * before their WAL is flushed (synchronous_commit off): other sessions
+ * see them at once, and a crash of this process loses none of them; only
+ * a crash of the server can.  mi_db_durable is then the barrier to run
+ * before anything leaves the process that depends on those writes (a
+ * record on stdout, a paid provider request): one flushed commit makes
+ * every earlier one durable.  It fails (75) when the server restarted
+ * after writes it had not made durable, since whether they survived is
+ * unknown.  mi_db_unflushed tells whether a barrier is due.
+ */
+int mi_db_group_commit(struct mi_db *db, struct mi_err *err);
+int mi_db_durable(struct mi_db *db, struct mi_err *err);
+int mi_db_unflushed(const struct mi_db *db);
 /* Drains the notifications that arrived: an array of [channel, payload]. */
 jv mi_db_notifications(struct mi_db *db);
 

@@ -90,8 +90,19 @@ struct held {
 	struct held *next;
 };
 
+/* A record emitted under group commit, waiting for its barrier. */
+struct outrec {
+	jv rec;
+	int passed;
+	struct outrec *next;
+};
+
 struct mi_runner {
 	struct mi_db *db;
+	/* Group commit ($MI_GROUP_COMMIT=1): records wait here until one
+	 * durability barrier covers the writes they report (eng_deliver). */
+	int group;
+	struct outrec *outq, **outq_tail;
 	struct held *held, **held_tail;
 	int db_waiting, dbgen;
 	struct mi_loop *loop;
@@ -135,6 +146,7 @@ void eng_note(struct mi_runner *r, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int eng_hold(struct rjob *j, jv out, void (*cb)(void *, jv));
 void eng_fatal(struct mi_runner *r, const struct mi_err *err);
+void eng_deliver(struct mi_runner *r);
 
 /* sched.c */
 struct rjob *eng_find(struct mi_runner *r, const char *id);

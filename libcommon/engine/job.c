@@ -168,18 +168,37 @@ eng_job_input(struct rjob *j)
 	return jv_object_set(in, jv_string("job"), job);
 }
 
+/* Out now, or with group commit after the next barrier (eng_deliver). */
+static void
+out(struct mi_runner *r, jv rec, int passed)
+{
+	struct outrec *o;
+
+	if (!r->group || (o = malloc(sizeof(*o))) == NULL) {
+		if (r->group && mi_db_durable(r->db, &r->ferr) == -1)
+			r->fatal = 1;
+		r->o.emit(r->o.arg, rec, passed);
+		return;
+	}
+	o->rec = rec;
+	o->passed = passed;
+	o->next = NULL;
+	*r->outq_tail = o;
+	r->outq_tail = &o->next;
+}
+
 void
 eng_emit(struct mi_runner *r, jv rec)
 {
 	r->finished++;
-	r->o.emit(r->o.arg, rec, 0);
+	out(r, rec, 0);
 }
 
 /* A record that arrived with an error goes out untouched. */
 void
 eng_pass(struct mi_runner *r, jv rec)
 {
-	r->o.emit(r->o.arg, rec, 1);
+	out(r, rec, 1);
 }
 
 /* The row with "error" from its error_code and error_message. */
