@@ -28,6 +28,7 @@ struct mi_built {
 	struct mi_buf auth;
 	char *hdr[MAX_HEADERS + 2];
 	const char *authv[2];
+	char method[16];	/* the request's own: r may be freed */
 	int nhdr;
 };
 
@@ -210,8 +211,12 @@ build(struct mi_provider *p, jv r, int dflt_auth, struct mi_built *b,
 			b->req.auth_headers = b->authv;
 		}
 	}
-	b->req.method = method ? method :
-	    (b->body.len > 0 || text ? "POST" : "GET");
+	if (method && strlen(method) >= sizeof(b->method))
+		return mi_err_set(err, EX_CONFIG, "provider '%s': request "
+		    "method '%.20s' is too long", mi_provider_id(p), method);
+	snprintf(b->method, sizeof(b->method), "%s", method ? method :
+	    b->body.len > 0 || text ? "POST" : "GET");
+	b->req.method = b->method;
 	b->req.url = b->url.buf;
 	b->req.headers = (const char *const *)b->hdr;
 	b->req.body = b->body.buf;
