@@ -13,6 +13,9 @@
  * as JSON, with "error" added when a job ended failed, timed out, or in
  * an unknown state.  Diagnostics (cost estimates, fallbacks) go to the
  * note callback; the runner itself never prints.
+ *
+ * The engine's code is in engine/, one module per part of a job's way
+ * (engine/engine.h lists them); this header is all that callers see.
  */
 #ifndef MI_RUNNER_H
 #define MI_RUNNER_H

@@ -26,7 +26,7 @@
  * second one is a replay) holding the outcome the definition's `webhook`
  * made of it, written with a NOTIFY on MI_WEBHOOK_CHANNEL (payload: the
  * job id) in one transaction.  The job's worker takes the outcome and
- * applies it exactly as a poll's (runner.c).
+ * applies it exactly as a poll's (engine/takeover.c).
  *
  * Not thread-safe: provider definitions are per process (provider.h).
  */

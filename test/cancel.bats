@@ -37,6 +37,23 @@ events() {
 	grep -q 'cancelled at fal: accepted' "$BATS_TEST_TMPDIR/poll.err"
 }
 
+@test "a timed-out job at Replicate gets its cancel call; the cost it reports is recorded" {
+	MI_REPLICATE_TIMEOUT_MS=1100 run -1 pipeline \
+	    <<<"$(req replicate video 'cx replicate [never]' '{"duration_sec":6}')"
+	run -0 job_sql "status || ' ' || error_code" 'cx replicate [never]'
+	[ "$output" = "timed_out TIMEOUT" ]
+	run -0 events 'cx replicate [never]'
+	# Cancel-After is the timeout rounded up: mi cancels first.
+	jqok -s '[.[] | select(.event == "create")][0].headers["cancel-after"] == "2s"' "$output"
+	jqok -s '[.[] | select(.method == "POST" and (.path | endswith("/cancel")))]
+	    | length == 1 and .[0].status == 200' "$output"
+	run -0 job_sql "provider_state->'cancel'" 'cx replicate [never]'
+	jqok '.accepted == true and .cost_usd == 0' "$output"
+	run -0 job_sql "(cost_usd = 0) || ' ' || cost_source" 'cx replicate [never]'
+	[ "$output" = "true provider" ]
+	grep -q 'cancelled at replicate: accepted' "$BATS_TEST_TMPDIR/poll.err"
+}
+
 @test "a timed-out job at Meshy is deleted there" {
 	MI_MESHY_TIMEOUT_MS=1200 run -1 pipeline \
 	    <<<"$(req meshy model_3d 'cx meshy [never]' '{"refine":false}')"
@@ -45,6 +62,25 @@ events() {
 	    .[0].status == 200' "$output"
 	run -0 job_sql "provider_state->'cancel'->>'accepted'" 'cx meshy [never]'
 	[ "$output" = true ]
+}
+
+@test "a timed-out skybox at Blockade is aborted there (DELETE)" {
+	local num
+	MI_BLOCKADE_SKYBOX_TIMEOUT_MS=1200 run -1 pipeline \
+	    <<<"$(req blockade-skybox environment_map 'cx blockade [never]')"
+	run -0 job_sql "status || ' ' || error_code" 'cx blockade [never]'
+	[ "$output" = "timed_out TIMEOUT" ]
+	num=$(job_sql provider_job_id 'cx blockade [never]')
+	run -0 jq -c --arg p "/blockade/api/v1/imagine/requests/$num" \
+	    'select(.method == "DELETE" and .path == $p)' "$FAKE_LOG"
+	[ "${#lines[@]}" -eq 1 ]
+	jqok '.status == 200' "${lines[0]}"
+	run -0 job_sql "provider_state->'cancel'->>'accepted'" 'cx blockade [never]'
+	[ "$output" = true ]
+	# At Blockade the request is now aborted.
+	run -0 curl -sf -H "x-api-key: $FAKE_KEY" \
+	    "$FAKE_URL/blockade/api/v1/imagine/requests/$num"
+	jqok '.request.status == "abort"' "$output"
 }
 
 @test "mi-cancel --run cancels the run's open jobs and frees their slots" {

@@ -16,6 +16,7 @@ setup_file() {
 	# The fake's Standard Webhooks secret (test/fake/webhooks.py).
 	export MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET=whsec_$(printf %s \
 	    fake-webhook-secret-0123456789ab | base64)
+	export MI_REPLICATE_WEBHOOK_SECRET=$MI_NANO_BANANA_VIDEO_WEBHOOK_SECRET
 	export MI_SUNO_WEBHOOK_SECRET=fake-hmac-key-0123456789
 	# Polls every 50 ms without webhooks; with them, a slow backstop.
 	export MI_WEBHOOK_BACKSTOP_MS=30000
@@ -74,6 +75,32 @@ metric() {
 	[ "$output" -lt "${HOOKS_MAX_MS:-1000}" ]
 	run -0 job_sql "status || ' ' || (artifact_id IS NOT NULL)" 'hook fast'
 	[ "$output" = "completed true" ]
+}
+
+@test "Replicate: the prediction in a Standard Webhooks delivery completes the job, with no poll in between" {
+	local id
+	run -0 pipeline <<<"$(req replicate video 'hook replicate' '{"duration_sec":6}')"
+	jqok '.metadata.provider_id == "replicate" and .metadata.mime_type == "video/mp4"' "$output"
+	run -0 events 'hook replicate'
+	# The create named the URL and asked for the completed event only.
+	jqok -s '[.[] | select(.event == "create")][0].body |
+	    (.webhook | startswith(env.MI_WEBHOOK_URL + "/hooks/replicate?job=")) and
+	    .webhook_events_filter == ["completed"]' "$output"
+	jqok -s '[.[] | select(.event == "webhook")] | length == 1 and
+	    .[0].status == 200' "$output"
+	jqok -s '(map(.event) | index("webhook")) as $w |
+	    [.[$w:][] | select(.event == "poll")] == []' "$output"
+	# Read from the delivery itself (not a hint to poll).
+	run -0 sql "SELECT d.outcome->>'status', d.webhook_id LIKE 'msg_%'
+	    FROM app.webhook_deliveries d JOIN app.generation_jobs j ON j.id = d.job_id
+	    WHERE j.request->>'prompt' = 'hook replicate'"
+	[ "$output" = "completed|t" ]
+	run -0 job_sql "status || ' ' || (artifact_id IS NOT NULL)" 'hook replicate'
+	[ "$output" = "completed true" ]
+	# A tampered copy is refused.
+	id=$(job_sql provider_job_id 'hook replicate')
+	run -0 deliver "$id" bad_signature
+	[ "$output" = 401 ]
 }
 
 @test "bad signature, replay, stale timestamp, oversized body: refused alike, nothing changed" {

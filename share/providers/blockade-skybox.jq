@@ -164,3 +164,10 @@ def cancel:
   elif .job.provider_job_id then
     {method: "DELETE", path: "/api/v1/imagine/requests/\(.job.provider_job_id)"}
   else null end;
+# Both answer {"success": true} (the status becomes abort).  Whether
+# Blockade refunds an aborted generation is not published: the job keeps
+# its estimated cost.
+def cancelled:
+  if ok and .response.body.success == true then {status: "completed"}
+  else failed("blockade: cancel refused: HTTP \(.response.status): \(.response.body.error? // body_message)")
+  end;

@@ -33,11 +33,13 @@ def provider: {
 def model: .provider.model // .provider.models[.request.media_type];
 def by_version: model | test(":");
 def wait_s: .provider.prefer_wait_s[.request.media_type] // .provider.prefer_wait_s.default // 0;
-# The job's timeout in seconds ("300s"), for Cancel-After.
+# The job's timeout in whole seconds, rounded up ("300s"), for
+# Cancel-After: Replicate never stops a prediction before mi's own
+# deadline (where mi cancels it itself), and stops it when mi is gone.
 def cancel_after:
   (if (.provider.timeout_ms | type) == "number" then .provider.timeout_ms / 1000
    else {video: 300, image: 60, texture: 60, audio_sfx: 30, audio_bgm: 180,
-         model_3d: 600}[.request.media_type] // 600 end | floor) as $s
+         model_3d: 600}[.request.media_type] // 600 end | ceil) as $s
   | "\($s)s";
 
 def ratios: [["1:1", 1], ["16:9", 16/9], ["21:9", 21/9], ["3:2", 1.5],
@@ -131,3 +133,40 @@ def polled:
   if ok | not then http_failure
   elif json_answer | not then unreadable
   else prediction end;
+
+# Webhooks and cancel (mi-providers(5)).  Replicate signs deliveries with
+# Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature:
+# HMAC-SHA256 over "id.timestamp.body" with the account's whsec_ secret,
+# from GET /v1/webhooks/default/secret, in MI_REPLICATE_WEBHOOK_SECRET).
+# A create names the URL and asks for the completed event only (sent
+# when the prediction succeeds, fails or is canceled); the body is the
+# prediction object a poll would get, read here by polled itself.
+def webhooks: {scheme: "standard-webhooks", per_request: true};
+def with_webhook($url):
+  .json.webhook = $url | .json.webhook_events_filter = ["completed"];
+def webhook_job: .delivery.body | objects | .id | strings;
+def webhook:
+  .delivery.body as $d
+  | if ($d | type) != "object" or ($d.status | type) != "string" then
+      {status: "poll"}
+    else .response = {status: 200, headers: {}, body: $d} | polled end;
+# POST /v1/predictions/{id}/cancel answers with the prediction.
+def cancel:
+  if .job.provider_job_id then
+    {method: "POST",
+     path: "/v1/predictions/\(.job.provider_job_id)/cancel"}
+  else null end;
+# Prices are per output: a prediction canceled before it made one costs
+# nothing; one that had already ended costs what it did.
+def cancelled:
+  .response.body as $b
+  | if ok and json_answer and $b.status == "canceled" then
+      {status: "completed", cost_usd: 0}
+    elif ok and json_answer and $b.status == "succeeded" then
+      failed("replicate: cancel too late: the prediction succeeded")
+      + {cost_usd: cost}
+    elif ok and json_answer and $b.status == "failed" then
+      failed("replicate: cancel too late: the prediction failed")
+    else
+      failed("replicate: cancel refused: HTTP \(.response.status): \($b.detail? // body_message)")
+    end;

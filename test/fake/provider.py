@@ -1587,6 +1587,10 @@ def blockade_obj(ctx, job):
          "pusher_channel": "status_update_" + job.extra["obf"],
          "pusher_event": "status_update", "webhook_url": job.body.get("webhook_url"),
          "created_at": iso(job.wall0), "updated_at": iso(job.wall0)}
+    if job.extra.get("aborted"):
+        # DELETE /api/v1/imagine/requests/{id} "sets the status to abort".
+        o["status"] = "abort"
+        return o
     if not done:
         if frac < 0.2:
             o["queue_position"] = 1
@@ -1616,6 +1620,9 @@ def export_obj(ctx, job):
          "skybox_obfuscated_id": job.extra["skybox"], "webhook_url": None,
          "pusher_channel": "export_status_update_" + job.id, "pusher_event": "status_update",
          "created_at": iso(job.wall0)}
+    if job.extra.get("aborted"):
+        o["status"] = "abort"
+        return o
     if not done:
         o["status"] = "pending" if frac < 0.2 else "processing"
         return o
@@ -1654,6 +1661,8 @@ def route_blockade(ctx, parts):
         return J(200, [{"id": 67, "name": "M3 Photoreal", "max-char": 550,
                         "negative-text-max-char": 200, "model": "Model 3",
                         "model_version": "3", "sort_order": 1, "premium": 0}])
+    if ctx.method == "DELETE":
+        return blockade_cancel(ctx, parts)
     if len(parts) == 5 and p.startswith("api/v1/skybox/export/") and ctx.method == "GET":
         ctx.event = "poll"
         job = fake.get(parts[4])
@@ -1680,6 +1689,34 @@ def route_blockade(ctx, parts):
             fake.final(job)
         return J(200, {"request": o})
     return J(404, {"error": "Not found."})
+
+
+def blockade_cancel(ctx, parts):
+    """DELETE of a request (by its id), of every pending one, or of an
+    export: the status becomes abort; the answer is {"success": true}.
+    A finished one cannot be cancelled (the answer then is the fake's)."""
+    fake = ctx.fake
+    p = "/".join(parts)
+    if p == "api/v1/imagine/requests/pending":
+        with fake.lock:
+            jobs = [j for j in fake.jobs.values() if j.provider == "blockade" and
+                    j.kind == "skybox" and not j.phase()[1] and j.phase()[0] < 0.2]
+        for j in jobs:
+            j.extra["aborted"] = True
+        return J(200, {"success": True})
+    if len(parts) == 5 and p.startswith("api/v1/imagine/requests/"):
+        job, kind = fake.get("n" + parts[4]), "skybox"
+    elif len(parts) == 5 and p.startswith("api/v1/skybox/export/"):
+        job, kind = fake.get(parts[4]), "export"
+    else:
+        return J(404, {"error": "Not found."})
+    if job is None or job.provider != "blockade" or job.kind != kind:
+        return J(404, {"error": "Request not found."})
+    ctx.job = job
+    if job.phase()[1] and not job.extra.get("aborted"):
+        return J(422, {"error": "The request is already finished."})
+    job.extra["aborted"] = True
+    return J(200, {"success": True})
 
 
 def blockade_history(ctx):
@@ -2061,8 +2098,9 @@ def route_replicate(ctx, parts):
             return J(200, rep_obj(ctx, job))
         if len(parts) == 4 and parts[3] == "cancel" and ctx.method == "POST":
             _, done = job.phase()
-            if not done:
+            if not done and not job.extra.get("canceled"):
                 job.extra["canceled"] = True
+                webhooks.canceled(sys.modules[__name__], fake, job)
             return J(200, rep_obj(ctx, job))
     return rep_err(404, "Not found", "The requested resource does not exist.")
 

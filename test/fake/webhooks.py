@@ -1,11 +1,16 @@
 """Webhooks of the fake provider: real-shaped, really signed deliveries.
 
-A create that asks for a webhook (fal: ``?fal_webhook=URL``) gets one
-delivery when its job finishes, signed as the provider signs it:
+A create that asks for a webhook (fal: ``?fal_webhook=URL``; Replicate:
+``webhook`` in the body) gets one delivery when its job finishes, signed as the provider signs it:
 
 * fal: ED25519 over ``request_id\\nuser_id\\ntimestamp\\nsha256hex(body)``,
   hex in ``X-Fal-Webhook-Signature``; the public key is served as a JWKS at
   ``GET /_fake/jwks.json``.
+* Replicate, Standard Webhooks (as Veo's below, the same secret): a
+  create with ``webhook`` gets the prediction object as its body, a
+  ``start`` delivery at once when ``webhook_events_filter`` asks for it
+  and a ``completed`` one when the prediction succeeds, fails or is
+  canceled (by its cancel endpoint too); ``webhook-id`` is ``msg_...``.
 * Veo (the Gemini API), Standard Webhooks: ``webhook-id``,
   ``webhook-timestamp``, ``webhook-signature: v1,<base64
   HMAC-SHA256(id.timestamp.body)>`` with the secret ``SECRET`` (``whsec_``
@@ -101,6 +106,19 @@ def _fal_body(mod, fake, job, host):
                       separators=(",", ":")).encode()
 
 
+def _ctx(mod, fake, host):
+    c = mod.Ctx.__new__(mod.Ctx)
+    c.fake = fake
+    c.host = host
+    return c
+
+
+def _replicate_body(mod, fake, job, host):
+    # The prediction object, as GET /v1/predictions/{id} would answer now.
+    o = mod.rep_obj(_ctx(mod, fake, host), job)
+    return json.dumps(o, separators=(",", ":")).encode()
+
+
 def _veo_body(job):
     # The Gemini API's video.generated event is thin: where the result is.
     name = "models/%s/operations/%s" % (job.extra["model"], job.id)
@@ -132,11 +150,13 @@ def build(mod, fake, job, mode="ok"):
     elif job.provider == "meshy":
         body = json.dumps({"id": job.id, "status": "SUCCEEDED"},
                           separators=(",", ":")).encode()
+    elif job.provider == "replicate":
+        body = _replicate_body(mod, fake, job, job.extra["webhook_host"])
     else:
         body = _fal_body(mod, fake, job, job.extra["webhook_host"])
     if mode == "oversize":
         body = body[:-1] + b',"pad":"' + b"x" * (2 << 20) + b'"}'
-    if job.provider == "veo":
+    if job.provider in ("veo", "replicate"):
         headers = standard(body, ts)
     elif job.provider == "suno":
         headers = hmac_headers(job.id, ts)
@@ -169,21 +189,46 @@ def deliver(mod, fake, job, mode="ok", url=None):
     return st
 
 
+def _later(s, *args):
+    timer = threading.Timer(s, deliver, args)
+    timer.daemon = True
+    timer.start()
+
+
+# Replicate's events when the create names none.
+REPLICATE_EVENTS = ("start", "output", "logs", "completed")
+
+
 def created(mod, ctx):
     """A create was accepted: schedule its delivery if it asked for one."""
     job = ctx.job
-    if job is None or ctx.provider != "fal":
+    if job is None or ctx.provider not in ("fal", "replicate"):
         return
-    url = ctx.q.get("fal_webhook")
+    if ctx.provider == "fal":
+        url = ctx.q.get("fal_webhook")
+        events = ("completed",)
+    else:
+        b = ctx.body if isinstance(ctx.body, dict) else {}
+        url = b.get("webhook")
+        events = b.get("webhook_events_filter") or REPLICATE_EVENTS
     if not url:
         return
     job.extra["webhook"] = url
     job.extra["webhook_host"] = ctx.host
-    if "nohook" in job.markers or job.duration is None:
+    job.extra["webhook_events"] = list(events)
+    if "nohook" in job.markers:
         return
-    timer = threading.Timer(job.duration / 1000.0, deliver, (mod, ctx.fake, job))
-    timer.daemon = True
-    timer.start()
+    if ctx.provider == "replicate" and "start" in events:
+        _later(0.05, mod, ctx.fake, job)
+    if job.duration is not None and "completed" in events:
+        _later(job.duration / 1000.0, mod, ctx.fake, job)
+
+
+def canceled(mod, fake, job):
+    """Replicate: a canceled prediction sends its completed event."""
+    if job.extra.get("webhook") and "nohook" not in job.markers and \
+            "completed" in job.extra.get("webhook_events", ()):
+        _later(0.05, mod, fake, job)
 
 
 def control(mod, fake, ctx):

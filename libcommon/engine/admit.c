@@ -1,0 +1,427 @@
+/*
+ * engine/admit.c - admission: a request record becomes a job.
+ *
+ * A request's shape is checked and its candidates are read from it or
+ * from the routing table (provider, then fallbacks).  Its step is
+ * admitted first: a step already done is answered with its job or
+ * artifact, and no new job is made.  Otherwise the first candidate that
+ * validates the request and is not cooling down is chosen, and the job
+ * row is written before the job is in hand (enqueue), to wait for a slot
+ * in its group.  A request that cannot be admitted goes back out as an
+ * error record, never dropped.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs.h"
+#include "json.h"
+#include "paths.h"
+#include "provider.h"
+#include "steps.h"
+#include "engine/engine.h"
+#include "banned.h"
+
+/* Choosing a provider. */
+
+static jv
+routing(struct mi_runner *r)
+{
+	char path[1024];
+	const char *file = getenv("MI_ROUTING_FILE");
+	FILE *fp;
+
+	if (jv_is_valid(r->routing))
+		return jv_copy(r->routing);
+	if (file == NULL && mi_share_path("routing.json", path,
+	    sizeof(path)) == 0)
+		file = path;
+	r->routing = jv_object();
+	if (file && (fp = fopen(file, "r")) != NULL) {
+		struct mi_json_in *in = mi_json_in_new(fp);
+		jv v;
+
+		if (in && mi_json_next(in, &v, NULL) == 1) {
+			if (jv_get_kind(v) == JV_KIND_OBJECT) {
+				jv_free(r->routing);
+				r->routing = v;
+			} else
+				jv_free(v);
+		}
+		mi_json_in_free(in);
+		fclose(fp);
+	}
+	return jv_copy(r->routing);
+}
+
+/* Messages of the definition's validate, joined; NULL when valid. */
+static int
+validate(struct mi_provider *p, jv req, char *msg, size_t msgsz)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv in = eng_obj1("request", req), out;
+	struct mi_buf b = MI_BUF_INIT;
+	int i, n;
+
+	out = mi_provider_call(p, "validate", in, &err);
+	if (!jv_is_valid(out)) {
+		jv_free(out);
+		snprintf(msg, msgsz, "%s", err.msg);
+		return -1;
+	}
+	if (jv_get_kind(out) != JV_KIND_ARRAY ||
+	    (n = jv_array_length(jv_copy(out))) == 0) {
+		jv_free(out);
+		return 0;
+	}
+	for (i = 0; i < n; i++) {
+		jv m = jv_array_get(jv_copy(out), i);
+
+		if (jv_get_kind(m) == JV_KIND_STRING)
+			mi_buf_addf(&b, "%s%s", i ? "; " : "",
+			    jv_string_value(m));
+		jv_free(m);
+	}
+	jv_free(out);
+	snprintf(msg, msgsz, "%s: %s", mi_provider_id(p), b.buf);
+	mi_buf_release(&b);
+	return -1;
+}
+
+/*
+ * The first usable provider of candidates (an array of ids, consumed) for
+ * req (borrowed).  strict: a validation failure of the first candidate
+ * ends the search (the request itself is wrong), rather than skipping to
+ * the next.  Cooling providers are skipped while another remains.
+ */
+int
+eng_choose(struct mi_runner *r, jv req, jv cand, int strict, struct choice *c)
+{
+	const char *media = NULL;
+	int i, n = jv_array_length(jv_copy(cand)), cooling_at = -1;
+	struct mi_err err = MI_ERR_INIT;
+
+	memset(c, 0, sizeof(*c));
+	c->rest = jv_array();
+	snprintf(c->code, sizeof(c->code), "PROVIDER_UNAVAILABLE");
+	snprintf(c->msg, sizeof(c->msg), "no provider left to try");
+	mi_json_str(req, "media_type", &media, 0, NULL);
+	for (i = 0; i < n; i++) {
+		jv id = jv_array_get(jv_copy(cand), i);
+		struct mi_provider *p;
+		struct mi_buf key = MI_BUF_INIT;
+		int k;
+
+		if (jv_get_kind(id) != JV_KIND_STRING ||
+		    (p = mi_provider_get(jv_string_value(id), &err)) == NULL) {
+			snprintf(c->code, sizeof(c->code), "%s",
+			    err.code == EX_CONFIG ? "CONFIG_ERROR" :
+			    "VALIDATION_ERROR");
+			snprintf(c->msg, sizeof(c->msg), "%s", err.msg);
+			jv_free(id);
+			if (strict && i == 0)
+				break;
+			eng_note(r, MI_NOTE_WARN, "%s", c->msg);
+			continue;
+		}
+		jv_free(id);
+		if (media == NULL || !mi_provider_supports(p, media)) {
+			snprintf(c->code, sizeof(c->code), "VALIDATION_ERROR");
+			snprintf(c->msg, sizeof(c->msg),
+			    "provider '%s' does not make %s",
+			    mi_provider_id(p), media ? media : "that");
+			if (strict && i == 0)
+				break;
+			continue;
+		}
+		if (validate(p, jv_copy(req), c->msg, sizeof(c->msg)) == -1) {
+			snprintf(c->code, sizeof(c->code), "VALIDATION_ERROR");
+			if (strict && i == 0)
+				break;
+			eng_note(r, MI_NOTE_VERBOSE, "skipping %s", c->msg);
+			continue;
+		}
+		k = mi_provider_auth(p, &key, &err);
+		if (key.len)
+			explicit_bzero(key.buf, key.len);
+		mi_buf_release(&key);
+		if (k == -1) {
+			snprintf(c->code, sizeof(c->code), "CONFIG_ERROR");
+			snprintf(c->msg, sizeof(c->msg), "provider '%s': %s",
+			    mi_provider_id(p), err.msg);
+			if (i + 1 < n)
+				eng_note(r, MI_NOTE_WARN, "%s; trying the next "
+				    "provider", c->msg);
+			continue;
+		}
+		if ((k = mi_jobs_cooling(r->db, mi_provider_id(p), &err)) ==
+		    -1) {
+			eng_fatal(r, &err);
+			jv_free(cand);
+			return -1;
+		}
+		if (k == 1 && i + 1 < n) {
+			if (cooling_at < 0)
+				cooling_at = i;
+			eng_note(r, MI_NOTE_INFO, "provider '%s' is cooling "
+			    "down; trying the next", mi_provider_id(p));
+			continue;
+		}
+		c->p = p;
+		for (i++; i < n; i++)
+			c->rest = jv_array_append(c->rest,
+			    jv_array_get(jv_copy(cand), i));
+		jv_free(cand);
+		return 0;
+	}
+	/* Every other provider failed: a cooling one is better than none. */
+	if (cooling_at >= 0) {
+		jv id = jv_array_get(jv_copy(cand), cooling_at);
+
+		c->p = mi_provider_get(jv_string_value(id), NULL);
+		jv_free(id);
+		for (i = cooling_at + 1; i < n; i++)
+			c->rest = jv_array_append(c->rest,
+			    jv_array_get(jv_copy(cand), i));
+		jv_free(cand);
+		return c->p ? 0 : -1;
+	}
+	jv_free(cand);
+	return -1;
+}
+
+double
+eng_estimate(struct mi_provider *p, jv req)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv v = mi_provider_call(p, "cost", eng_obj1("request", req), &err);
+	double d = jv_get_kind(v) == JV_KIND_NUMBER ? jv_number_value(v) : 0;
+
+	jv_free(v);
+	return d < 0 ? 0 : d;
+}
+
+/*
+ * Writes the job row of req (borrowed) for provider c->p and puts it in
+ * the slot queue; previous: the job it replaces, or NULL; attempt: of
+ * the step.
+ */
+int
+eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
+    int attempt)
+{
+	struct mi_err err = MI_ERR_INIT;
+	const char *media = NULL;
+	struct rjob *j;
+	double est;
+	jv f, row, params, model;
+
+	mi_json_str(req, "media_type", &media, 1, NULL);
+	req = jv_object_set(jv_copy(req), jv_string("provider_id"),
+	    jv_string(mi_provider_id(c->p)));
+	req = jv_object_set(req, jv_string("fallback"), jv_copy(c->rest));
+	est = eng_estimate(c->p, jv_copy(req));
+	params = jv_object_get(jv_copy(req), jv_string("params"));
+	if (jv_get_kind(params) != JV_KIND_OBJECT) {
+		jv_free(params);
+		params = jv_object();
+	}
+	f = jv_object();
+	f = jv_object_set(f, jv_string("tenant_id"),
+	    eng_field(req, "tenant_id"));
+	f = jv_object_set(f, jv_string("run_id"),
+	    eng_field(req, "run_id"));
+	f = jv_object_set(f, jv_string("run_step_id"),
+	    eng_field(req, "run_step_id"));
+	f = jv_object_set(f, jv_string("provider_id"),
+	    jv_string(mi_provider_id(c->p)));
+	f = jv_object_set(f, jv_string("media_type"), jv_string(media));
+	f = jv_object_set(f, jv_string("poll_interval_ms"),
+	    jv_number((double)mi_provider_poll_interval_ms(c->p, media)));
+	f = jv_object_set(f, jv_string("timeout_ms"),
+	    jv_number((double)mi_provider_timeout_ms(c->p, media)));
+	f = jv_object_set(f, jv_string("input_params"), params);
+	f = jv_object_set(f, jv_string("artifact_type"),
+	    eng_field(req, "artifact_type"));
+	f = jv_object_set(f, jv_string("skill_id"),
+	    eng_field(req, "skill_id"));
+	f = jv_object_set(f, jv_string("fallback"), jv_copy(c->rest));
+	f = jv_object_set(f, jv_string("previous_job_id"),
+	    previous ? jv_string(previous) : jv_null());
+	f = jv_object_set(f, jv_string("cost_usd"), jv_number(est));
+	f = jv_object_set(f, jv_string("step_attempt"), jv_number(attempt));
+	model = jv_object_get(mi_provider_meta(c->p), jv_string("model"));
+	if (jv_get_kind(model) == JV_KIND_STRING)
+		f = jv_object_set(f, jv_string("model"), model);
+	else
+		jv_free(model);
+	f = jv_object_set(f, jv_string("request"), req);
+	row = mi_jobs_insert(r->db, f, 1, &err);
+	if (!jv_is_valid(row)) {
+		eng_fatal(r, &err);
+		jv_free(row);
+		return -1;
+	}
+	if ((j = eng_job_new(r, row, &err)) == NULL) {
+		eng_fatal(r, &err);
+		jv_free(row);
+		return -1;
+	}
+	jv_free(row);
+	j->step_attempt = attempt;
+	eng_note(r, MI_NOTE_INFO, "job %s: %s %s, estimated cost $%.4f", j->id,
+	    mi_provider_id(c->p), media, est);
+	j->phase = P_WAIT;
+	eng_wait_add(j->g, j);
+	return 0;
+}
+
+/*
+ * Admits req (consumed) as its step: answered with the step's job chain
+ * or artifact when it has one, or with a cache hit; else chooses a
+ * provider and writes the job, all under the step's lock (steps.h).
+ */
+static void
+admit(struct mi_runner *r, jv req, jv cand)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_step s;
+	struct choice c;
+	char msg[400];
+	jv out;
+	int k;
+
+	if (mi_step_parse(req, &s, &err) == -1) {
+		jv_free(cand);
+		eng_emit(r, mi_json_error(req, "VALIDATION_ERROR", err.msg, 0));
+		return;
+	}
+	mi_step_inputs(&s, req, cand);
+	k = mi_step_admit(r->db, &s, req, &out, msg, sizeof(msg), &err);
+	if (k == -1) {
+		jv_free(cand);
+		jv_free(req);
+		eng_fatal(r, &err);
+		return;
+	}
+	if (k == -2) {
+		jv_free(cand);
+		eng_emit(r, mi_json_error(req, "VALIDATION_ERROR", msg, 0));
+		return;
+	}
+	if (k != MI_STEP_NEW) {
+		const char *id = "";
+		int hit = 0;
+
+		jv_free(cand);
+		jv_free(req);
+		mi_json_str(out, "id", &id, 0, NULL);
+		mi_json_bool(out, "cache_hit", &hit, 0, NULL);
+		eng_note(r, MI_NOTE_INFO, "step %s: %s %s", s.step_id,
+		    k == MI_STEP_JOB ? "answered with its job" : hit ?
+		    "served from the step cache: artifact" :
+		    "answered with its artifact", id);
+		if (s.other_inputs && !hit)
+			eng_note(r, MI_NOTE_WARN, "step %s of run %s was made "
+			    "from other inputs; its result stands (a new "
+			    "step_id gets a new one)", s.step_id, s.run);
+		eng_emit(r, out);
+		return;
+	}
+	req = jv_object_set(req, jv_string("run_step_id"), jv_string(s.id));
+	req = jv_object_set(req, jv_string("step_id"), jv_string(s.step_id));
+	if (eng_choose(r, req, cand, 1, &c) == -1) {
+		jv_free(c.rest);
+		if (r->fatal) {
+			mi_step_end(r->db, 0, NULL);
+			jv_free(req);
+			return;
+		}
+		if (mi_step_fail(r->db, &s, c.code, c.msg, &err) == -1 ||
+		    mi_step_end(r->db, 1, &err) == -1) {
+			mi_step_end(r->db, 0, NULL);
+			jv_free(req);
+			eng_fatal(r, &err);
+			return;
+		}
+		eng_emit(r, mi_json_error(req, c.code, c.msg, 0));
+		return;
+	}
+	if (eng_enqueue(r, req, &c, NULL, s.attempt) == -1)
+		mi_step_end(r->db, 0, NULL);
+	else if (mi_step_end(r->db, 1, &err) == -1)
+		eng_fatal(r, &err);
+	jv_free(c.rest);
+	jv_free(req);
+}
+
+void
+mi_runner_request(struct mi_runner *r, jv req)
+{
+	const char *media = NULL, *prov = NULL, *prompt = NULL;
+	struct mi_err err = MI_ERR_INIT;
+	jv cand, fb, route, params;
+
+	if (mi_json_has_error(req)) {
+		eng_pass(r, req);
+		return;
+	}
+	if (jv_get_kind(req) != JV_KIND_OBJECT) {
+		eng_emit(r, mi_json_error(jv_object_set(jv_object(),
+		    jv_string("request"), req), "VALIDATION_ERROR",
+		    "a request is a JSON object", 0));
+		return;
+	}
+	if (mi_json_str(req, "media_type", &media, 1, &err) == -1 ||
+	    mi_json_str(req, "provider_id", &prov, 0, &err) == -1 ||
+	    mi_json_str(req, "prompt", &prompt, 0, &err) == -1)
+		goto invalid;
+	params = jv_object_get(jv_copy(req), jv_string("params"));
+	if (jv_get_kind(params) != JV_KIND_OBJECT &&
+	    jv_get_kind(params) != JV_KIND_NULL && jv_is_valid(params)) {
+		jv_free(params);
+		mi_err_set(&err, EX_DATAERR, "params is not an object");
+		goto invalid;
+	}
+	jv_free(params);
+	route = jv_object_get(routing(r), jv_string(media));
+	if (jv_get_kind(route) != JV_KIND_OBJECT) {
+		jv_free(route);
+		route = jv_object();
+	}
+	cand = jv_array();
+	if (prov)
+		cand = jv_array_append(cand, jv_string(prov));
+	else {
+		jv d = jv_object_get(jv_copy(route), jv_string("provider_id"));
+
+		if (jv_get_kind(d) != JV_KIND_STRING) {
+			jv_free(d);
+			jv_free(cand);
+			jv_free(route);
+			mi_err_set(&err, EX_DATAERR, "no provider_id, and no "
+			    "default provider for %s", media);
+			goto invalid;
+		}
+		cand = jv_array_append(cand, d);
+	}
+	fb = jv_object_get(jv_copy(req), jv_string("fallback"));
+	if (jv_get_kind(fb) == JV_KIND_NULL || !jv_is_valid(fb)) {
+		jv_free(fb);
+		fb = jv_object_get(jv_copy(route), jv_string("fallback"));
+	}
+	jv_free(route);
+	if (jv_get_kind(fb) == JV_KIND_ARRAY)
+		cand = jv_array_concat(cand, fb);
+	else if (jv_get_kind(fb) != JV_KIND_NULL && jv_is_valid(fb)) {
+		jv_free(fb);
+		jv_free(cand);
+		mi_err_set(&err, EX_DATAERR, "fallback is not an array");
+		goto invalid;
+	} else
+		jv_free(fb);
+	admit(r, req, cand);
+	return;
+invalid:
+	eng_emit(r, mi_json_error(req, "VALIDATION_ERROR", err.msg, 0));
+}

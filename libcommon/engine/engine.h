@@ -1,0 +1,188 @@
+/*
+ * engine/engine.h - the inside of the job engine behind runner.h, shared
+ * by its modules and by nothing else (cmd/ includes runner.h only).
+ *
+ * Each job in hand is a struct rjob (texts of its request and provider
+ * state, not parsed values, so ten thousand jobs fit in a few megabytes)
+ * in the runner's hash table by id, and, while it waits for a time, in
+ * its binary heap by due time (heap is its index there, -1 when out).
+ * Jobs waiting for a slot sit in their (tenant, provider) group instead,
+ * oldest first, and in no heap.  Per-poll bookkeeping (attempts,
+ * progress, next poll time) is written in batches; every state change is
+ * written at once, before the next step that depends on it (a create is
+ * recorded as sent before it is sent).
+ *
+ * A job is owned by the runner from eng_job_new() (it is in the table)
+ * until eng_drop(); a job with an exchange under way (busy) is freed by
+ * the callback that ends it.  Every record leaves through eng_emit(),
+ * which consumes it.  A database failure that is not an outage is kept
+ * by eng_fatal() and ends mi_runner_run(); an outcome that comes during
+ * an outage is kept by eng_hold() and replayed when the database is back.
+ *
+ * The modules, in the order a job meets them:
+ *   runner.c    the public API (runner.h) and the loop of mi_runner_run
+ *   admit.c     a request becomes a job: routing, validation, a provider
+ *   job.c       a job's struct and its row: new, free, drop, patch, emit
+ *   sched.c     the table of jobs by id, the heap of due times
+ *   claim.c     groups, their waiting lists, and claims of free slots
+ *   step.c      create and poll, their outcomes, fallback and backoff
+ *   takeover.c  jobs of other workers (follow, adopt, take over),
+ *               webhook deliveries, and the lease and batch bookkeeping
+ */
+#ifndef MI_ENGINE_H
+#define MI_ENGINE_H
+
+#include <jv.h>
+
+#include "db.h"
+#include "err.h"
+#include "runner.h"
+#include "transport.h"
+
+enum phase {
+	P_WAIT,			/* for a slot */
+	P_CREATE,		/* create due */
+	P_CREATING,
+	P_POLL,			/* poll due */
+	P_POLLING
+};
+
+struct group {
+	char *tenant;
+	struct mi_provider *p;
+	char media[24];		/* of the oldest waiting job: sets the limit */
+	struct rjob *head, *tail;	/* waiting jobs, oldest first */
+	int want;		/* a claim is due */
+	int missed;		/* a webhook did not come: poll as usual */
+	struct group *next;
+};
+
+struct rjob {
+	char id[40];
+	struct group *g;
+	struct mi_provider *p;
+	const struct mi_transport *t;
+	char media[24];
+	char *request;		/* JSON texts */
+	char *state;
+	char *fallback;
+	char *pjid;
+	char *followup;		/* a follow-up create's request */
+	int phase, busy, lost, tries, attempts, progress, dirty, accepted;
+	int step_attempt;	/* of its step (fallbacks keep it) */
+	int last_look;		/* the poll at the deadline is under way */
+	int hooked;		/* asked for a webhook (webhook.h) */
+	int hinted;		/* a delivery asked for this poll */
+	long long due, deadline;	/* monotonic ms; deadline 0: none */
+	long interval, timeout;
+	int heap;
+	struct mi_poll_memo memo;
+	struct rjob *hnext;	/* hash chain */
+	struct rjob *wnext;	/* group's waiting list */
+	struct mi_runner *r;
+};
+
+/* An outcome that came while the database was away, kept for later. */
+struct held {
+	struct rjob *j;
+	jv out;
+	void (*cb)(void *, jv);
+	struct held *next;
+};
+
+struct mi_runner {
+	struct mi_db *db;
+	struct held *held, **held_tail;
+	int db_waiting, dbgen;
+	struct mi_loop *loop;
+	struct mi_runner_opts o;
+	struct rjob **tab;
+	size_t nbuck, n;
+	struct rjob **heap;
+	size_t hn, hcap;
+	struct group *groups;
+	jv take;		/* [id, owner] pairs to take over */
+	jv takerec;		/* their records, by id */
+	jv follow;		/* jobs other workers run for a step this
+				 * runner was asked for: id -> answers owed */
+	long long next_follow;
+	long follow_ms;
+	long long next_flush, next_renew, next_backstop;
+	long lease_ms, backstop_ms;
+	int parallel, create_retries, poll_retries, listening;
+	long coalesce_ms, batch_ms;
+	long hook_backstop_ms;	/* poll interval while a webhook is due */
+	jv hooks;		/* ids of jobs with deliveries to take */
+	int cancels;		/* remote cancels under way */
+	int closing;
+	int input_ready;
+	jv routing;
+	long finished;
+	int fatal, eof;
+	struct mi_err ferr;
+};
+
+/* The provider chosen for a request (admit.c), or why none is. */
+struct choice {
+	struct mi_provider *p;
+	jv rest;		/* the providers after it */
+	char code[32];		/* when none: why */
+	char msg[512];
+};
+
+/* runner.c */
+void eng_note(struct mi_runner *r, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int eng_hold(struct rjob *j, jv out, void (*cb)(void *, jv));
+void eng_fatal(struct mi_runner *r, const struct mi_err *err);
+
+/* sched.c */
+struct rjob *eng_find(struct mi_runner *r, const char *id);
+void eng_tab_add(struct mi_runner *r, struct rjob *j);
+void eng_tab_del(struct mi_runner *r, struct rjob *j);
+void eng_heap_down(struct mi_runner *r, size_t i);
+void eng_heap_remove(struct mi_runner *r, struct rjob *j);
+void eng_schedule(struct mi_runner *r, struct rjob *j, int phase,
+    long long due);
+
+/* job.c */
+void eng_job_free(struct rjob *j);
+void eng_drop(struct mi_runner *r, struct rjob *j);
+struct rjob *eng_job_new(struct mi_runner *r, jv row, struct mi_err *err);
+void eng_set_str(char **dst, const char *s);
+jv eng_job_input(struct rjob *j);
+void eng_emit(struct mi_runner *r, jv rec);
+void eng_pass(struct mi_runner *r, jv rec);
+jv eng_with_error(jv row, int retryable);
+jv eng_patch(struct mi_runner *r, struct rjob *j, jv p);
+jv eng_field(jv o, const char *key);
+jv eng_obj1(const char *k, jv v);
+
+/* claim.c */
+struct group *eng_group_of(struct mi_runner *r, const char *tenant,
+    struct mi_provider *p);
+void eng_wait_add(struct group *g, struct rjob *j);
+void eng_wait_del(struct group *g, struct rjob *j);
+void eng_claim(struct mi_runner *r, struct group *g);
+
+/* admit.c */
+int eng_choose(struct mi_runner *r, jv req, jv cand, int strict,
+    struct choice *c);
+double eng_estimate(struct mi_provider *p, jv req);
+int eng_enqueue(struct mi_runner *r, jv req, struct choice *c,
+    const char *previous, int attempt);
+
+/* step.c */
+void eng_on_polled(void *arg, jv out);
+void eng_do_create(struct mi_runner *r, struct rjob *j);
+void eng_do_poll(struct mi_runner *r, struct rjob *j);
+
+/* takeover.c */
+void eng_check_follow(struct mi_runner *r);
+void eng_take_over(struct mi_runner *r);
+void eng_flush(struct mi_runner *r);
+void eng_renew(struct mi_runner *r);
+void eng_notified(struct mi_runner *r);
+void eng_take_hooks(struct mi_runner *r);
+
+#endif

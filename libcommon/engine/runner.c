@@ -1,0 +1,434 @@
+/*
+ * engine/runner.c - the job engine's face (runner.h): making and freeing
+ * a runner, counting what it holds, giving its leases up, and the loop.
+ *
+ * One turn of mi_runner_run: leases renewed after an outage, then held
+ * outcomes replayed, handed-over jobs taken, notifications read, claims
+ * made, due jobs started (at most parallel exchanges at once), batched
+ * writes flushed and leases renewed on their timers, then one wait for
+ * the first of: an answer, a caller's fd, the database socket, the next
+ * due time.  A fatal database error (r->fatal) ends the turn with -1.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inq.h"
+#include "jobs.h"
+#include "json.h"
+#include "webhook.h"
+#include "engine/engine.h"
+#include "banned.h"
+
+void
+eng_note(struct mi_runner *r, int level, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	if (r->o.note == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	r->o.note(r->o.arg, level, msg);
+}
+
+/*
+ * While the database is away (db.c connecting again), the loop goes on
+ * so that exchanges under way end, but their outcomes are held: each is
+ * written once the database is back, so an answer that came is never
+ * asked for again (a create never sent twice) because of the outage.
+ */
+int
+eng_hold(struct rjob *j, jv out, void (*cb)(void *, jv))
+{
+	struct mi_runner *r = j->r;
+	struct held *h;
+
+	if (!r->db_waiting || (h = calloc(1, sizeof(*h))) == NULL)
+		return 0;
+	h->j = j;
+	h->out = out;
+	h->cb = cb;
+	*r->held_tail = h;
+	r->held_tail = &h->next;
+	return 1;
+}
+
+static void
+db_wait(void *arg, long ms)
+{
+	struct mi_runner *r = arg;
+	struct mi_err err = MI_ERR_INIT;
+	long long until = mi_now_ms() + ms, left;
+
+	if (r->db_waiting) {
+		mi_sleep_ms(ms);
+		return;
+	}
+	r->db_waiting = 1;
+	while ((left = until - mi_now_ms()) > 0) {
+		if (mi_loop_busy(r->loop) == 0)
+			mi_sleep_ms(left);
+		else if (mi_loop_wait(r->loop, NULL, 0, (long)left,
+		    &err) == -1)
+			mi_sleep_ms(left > 10 ? 10 : left);
+	}
+	r->db_waiting = 0;
+}
+
+/* Runs the outcomes held while the database was away. */
+static void
+release_held(struct mi_runner *r)
+{
+	struct held *h;
+
+	while ((h = r->held) != NULL && !r->db_waiting) {
+		r->held = h->next;
+		if (r->held == NULL)
+			r->held_tail = &r->held;
+		h->cb(h->j, h->out);
+		free(h);
+	}
+}
+
+void
+eng_fatal(struct mi_runner *r, const struct mi_err *err)
+{
+	if (!r->fatal) {
+		r->fatal = 1;
+		r->ferr = *err;
+	}
+}
+
+static long
+env_num(const char *name, long dflt, long min, long max)
+{
+	const char *s = getenv(name);
+	unsigned long long v;
+
+	if (s == NULL || mi_parse_uint(s, (unsigned long long)min,
+	    (unsigned long long)max, &v) == -1)
+		return dflt;
+	return (long)v;
+}
+
+struct mi_runner *
+mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
+    struct mi_err *err)
+{
+	struct mi_runner *r = calloc(1, sizeof(*r));
+
+	if (r == NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return NULL;
+	}
+	r->db = db;
+	r->o = *o;
+	r->held_tail = &r->held;
+	r->nbuck = 1024;
+	if ((r->tab = calloc(r->nbuck, sizeof(*r->tab))) == NULL ||
+	    (r->loop = mi_loop_new(err)) == NULL) {
+		free(r->tab);
+		free(r);
+		return NULL;
+	}
+	if (mi_db_listen(db, MI_JOBS_CHANNEL, err) == -1) {
+		mi_loop_free(r->loop);
+		free(r->tab);
+		free(r);
+		return NULL;
+	}
+	if (mi_db_listen(db, MI_WEBHOOK_CHANNEL, err) == -1) {
+		mi_loop_free(r->loop);
+		free(r->tab);
+		free(r);
+		return NULL;
+	}
+	r->listening = 1;
+	mi_db_set_wait(db, db_wait, r);
+	r->dbgen = mi_db_generation(db);
+	r->hooks = jv_array();
+	r->hook_backstop_ms = env_num("MI_WEBHOOK_BACKSTOP_MS", 60000, 10,
+	    86400000);
+	r->take = jv_array();
+	r->takerec = jv_object();
+	r->follow = jv_object();
+	r->follow_ms = env_num("MI_FOLLOW_MS", 500, 10, 60000);
+	r->routing = jv_invalid();
+	r->lease_ms = mi_jobs_lease_ms();
+	r->backstop_ms = env_num("MI_SLOT_POLL_MS", 2000, 10, 3600000);
+	r->parallel = (int)env_num("MI_POLL_PARALLEL", 64, 1, 100000);
+	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
+	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
+	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 2, 0, 1000);
+	r->batch_ms = env_num("MI_POLL_BATCH_MS", 100, 0, 10000);
+	r->input_ready = 1;
+	r->next_flush = mi_now_ms() + 1000;
+	r->next_renew = mi_now_ms() + r->lease_ms / 3;
+	r->next_backstop = mi_now_ms() + r->backstop_ms;
+	srandom((unsigned)(mi_wall_ms() ^ getpid()));
+	return r;
+}
+
+void
+mi_runner_free(struct mi_runner *r)
+{
+	struct group *g;
+	struct held *h;
+	size_t i;
+
+	if (r == NULL)
+		return;
+	mi_db_set_wait(r->db, NULL, NULL);
+	while ((h = r->held) != NULL) {
+		r->held = h->next;
+		jv_free(h->out);
+		h->j->busy = 0;
+		h->j->lost = 1;
+		free(h);
+	}
+	r->closing = 1;
+	/* Operations still under way end here; their jobs are freed. */
+	for (i = 0; i < r->nbuck; i++) {
+		struct rjob *j, *nx;
+
+		for (j = r->tab[i]; j; j = nx) {
+			nx = j->hnext;
+			if (j->busy)
+				j->lost = 1;
+			else
+				eng_job_free(j);
+		}
+	}
+	mi_loop_free(r->loop);
+	while ((g = r->groups) != NULL) {
+		r->groups = g->next;
+		free(g->tenant);
+		free(g);
+	}
+	free(r->tab);
+	free(r->heap);
+	jv_free(r->take);
+	jv_free(r->hooks);
+	jv_free(r->takerec);
+	jv_free(r->follow);
+	jv_free(r->routing);
+	free(r);
+}
+
+int
+mi_runner_count(const struct mi_runner *r)
+{
+	return (int)r->n + jv_array_length(jv_copy(r->take)) +
+	    jv_object_length(jv_copy(r->follow)) + r->cancels;
+}
+
+void
+mi_runner_stats(const struct mi_runner *r, struct mi_runner_stats *s)
+{
+	long sum = 0;
+	size_t i;
+
+	memset(s, 0, sizeof(*s));
+	for (i = 0; i < r->nbuck; i++) {
+		struct rjob *j;
+
+		for (j = r->tab[i]; j; j = j->hnext) {
+			if (j->phase == P_WAIT)
+				s->waiting++;
+			else if (j->phase == P_CREATE ||
+			    j->phase == P_CREATING)
+				s->creating++;
+			else {
+				s->polling++;
+				sum += j->progress;
+			}
+		}
+	}
+	s->avg_progress = s->polling ? (int)(sum / s->polling) : 0;
+	s->finished = r->finished;
+}
+
+void
+mi_runner_release(struct mi_runner *r)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv ids = jv_array();
+	size_t i;
+
+	eng_flush(r);
+	for (i = 0; i < r->nbuck; i++) {
+		struct rjob *j, *nx;
+
+		for (j = r->tab[i]; j; j = nx) {
+			nx = j->hnext;
+			ids = jv_array_append(ids, jv_string(j->id));
+			eng_drop(r, j);
+		}
+	}
+	if (mi_jobs_release(r->db, ids, &err) == -1)
+		eng_fatal(r, &err);
+}
+
+/* How early a due job may go: polls up to the batch window, but never
+ * more than a fifth of their interval. */
+static long
+early(const struct mi_runner *r, const struct rjob *j)
+{
+	long e = j->interval / 5;
+
+	if (j->phase != P_POLL)
+		return 0;
+	return e < r->batch_ms ? e : r->batch_ms;
+}
+
+int
+mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
+    struct mi_err *err)
+{
+	long long now = mi_now_ms(), until = now + timeout_ms, wake;
+	struct group *g;
+	int all[8], i, n = 0, started = 0, ready;
+
+	/* Back from an outage: the leases first, then what came meanwhile. */
+	if (mi_db_generation(r->db) != r->dbgen) {
+		r->dbgen = mi_db_generation(r->db);
+		eng_note(r, MI_NOTE_WARN, "connected to the database again");
+		eng_renew(r);
+		r->next_renew = now + r->lease_ms / 3;
+	}
+	release_held(r);
+	eng_take_over(r);
+	/* Notifications that came in during a statement wait in libpq, not
+	 * on the socket: look at them each time round. */
+	eng_notified(r);
+	eng_take_hooks(r);
+	for (g = r->groups; g && !r->fatal; g = g->next)
+		if (g->want)
+			eng_claim(r, g);
+	/*
+	 * Due jobs, as many as the parallel limit lets start.  Polls due
+	 * within the batch window go out now too: a poll a little early
+	 * costs nothing, and a process that wakes for a batch rather than
+	 * for every poll spends far less on waking up.
+	 */
+	while (!r->fatal && r->hn > 0 && r->heap[0]->due <= now +
+	    early(r, r->heap[0]) && mi_loop_busy(r->loop) < r->parallel &&
+	    started < 1000) {
+		struct rjob *j = r->heap[0];
+
+		eng_heap_remove(r, j);
+		if (j->phase == P_CREATE)
+			eng_do_create(r, j);
+		else
+			eng_do_poll(r, j);
+		started++;
+	}
+	if (!r->fatal && now >= r->next_flush) {
+		eng_flush(r);
+		r->next_flush = now + 1000;
+	}
+	if (!r->fatal && now >= r->next_renew) {
+		eng_renew(r);
+		r->next_renew = now + r->lease_ms / 3;
+	}
+	if (!r->fatal && jv_object_length(jv_copy(r->follow)) > 0 &&
+	    now >= r->next_follow) {
+		eng_check_follow(r);
+		r->next_follow = now + r->follow_ms;
+	}
+	if (!r->fatal && now >= r->next_backstop) {
+		for (g = r->groups; g; g = g->next)
+			if (g->head)
+				g->want = 1;
+		r->next_backstop = now + r->backstop_ms;
+	}
+	if (r->fatal) {
+		*err = r->ferr;
+		return -1;
+	}
+	wake = until;
+	if (r->hn > 0 && mi_loop_busy(r->loop) < r->parallel) {
+		long long due = r->heap[0]->due - early(r, r->heap[0]);
+
+		if (due < wake)
+			wake = due;
+	}
+	if (r->next_flush < wake)
+		wake = r->next_flush;
+	if (r->next_renew < wake)
+		wake = r->next_renew;
+	if (r->next_backstop < wake)
+		wake = r->next_backstop;
+	if (jv_object_length(jv_copy(r->follow)) > 0 && r->next_follow < wake)
+		wake = r->next_follow;
+	for (g = r->groups; g; g = g->next)
+		if (g->want)
+			wake = now;
+	if (jv_array_length(jv_copy(r->take)) > 0)
+		wake = now;
+	for (i = 0; i < nfds && n < 6; i++)
+		all[n++] = fds[i];
+	all[n++] = mi_db_socket(r->db);
+	/* Wakes for a burst of answers at once rather than one by one: a
+	 * poll a few milliseconds late costs nothing. */
+	if (r->coalesce_ms > 0 && mi_loop_busy(r->loop) > 0 && wake > now)
+		mi_sleep_ms(r->coalesce_ms);
+	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
+	    0, err)) == -1)
+		return -1;
+	release_held(r);
+	if (ready & (1 << (n - 1)))
+		eng_notified(r);
+	if (r->fatal) {
+		*err = r->ferr;
+		return -1;
+	}
+	return ready & ((1 << (n - 1)) - 1);
+}
+
+int
+mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
+    long timeout_ms, struct mi_err *err)
+{
+	struct mi_err rerr = MI_ERR_INIT;
+	int k, fd, n = 0;
+	jv v;
+
+	while (!r->eof && r->input_ready && n < 500) {
+		k = mi_inq_next(q, &v, &rerr);
+		if (k == 0) {
+			r->input_ready = 0;
+			break;
+		}
+		if (k == 2)
+			r->eof = 1;
+		else if (k == -2) {
+			*err = rerr;
+			return -1;
+		} else if (k == -1)
+			eng_emit(r, mi_json_error(jv_object(), "INVALID_JSON",
+			    rerr.msg, 0));
+		else if (jobs)
+			mi_runner_job(r, v);
+		else
+			mi_runner_request(r, v);
+		n++;
+	}
+	if (r->fatal) {
+		*err = r->ferr;
+		return -1;
+	}
+	if (r->eof && mi_runner_count(r) == 0)
+		return 0;
+	fd = mi_inq_fd(q);
+	if ((k = mi_runner_run(r, &fd, r->eof ? 0 : 1, n >= 500 ? 0 :
+	    timeout_ms, err)) == -1)
+		return -1;
+	if (k & 1)
+		r->input_ready = 1;
+	return r->eof && mi_runner_count(r) == 0 ? 0 : 1;
+}
