@@ -42,7 +42,9 @@ MIGRATIONS = $(sort $(wildcard migrations/*.sql))
 
 all: $(PROGRAMS)
 
+# Made afresh: a source moved or removed leaves no stale member behind.
 libcommon/libcommon.a: $(LIB_OBJS)
+	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)
 
 libcommon/%.o: libcommon/%.c Makefile
