@@ -42,7 +42,10 @@ MIGRATIONS = $(sort $(wildcard migrations/*.sql))
 
 all: $(PROGRAMS)
 
+# Made afresh each time: ar would keep the objects of moved or removed
+# sources, whose symbols would then clash with their new homes.
 libcommon/libcommon.a: $(LIB_OBJS)
+	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)
 
 libcommon/%.o: libcommon/%.c Makefile
