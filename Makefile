@@ -19,7 +19,7 @@ WARN = -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes \
 CFLAGS   ?= -O2 -g
 ALL_CFLAGS = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -Ilibcommon \
 	-DMI_VERSION=\"$(VERSION)\" -DMI_SHAREDIR=\"$(SHAREDIR)\" \
-	$(shell $(PKG_CONFIG) --cflags libpq libcurl libcrypto libmicrohttpd libpng 2>/dev/null)
+	$(shell $(PKG_CONFIG) --cflags libpq libcurl libcrypto libpng libavformat libavcodec libavutil 2>/dev/null)
 ifeq ($(DEVELOPER),1)
 ALL_CFLAGS += -Werror
 endif
@@ -29,8 +29,12 @@ LDFLAGS += -fsanitize=$(SANITIZE)
 endif
 
 JQ_LIBS ?= $(shell $(PKG_CONFIG) --libs libjq 2>/dev/null || echo -ljq)
-LIBS = $(shell $(PKG_CONFIG) --libs libpq libcurl libcrypto libmicrohttpd libpng 2>/dev/null) \
-       $(JQ_LIBS) -lmagic -larchive -lz -lm -lpthread
+# libavformat (audio and video facts) is needed only by the programs that
+# probe stored files: --as-needed keeps the others from loading it.
+AV_LIBS ?= $(shell $(PKG_CONFIG) --libs libavformat libavcodec libavutil 2>/dev/null || echo -lavformat -lavcodec -lavutil)
+LIBS = -Wl,--as-needed \
+       $(shell $(PKG_CONFIG) --libs libpq libcurl libcrypto libpng 2>/dev/null) \
+       $(JQ_LIBS) $(AV_LIBS) -lmagic -larchive -lz -lm -lpthread
 
 LIB_SRCS = $(sort $(wildcard libcommon/*.c libcommon/*/*.c))
 LIB_OBJS = $(LIB_SRCS:.c=.o)
@@ -41,6 +45,10 @@ SHAREFILES = $(shell find share -type f 2>/dev/null | sort)
 MIGRATIONS = $(sort $(wildcard migrations/*.sql))
 
 all: $(PROGRAMS)
+
+# The link line of the programs, for tests that build against the library.
+print-libs:
+	@echo $(LIBS)
 
 # Made afresh each time: ar would keep the objects of moved or removed
 # sources, whose symbols would then clash with their new homes.

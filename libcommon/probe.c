@@ -2,11 +2,11 @@
  * probe.c - facts of a stored file by its type, and the bounded runner
  * of helper programs (ffprobe, gltfpack).
  *
- * Audio and video go to ffprobe ($MI_FFPROBE or "ffprobe", from Debian's
- * ffmpeg, which mi already needs): it knows every container and codec a
- * provider may send, and asking it costs one short process per result.
- * It runs without a shell, with a 20 s limit and at most 1 MiB of
- * output, and only its JSON is read.
+ * Audio and video go to ffmpeg's libavformat (probe_av.c), which knows
+ * every container and codec a provider may send, in a forked child: it
+ * writes ffprobe's JSON, with a 20 s limit and at most 1 MiB of output,
+ * and only that JSON is read.  $MI_FFPROBE names a program that prints
+ * the same JSON (ffprobe itself) to run instead, without a shell.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,21 +23,21 @@
 #include "buf.h"
 #include "json.h"
 #include "probe.h"
+#include "probe_av.h"
 #include "banned.h"
 
 extern char **environ;
+
+static jv collect(pid_t pid, int outfd, int errfd, const char *name,
+    size_t max_out, long timeout_ms, struct mi_err *err);
 
 jv
 mi_probe_run(const char *const *argv, size_t max_out, long timeout_ms,
     struct mi_err *err)
 {
 	posix_spawn_file_actions_t fa;
-	struct mi_buf out = MI_BUF_INIT;
-	char buf[65536], errtail[200] = "";
-	int pfd[2], efd[2], status, rc, open_fds = 2, over = 0, killed = 0;
-	long long until = mi_now_ms() + timeout_ms;
+	int pfd[2], efd[2], rc;
 	pid_t pid;
-	jv res;
 
 	if (pipe2(pfd, O_CLOEXEC) == -1)
 		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
@@ -63,6 +63,60 @@ mi_probe_run(const char *const *argv, size_t max_out, long timeout_ms,
 		    argv[0]);
 		return jv_invalid();
 	}
+	return collect(pid, pfd[0], efd[0], argv[0], max_out, timeout_ms,
+	    err);
+}
+
+/*
+ * Audio and video facts read by libavformat in a child process: a
+ * demuxer's crash, leak or hang on a hostile file stays there, under the
+ * same limits as a program's.
+ */
+static jv
+probe_av_child(const char *path, size_t max_out, long timeout_ms,
+    struct mi_err *err)
+{
+	int pfd[2], efd[2];
+	pid_t pid;
+
+	if (pipe2(pfd, O_CLOEXEC) == -1)
+		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
+	if (pipe2(efd, O_CLOEXEC) == -1) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
+	}
+	fflush(NULL);
+	if ((pid = fork()) == -1) {
+		mi_err_set_errno(err, EX_OSERR, "fork");
+		close(pfd[0]);
+		close(pfd[1]);
+		close(efd[0]);
+		close(efd[1]);
+		return jv_invalid();
+	}
+	if (pid == 0) {
+		signal(SIGPIPE, SIG_DFL);
+		_exit(mi_probe_av_write(path, pfd[1], efd[1]));
+	}
+	close(pfd[1]);
+	close(efd[1]);
+	return collect(pid, pfd[0], efd[0], "libavformat", max_out,
+	    timeout_ms, err);
+}
+
+static jv
+collect(pid_t pid, int outfd, int errfd, const char *name, size_t max_out,
+    long timeout_ms, struct mi_err *err)
+{
+	struct mi_buf out = MI_BUF_INIT;
+	char buf[65536], errtail[200] = "";
+	int pfd[1], efd[1], status, open_fds = 2, over = 0, killed = 0;
+	long long until = mi_now_ms() + timeout_ms;
+	jv res;
+
+	pfd[0] = outfd;
+	efd[0] = errfd;
 	mi_buf_init(&out, max_out + 1);
 	while (open_fds > 0) {
 		struct pollfd p[2] = { { pfd[0], POLLIN, 0 },
@@ -140,22 +194,22 @@ mi_probe_run(const char *const *argv, size_t max_out, long timeout_ms,
 			mi_err_set(err, EX_SOFTWARE,
 			    "%s took longer than "
 			    "%ld ms",
-			    argv[0], timeout_ms);
+			    name, timeout_ms);
 		else
 			mi_err_set(err, EX_SOFTWARE,
 			    "%s said more than %zu "
 			    "bytes",
-			    argv[0], max_out);
+			    name, max_out);
 		return jv_invalid();
 	}
 	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 		mi_buf_release(&out);
 		if (WIFEXITED(status) && WEXITSTATUS(status) == 127)
 			mi_err_set(err, EX_UNAVAILABLE, "unable to run '%s'",
-			    argv[0]);
+			    name);
 		else
 			mi_err_set(err, EX_SOFTWARE, "%s failed (%d): %s",
-			    argv[0],
+			    name,
 			    WIFEXITED(status) ? WEXITSTATUS(status)
 					      : 128 + WTERMSIG(status),
 			    errtail);
@@ -210,10 +264,12 @@ av(const char *path, const char *kind, const char *ext)
 	double dur;
 	int i, n, have_v = 0, have_a = 0;
 
-	argv[0] = ffprobe && *ffprobe ? ffprobe : "ffprobe";
+	argv[0] = ffprobe;
 	out = jv_object_set(out, jv_string("kind"), jv_string(kind));
 	out = jv_object_set(out, jv_string("format"), jv_string(ext));
-	text = mi_probe_run(argv, 1 << 20, 20000, &err);
+	/* $MI_FFPROBE names a program to run instead of the library. */
+	text = ffprobe && *ffprobe ? mi_probe_run(argv, 1 << 20, 20000, &err)
+				   : probe_av_child(path, 1 << 20, 20000, &err);
 	if (!jv_is_valid(text)) {
 		jv_free(text);
 		return jv_object_set(out, jv_string("error"),
@@ -224,7 +280,8 @@ av(const char *path, const char *kind, const char *ext)
 	if (jv_get_kind(doc) != JV_KIND_OBJECT) {
 		jv_free(doc);
 		return jv_object_set(out, jv_string("error"),
-		    jv_string("ffprobe gave no JSON"));
+		    jv_string(ffprobe && *ffprobe ? "ffprobe gave no JSON"
+						  : "libavformat gave no JSON"));
 	}
 	fmt = jv_object_get(jv_copy(doc), jv_string("format"));
 	dur = jv_get_kind(fmt) == JV_KIND_OBJECT ? strnum(fmt, "duration") : -1;

@@ -4,8 +4,9 @@
  *
  * mi_probe_file reads a file's media facts: its own bounded readers for
  * image headers (PNG, JPEG, WebP, KTX2, Radiance HDR, OpenEXR) and for
- * the glTF JSON of a model (GLB or .gltf); ffprobe (run without a shell,
- * with a time limit and a cap on what it may print) for audio and video.
+ * the glTF JSON of a model (GLB or .gltf); libavformat in a forked child
+ * (with a time limit and a cap on what it may print; $MI_FFPROBE runs
+ * that program instead) for audio and video.
  * Nothing a file says about its own sizes is trusted: every offset and
  * length is checked against the file and against fixed caps.
  *

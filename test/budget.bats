@@ -15,7 +15,7 @@ setup_file() {
 	fake_start --job-ms 100
 	export MI_NANO_BANANA_BASE_URL="$FAKE_URL/gemini" GEMINI_API_KEY="$FAKE_KEY"
 	local top=$MI_BIN_DIR/.. cc_libs
-	cc_libs="$(pkg-config --libs libpq libcurl libcrypto libmicrohttpd libpng) -ljq -lmagic -larchive -lz -lm -lpthread"
+	cc_libs=$(make -s -C "$top" print-libs)
 	cat >"$BATS_FILE_TMPDIR/claim.c" <<'EOF'
 /* claim MODE TENANT PROVIDER USD COUNT SLEEP_MS START_MS: takes COUNT jobs
  * one after another, sleeping SLEEP_MS inside each claim transaction;

@@ -15,7 +15,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
 
 PKGS="make build-essential pkg-config libpq-dev libcurl4-openssl-dev libssl-dev
-libjq-dev libonig-dev libarchive-dev libmagic-dev libmicrohttpd-dev libpng-dev
+libjq-dev libonig-dev libarchive-dev libmagic-dev libpng-dev
+libavformat-dev libavcodec-dev libavutil-dev
 zlib1g-dev postgresql-15 postgresql-client-15 bats bats-assert bats-support jq
 ffmpeg sox file nginx wrk python3 curl openssl iproute2 mandoc chromium nodejs
 npm"

@@ -278,3 +278,37 @@ EOF
 		jqok '.metadata.media.error == "no PNG header"' "$output"
 	fi
 }
+
+@test "audio and video are read in a child process: a cut or bogus file gives an error fact, the facts match ffprobe's" {
+	local d="$BATS_TEST_TMPDIR/av"
+	mkdir -p "$d"
+	# A WAV whose header promises data that is not there.
+	printf 'RIFF\044\000\000\000WAVEfmt \020\000\000\000\001\000\001\000\104\254\000\000\210\130\001\000\002\000\020\000data\000\000\000\100' >"$d/cut.wav"
+	run -0 --separate-stderr mi-store --tenant org_s --run "$RUN_ID" \
+	    --type audio_sfx "$d/cut.wav"
+	jqok '.metadata.media.kind == "audio"' "$output"
+	# Bytes that are no audio at all, named .mp3.
+	head -c 4096 /dev/urandom >"$d/noise.mp3"
+	run --separate-stderr mi-store --tenant org_s --run "$RUN_ID" \
+	    --type audio_sfx "$d/noise.mp3"
+	[ "$status" -le 1 ]
+	# A real MP3 made by ffmpeg: the same duration, rate and channels as
+	# ffprobe reads, and $MI_FFPROBE still runs the program instead.
+	ffmpeg -v error -f lavfi -i sine=frequency=440:duration=1.5 -ac 2 \
+	    -ar 22050 "$d/tone.mp3"
+	run -0 --separate-stderr mi-store --tenant org_s --run "$RUN_ID" \
+	    --type audio_sfx "$d/tone.mp3"
+	local lib="$output"
+	jqok '.metadata.media.sample_rate == 22050' "$lib"
+	jqok '.metadata.media.channels == 2' "$lib"
+	jqok '.metadata.media.codec == "mp3"' "$lib"
+	local want
+	want=$(ffprobe -v error -show_entries format=duration -of csv=p=0 "$d/tone.mp3")
+	jqok "(.metadata.media.duration_sec - $want | fabs) < 0.002" "$lib"
+	cp "$d/tone.mp3" "$d/tone2.mp3"
+	printf 'x' >>"$d/tone2.mp3"
+	MI_FFPROBE=ffprobe run -0 --separate-stderr mi-store --tenant org_s \
+	    --run "$RUN_ID" --type audio_sfx "$d/tone2.mp3"
+	jqok '.metadata.media.sample_rate == 22050' "$output"
+	jqok '.metadata.media.codec == "mp3"' "$output"
+}

@@ -1,0 +1,153 @@
+#!/bin/sh
+# Benchmark: N requests through WORKERS pipelines `mi-submit | mi-poll |
+# mi-fetch`, all sharing one database (fsync on), against the fake
+# provider with no latency: half ElevenLabs sound effects (synchronous,
+# the create's answer is the audio) and half fal images (asynchronous:
+# submit, poll, download).  With TENANTS=many each pipeline has its own
+# tenant, else all share one.  Prints jobs/s end to end, the committed
+# transactions per job (pg_stat_database.xact_commit), and a pgbench
+# reference that writes the same rows per job in the same number of
+# transactions, side by side with the ratio.
+# Goal: >= 2,000 jobs/s for N = 10,000, <= 1 commit per 10 jobs,
+# ratio >= 0.5.
+#
+# usage: sh test/bench/pipeline.sh [N] [WORKERS]
+#   env TENANTS=one|many, MIX=both|sync (sound effects only),
+#   MI_BENCH_KEEP=1 keeps the working directory
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+. "$top/test/lib/pg.sh"
+n=${1:-10000}
+workers=${2:-1}
+tenants=${TENANTS:-one}
+mix=${MIX:-both}
+bin=${MI_BIN_DIR:-$top/bin}
+
+tmp=$(mktemp -d /tmp/mi-bench-pipeline.XXXXXX)
+chmod 755 "$tmp"
+pids=
+cleanup() {
+	for p in $pids; do kill "$p" 2>/dev/null || true; done
+	pg_stop "$tmp/pg"
+	if [ -n "${MI_BENCH_KEEP:-}" ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT INT TERM
+
+port() {
+	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+pgport=$(port)
+pg_start "$tmp/pg" "$pgport"
+base="postgresql://postgres@127.0.0.1:$pgport"
+"$PGBIN/psql" -q -X "$base/postgres" -c "CREATE DATABASE bench" >/dev/null
+export DATABASE_URL="$base/bench"
+MI_MIGRATIONS_DIR=$top/migrations "$bin/mi-migrate" -q >/dev/null
+psql() {
+	"$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"
+}
+export MI_SHAREDIR=$top/share ASSET_STORAGE_DIR=$tmp/store
+
+python3 "$top/test/fake/provider.py" --port 0 --log /dev/null --job-ms 0 \
+    --no-log-polls --key bench-key >"$tmp/fake.out" 2>"$tmp/fake.err" &
+pids="$pids $!"
+i=0
+until grep -q '^ready ' "$tmp/fake.out" 2>/dev/null; do
+	i=$((i + 1))
+	[ $i -lt 100 ] || { cat "$tmp/fake.err" >&2; exit 1; }
+	sleep 0.1
+done
+url="http://127.0.0.1:$(awk '/^ready /{print $2}' "$tmp/fake.out")"
+export ELEVENLABS_API_KEY=bench-key FAL_KEY=bench-key
+export MI_ELEVENLABS_SFX_BASE_URL=$url/elevenlabs MI_FAL_BASE_URL=$url/fal
+for id in ELEVENLABS_SFX FAL; do
+	export "MI_${id}_POLL_INTERVAL_MS=100" "MI_${id}_CONCURRENCY=1000000"
+done
+
+python3 - "$n" "$workers" "$tenants" "$tmp" "$mix" <<'PY'
+import json, sys, uuid
+n, w, tenants, tmp, mix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+files = [open("%s/requests.%d" % (tmp, k), "w") for k in range(w)]
+run = str(uuid.uuid4())
+for i in range(n):
+    k = i % w
+    tenant = "org_bench_%d" % k if tenants == "many" else "org_bench"
+    if mix == "sync" or i % 2 == 0:
+        r = {"media_type": "audio_sfx", "provider_id": "elevenlabs-sfx",
+             "params": {"duration_sec": 2}}
+    else:
+        r = {"media_type": "image", "provider_id": "fal", "params": {}}
+    r.update({"tenant_id": tenant, "run_id": run, "step_id": "s%d" % i,
+              "prompt": "bench %d" % i, "fallback": []})
+    files[k].write(json.dumps(r) + "\n")
+PY
+
+commits() {
+	psql -At -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'"
+}
+c0=$(commits)
+t0=$(date +%s.%N)
+k=0
+wpids=
+while [ $k -lt "$workers" ]; do
+	( "$bin/mi-submit" <"$tmp/requests.$k" 2>"$tmp/submit.$k.err" |
+	  "$bin/mi-poll" -q 2>"$tmp/poll.$k.err" |
+	  "$bin/mi-fetch" >"$tmp/out.$k" 2>"$tmp/fetch.$k.err" ) &
+	wpids="$wpids $!"
+	k=$((k + 1))
+done
+for p in $wpids; do wait "$p" || true; done
+t1=$(date +%s.%N)
+c1=$(commits)
+done=$(cat "$tmp"/out.* | grep -c '"artifact_id"' || true)
+secs=$(echo "$t1 - $t0" | bc)
+jps=$(echo "scale=0; $done / $secs" | bc)
+cpj=$(echo "scale=3; ($c1 - $c0) / $n" | bc)
+rows=$(psql -At -c "SELECT count(*) FROM app.artifacts")
+echo "mi: $done of $n jobs stored in $secs s by $workers pipeline(s)," \
+    "tenants $tenants: $jps jobs/s, $cpj commits per job ($rows artifact rows)"
+if [ "$done" -ne "$n" ]; then
+	echo "mi: $((n - done)) jobs not stored; errors:" >&2
+	cat "$tmp"/*.err | sort | uniq -c | sort -rn | head -5 >&2
+fi
+
+# The reference: pgbench writing each job's rows -- the job insert, its
+# claim, its completion and its artifact -- in batches of B jobs a
+# transaction, B being the jobs per commit mi reached (at least 1).
+batch=$(echo "scale=0; $n / ($c1 - $c0)" | bc)
+[ "$batch" -ge 1 ] || batch=1
+cat >"$tmp/ref.sql" <<SQL
+BEGIN;
+WITH ins AS (INSERT INTO app.generation_jobs (tenant_id, run_id,
+    run_step_id, provider_id, media_type, poll_interval_ms, timeout_ms,
+    input_params, cost_usd, cost_source, lease_owner, lease_expires_at)
+  SELECT 'ref_' || :client_id, gen_random_uuid(), gen_random_uuid(),
+    'fal', 'image', 100, 60000, '{"prompt":"bench"}', 0.04, 'estimate',
+    'ref', now() + interval '30 s' FROM generate_series(1, $batch)
+  RETURNING id)
+UPDATE app.generation_jobs j SET status = 'processing',
+    started_at = clock_timestamp(), updated_at = now()
+  FROM ins WHERE j.id = ins.id;
+WITH d AS (UPDATE app.generation_jobs SET status = 'completed',
+    provider_job_id = 'p', result_uri = 'https://x', completed_at = now(),
+    updated_at = now()
+  WHERE tenant_id = 'ref_' || :client_id AND status = 'processing'
+  RETURNING id, tenant_id, run_id)
+INSERT INTO app.artifacts (tenant_id, run_id, type, uri, content_hash,
+    size_bytes)
+SELECT tenant_id, run_id, 'image', 'https://x/' || id, md5(id::text) ||
+    md5(id::text), 1 FROM d;
+COMMIT;
+SQL
+xacts=$(( (n + batch - 1) / batch ))
+per=$(( (xacts + workers - 1) / workers ))
+out=$("$PGBIN/pgbench" -n -f "$tmp/ref.sql" -c "$workers" -j "$workers" \
+    -t "$per" "$DATABASE_URL" 2>&1) || { echo "$out" >&2; exit 1; }
+tps=$(echo "$out" | awk '/^tps = /{print $3; exit}')
+ref=$(echo "scale=0; $tps * $batch / 1" | bc)
+echo "pgbench: the same rows, $batch jobs a transaction, $workers client(s):" \
+    "$ref jobs/s"
+echo "ratio mi/pgbench: $(echo "scale=2; $jps / $ref" | bc)" \
+    "(goal >= 0.5; goal 2000 jobs/s, <= 0.1 commits per job)"
