@@ -50,7 +50,8 @@ all: $(PROGRAMS)
 print-libs:
 	@echo $(LIBS)
 
-# Made afresh: a source moved or removed leaves no stale member behind.
+# Made afresh each time: ar would keep the objects of moved or removed
+# sources, whose symbols would then clash with their new homes.
 libcommon/libcommon.a: $(LIB_OBJS)
 	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)

@@ -6,8 +6,11 @@
  * and frees it unless an exchange still refers to it (then the callback
  * that ends the exchange frees it).  eng_patch() is the one way a job's
  * row changes: a lease lost on the way drops the job.  eng_emit() and
- * eng_pass() are the only ways a record leaves the runner.
+ * eng_pass() are the only ways a record leaves the runner, eng_note()
+ * the only way a diagnostic does; eng_fatal() keeps the first error that
+ * the runner cannot go on from, for mi_runner_run to return.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +169,29 @@ eng_job_input(struct rjob *j)
 	    jv_number(j->attempts));
 	in = jv_object_set(in, jv_string("request"), req);
 	return jv_object_set(in, jv_string("job"), job);
+}
+
+void
+eng_note(struct mi_runner *r, int level, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+
+	if (r->o.note == NULL)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	r->o.note(r->o.arg, level, msg);
+}
+
+void
+eng_fatal(struct mi_runner *r, const struct mi_err *err)
+{
+	if (!r->fatal) {
+		r->fatal = 1;
+		r->ferr = *err;
+	}
 }
 
 void
