@@ -815,21 +815,39 @@ out:
 	return r;
 }
 
-int
-mi_webhook_handle(struct mi_db *db, const struct mi_webhook_in *in,
-    struct mi_webhook_out *out, struct mi_err *err)
+/* A delivery verified and parsed, waiting for its transaction. */
+struct prep {
+	struct mi_provider *p;
+	jv d;			/* the delivery as the definition sees it */
+	jv job;			/* the provider's job id (a string) */
+	char wid[256];		/* the delivery id */
+	int signed_body;
+	int ready;		/* 1: to be applied */
+};
+
+/*
+ * Everything before the database: provider and scheme, signature and
+ * timestamp, the body, the provider's job id.  Sets pr->ready, or
+ * out->result to a refusal.
+ */
+static void
+prepare(const struct mi_webhook_in *in, struct mi_webhook_out *out,
+    struct prep *pr)
 {
 	struct mi_err perr = MI_ERR_INIT;
 	const char *scheme = NULL, *pjid;
 	struct mi_provider *p;
-	char wid[256] = "", hexd[65];
-	int r, signed_body;
+	char hexd[65];
+	int r;
 	jv meta, hooks, body, d, job;
 
 	memset(out, 0, sizeof(*out));
+	memset(pr, 0, sizeof(*pr));
+	pr->d = jv_null();
+	pr->job = jv_null();
 	if ((p = mi_provider_get(in->provider_id, &perr)) == NULL) {
 		out->result = MI_HOOK_UNCONFIGURED;
-		return 0;
+		return;
 	}
 	meta = mi_provider_meta(p);
 	hooks = jv_object_get(meta, jv_string("webhooks"));
@@ -837,14 +855,14 @@ mi_webhook_handle(struct mi_db *db, const struct mi_webhook_in *in,
 	    mi_json_str(hooks, "scheme", &scheme, 1, NULL) != 1) {
 		jv_free(hooks);
 		out->result = MI_HOOK_UNCONFIGURED;
-		return 0;
+		return;
 	}
-	signed_body = strcmp(scheme, "standard-webhooks") == 0 ||
+	pr->signed_body = strcmp(scheme, "standard-webhooks") == 0 ||
 	    strcmp(scheme, "ed25519-jwks") == 0;
 	if (strcmp(scheme, "standard-webhooks") == 0)
-		r = verify_standard(in, hooks, wid, sizeof(wid));
+		r = verify_standard(in, hooks, pr->wid, sizeof(pr->wid));
 	else if (strcmp(scheme, "ed25519-jwks") == 0)
-		r = verify_ed25519(in, hooks, wid, sizeof(wid));
+		r = verify_ed25519(in, hooks, pr->wid, sizeof(pr->wid));
 	else if (strcmp(scheme, "hmac") == 0 || strcmp(scheme, "none") == 0)
 		r = MI_HOOK_ACCEPTED;	/* after the job id is known */
 	else
@@ -852,20 +870,20 @@ mi_webhook_handle(struct mi_db *db, const struct mi_webhook_in *in,
 	if (r != MI_HOOK_ACCEPTED) {
 		jv_free(hooks);
 		out->result = r;
-		return 0;
+		return;
 	}
 	/* jq's parser is never handed bytes that are not well-formed. */
 	if (!mi_json_wellformed(in->body, in->body_len)) {
 		jv_free(hooks);
 		out->result = MI_HOOK_BAD_BODY;
-		return 0;
+		return;
 	}
 	body = jv_parse_sized(in->body, (int)in->body_len);
 	if (!jv_is_valid(body)) {
 		jv_free(body);
 		jv_free(hooks);
 		out->result = MI_HOOK_BAD_BODY;
-		return 0;
+		return;
 	}
 	d = delivery(in, body);
 	job = mi_provider_call(p, "webhook_job", jv_object_set(jv_object(),
@@ -877,34 +895,84 @@ mi_webhook_handle(struct mi_db *db, const struct mi_webhook_in *in,
 		jv_free(d);
 		jv_free(hooks);
 		out->result = MI_HOOK_UNKNOWN_JOB;
-		return 0;
+		return;
 	}
 	pjid = jv_string_value(job);
 	if (strcmp(scheme, "hmac") == 0)
-		r = verify_hmac(in, hooks, pjid, wid, sizeof(wid));
+		r = verify_hmac(in, hooks, pjid, pr->wid, sizeof(pr->wid));
 	else if (strcmp(scheme, "none") == 0) {
 		/* Nothing to tell copies apart by but their bytes. */
 		mi_sha256_hex(in->body, in->body_len, hexd);
-		snprintf(wid, sizeof(wid), "sha256:%s", hexd);
+		snprintf(pr->wid, sizeof(pr->wid), "sha256:%s", hexd);
 	}
 	jv_free(hooks);
 	if (r != MI_HOOK_ACCEPTED) {
 		jv_free(job);
 		jv_free(d);
 		out->result = r;
-		return 0;
+		return;
 	}
-	if (mi_db_begin(db, err) == -1) {
-		jv_free(job);
-		jv_free(d);
-		return -1;
+	pr->p = p;
+	pr->d = d;
+	pr->job = job;
+	pr->ready = 1;
+}
+
+int
+mi_webhook_handle_batch(struct mi_db *db, const struct mi_webhook_in *in,
+    struct mi_webhook_out *out, size_t n, struct mi_err *err)
+{
+	struct prep one, *pr = n == 1 ? &one : calloc(n, sizeof(*pr));
+	size_t i, ready = 0;
+	int failed = 0, k;
+
+	if (pr == NULL)
+		return mi_err_set(err, EX_OSERR, "out of memory");
+	for (i = 0; i < n; i++) {
+		prepare(&in[i], &out[i], &pr[i]);
+		out[i].in_tx = pr[i].ready;
+		ready += (size_t)pr[i].ready;
 	}
-	r = apply(db, p, in, d, pjid, wid, signed_body, out, err);
-	jv_free(job);
-	if (r == 1 && out->result != MI_HOOK_REPLAY)
-		return mi_db_commit(db, err) == -1 ? -1 : 0;
-	mi_db_rollback(db);
-	return r == -1 ? -1 : 0;
+	/*
+	 * One transaction for all: a refusal found in it writes nothing,
+	 * and the NOTIFYs go out at its commit, when the rows are there.
+	 */
+	if (ready > 0 && mi_db_begin(db, err) == -1)
+		failed = 1;
+	for (i = 0; i < n; i++) {
+		if (!pr[i].ready)
+			continue;
+		if (!failed) {
+			k = apply(db, pr[i].p, &in[i], pr[i].d,
+			    jv_string_value(pr[i].job), pr[i].wid,
+			    pr[i].signed_body, &out[i], err);
+			if (k == -1)
+				failed = 1;
+		} else
+			jv_free(pr[i].d);
+		jv_free(pr[i].job);
+	}
+	if (ready > 0 && !failed && mi_db_commit(db, err) == -1)
+		failed = 1;
+	if (failed) {
+		if (ready > 0)
+			mi_db_rollback(db);
+		for (i = 0; i < n; i++)
+			if (pr[i].ready) {
+				out[i].unavailable = 1;
+				out[i].polls_saved = 0;
+			}
+	}
+	if (pr != &one)
+		free(pr);
+	return failed ? -1 : 0;
+}
+
+int
+mi_webhook_handle(struct mi_db *db, const struct mi_webhook_in *in,
+    struct mi_webhook_out *out, struct mi_err *err)
+{
+	return mi_webhook_handle_batch(db, in, out, 1, err);
 }
 
 jv

@@ -79,6 +79,8 @@ struct mi_webhook_out {
 	char job_id[40];
 	char status[16];	/* of the outcome: completed, failed, ... */
 	int polls_saved;
+	int in_tx;		/* verified, looked up in the transaction */
+	int unavailable;	/* the database failed before it was recorded */
 };
 
 /*
@@ -88,6 +90,15 @@ struct mi_webhook_out {
  */
 int mi_webhook_handle(struct mi_db *db, const struct mi_webhook_in *in,
     struct mi_webhook_out *out, struct mi_err *err);
+/*
+ * The same for n deliveries that arrived together: each is verified on
+ * its own, then the verified ones are recorded in one transaction (one
+ * commit, their NOTIFYs sent at it).  Returns 0, or -1 with err when the
+ * database failed: then nothing of the batch was recorded, and the
+ * deliveries that needed it have unavailable set.
+ */
+int mi_webhook_handle_batch(struct mi_db *db, const struct mi_webhook_in *in,
+    struct mi_webhook_out *out, size_t n, struct mi_err *err);
 
 /*
  * For the job's worker: takes the deliveries not yet applied of the jobs

@@ -246,6 +246,51 @@ metric() {
 	[ "$(metric 'mi_hook_webhooks_total{result="ignored"}')" -ge 1 ]
 }
 
+@test "a burst of deliveries is recorded in shared transactions, and every worker is woken" {
+	local port url ids i n=12 t0 t1
+	for i in $(seq 1 $n); do
+		req replicate video "hook burst $i [nohook]" '{"duration_sec":6}'
+	done | mi-submit >"$BATS_TEST_TMPDIR/burst.jobs" 2>/dev/null
+	t0=$(date +%s)
+	mi-poll <"$BATS_TEST_TMPDIR/burst.jobs" >"$BATS_TEST_TMPDIR/burst.out" \
+	    2>"$BATS_TEST_TMPDIR/burst.err" 3>&- &
+	pid=$!
+	# A receiver that lets a batch wait for more (deliveries that come
+	# together share a transaction anyway; the wait makes it certain).
+	port=$(free_port)
+	url=http://127.0.0.1:$port
+	mi-hook -w 500 -l "127.0.0.1:$port" 2>"$BATS_TEST_TMPDIR/hook2.err" 3>&- &
+	hook2=$!
+	for i in $(seq 1 50); do
+		curl -sf "$url/healthz" >/dev/null && break
+		sleep 0.1
+	done
+	# The predictions end at the fake (1.5 s); then all at once.
+	sleep 2
+	for i in $(seq 1 $n); do
+		deliver "$(job_sql provider_job_id "hook burst $i [nohook]")" ok \
+		    "$url/hooks/replicate" >"$BATS_TEST_TMPDIR/st.$i" &
+	done
+	wait $(jobs -p | grep -v -e "^$pid\$" -e "^$hook2\$") 2>/dev/null || true
+	run -0 cat "$BATS_TEST_TMPDIR"/st.*
+	[ "$(grep -c '^200$' <<<"$output")" -eq $n ]
+	run -0 timeout 20 tail --pid="$pid" -f /dev/null
+	t1=$(date +%s)
+	# Woken by the deliveries, not by the 30 s backstop.
+	[ $((t1 - t0)) -lt 20 ]
+	run -0 jq -s -c 'map(.status) | unique' "$BATS_TEST_TMPDIR/burst.out"
+	[ "$output" = '["completed"]' ]
+	run -0 curl -s "$url/metrics"
+	tx=$(awk '$1 == "mi_hook_transactions_total" {print $2}' <<<"$output")
+	looked=$(awk '$1 == "mi_hook_transaction_deliveries_total" {print $2}' <<<"$output")
+	echo "$n deliveries in $tx transactions" >&3
+	[ "$looked" -eq $n ]
+	[ "$tx" -ge 1 ]
+	[ "$tx" -lt $n ]
+	kill "$hook2"
+	wait "$hook2" || true
+}
+
 @test "metrics: deliveries, latency to the stored artifact, polls saved" {
 	sleep 0.5
 	run -0 curl -s "$MI_WEBHOOK_URL/metrics"

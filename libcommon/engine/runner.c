@@ -9,8 +9,6 @@
  * the first of: an answer, a caller's fd, the database socket, the next
  * due time.  A fatal database error (r->fatal) ends the turn with -1.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,42 +19,11 @@
 #include "engine/engine.h"
 #include "banned.h"
 
-void
-eng_note(struct mi_runner *r, int level, const char *fmt, ...)
-{
-	char msg[600];
-	va_list ap;
-
-	if (r->o.note == NULL)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	r->o.note(r->o.arg, level, msg);
-}
-
 /*
- * While the database is away (db.c connecting again), the loop goes on
- * so that exchanges under way end, but their outcomes are held: each is
- * written once the database is back, so an answer that came is never
- * asked for again (a create never sent twice) because of the outage.
+ * The database's wait between its tries to connect again (db.c): the
+ * loop goes on meanwhile, so exchanges under way end, and their outcomes
+ * are held (step.c) until the database is back.
  */
-int
-eng_hold(struct rjob *j, jv out, void (*cb)(void *, jv))
-{
-	struct mi_runner *r = j->r;
-	struct held *h;
-
-	if (!r->db_waiting || (h = calloc(1, sizeof(*h))) == NULL)
-		return 0;
-	h->j = j;
-	h->out = out;
-	h->cb = cb;
-	*r->held_tail = h;
-	r->held_tail = &h->next;
-	return 1;
-}
-
 static void
 db_wait(void *arg, long ms)
 {
@@ -78,57 +45,6 @@ db_wait(void *arg, long ms)
 			mi_sleep_ms(left > 10 ? 10 : left);
 	}
 	r->db_waiting = 0;
-}
-
-/* Runs the outcomes held while the database was away. */
-static void
-release_held(struct mi_runner *r)
-{
-	struct held *h;
-
-	while ((h = r->held) != NULL && !r->db_waiting) {
-		r->held = h->next;
-		if (r->held == NULL)
-			r->held_tail = &r->held;
-		h->cb(h->j, h->out);
-		free(h);
-	}
-}
-
-/*
- * Group commit: one durability barrier for every write so far, then the
- * records that report them.  Runs before the loop drives the network
- * (so no paid request leaves before the write that records it is
- * durable) and whenever records wait.
- */
-void
-eng_deliver(struct mi_runner *r)
-{
-	struct mi_err err = MI_ERR_INIT;
-	struct outrec *o;
-
-	if (!r->group || (r->outq == NULL && !mi_db_unflushed(r->db)))
-		return;
-	if (mi_db_durable(r->db, &err) == -1) {
-		eng_fatal(r, &err);
-		return;
-	}
-	while ((o = r->outq) != NULL) {
-		r->outq = o->next;
-		if (r->outq == NULL)
-			r->outq_tail = &r->outq;
-		r->o.emit(r->o.arg, o->rec, o->passed);
-		free(o);
-	}
-}
-
-void
-eng_fatal(struct mi_runner *r, const struct mi_err *err)
-{
-	if (!r->fatal) {
-		r->fatal = 1;
-		r->ferr = *err;
-	}
 }
 
 static long
@@ -345,7 +261,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		eng_renew(r);
 		r->next_renew = now + r->lease_ms / 3;
 	}
-	release_held(r);
+	eng_release_held(r);
 	eng_take_over(r);
 	/* Notifications that came in during a statement wait in libpq, not
 	 * on the socket: look at them each time round. */
@@ -430,7 +346,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
 	    0, err)) == -1)
 		return -1;
-	release_held(r);
+	eng_release_held(r);
 	eng_deliver(r);
 	if (ready & (1 << (n - 1)))
 		eng_notified(r);
