@@ -131,7 +131,7 @@ check:
 	$(MAKE) all
 	MI_BIN_DIR=$(CURDIR)/bin MI_SHAREDIR=$(CURDIR)/share \
 	MI_MIGRATIONS_DIR=$(CURDIR)/migrations VALGRIND=$(VALGRIND) \
-	sh test/run.sh $(TESTS)
+	SANITIZE=$(SANITIZE) sh test/run.sh $(TESTS)
 
 # examples/demo.sh installs what is missing and builds by itself: it is
 # also what a bare machine runs first, before make is installed.

@@ -336,7 +336,7 @@ by_policy(struct mi_recover *c, struct mi_provider *p, jv row)
  * A synchronous create whose whole answer came, and whose process ended
  * before it could write so (the database was away, or it was killed):
  * the result is in the spool as {id}.{ext}.  Returns 1 when the job was
- * completed from it; row is consumed either way.
+ * completed from it.  row is consumed either way.
  */
 static int
 spooled_answer(struct mi_recover *c, struct mi_provider *p, jv row)
