@@ -260,7 +260,7 @@ teardown_file() {
 	assert_output 'processing true'
 }
 
-@test "MI_GROUP_COMMIT=1: the pipeline's writes share WAL writes and flushes; every job is stored once, created once" {
+@test "group commit: the pipeline's writes share WAL writes and flushes (MI_GROUP_COMMIT=0: each its own); every job is stored once, created once" {
 	local tag=$(uuid) i w0 w1 w2 w3 group plain
 	export MI_ELEVENLABS_SFX_CONCURRENCY=100
 	flushes() { sql "SELECT wal_write FROM pg_stat_wal"; }
@@ -279,8 +279,8 @@ teardown_file() {
 	w1=$(flushes)
 	mi-fetch <"$BATS_TEST_TMPDIR/group.jobs" >"$BATS_TEST_TMPDIR/group.out"
 	w2=$(flushes)
-	mi-submit <"$BATS_TEST_TMPDIR/plain" 2>/dev/null |
-	    mi-poll >"$BATS_TEST_TMPDIR/plain.jobs" 2>/dev/null
+	MI_GROUP_COMMIT=0 mi-submit <"$BATS_TEST_TMPDIR/plain" 2>/dev/null |
+	    MI_GROUP_COMMIT=0 mi-poll >"$BATS_TEST_TMPDIR/plain.jobs" 2>/dev/null
 	w3=$(flushes)
 	mi-fetch <"$BATS_TEST_TMPDIR/plain.jobs" >"$BATS_TEST_TMPDIR/plain.out"
 	group=$((w1 - w0))
