@@ -50,7 +50,10 @@ all: $(PROGRAMS)
 print-libs:
 	@echo $(LIBS)
 
+# Made afresh each time: ar would keep the objects of moved or removed
+# sources, whose symbols would then clash with their new homes.
 libcommon/libcommon.a: $(LIB_OBJS)
+	rm -f $@
 	$(AR) rcs $@ $(LIB_OBJS)
 
 libcommon/%.o: libcommon/%.c Makefile
@@ -128,7 +131,7 @@ check:
 	$(MAKE) all
 	MI_BIN_DIR=$(CURDIR)/bin MI_SHAREDIR=$(CURDIR)/share \
 	MI_MIGRATIONS_DIR=$(CURDIR)/migrations VALGRIND=$(VALGRIND) \
-	sh test/run.sh $(TESTS)
+	SANITIZE=$(SANITIZE) sh test/run.sh $(TESTS)
 
 # examples/demo.sh installs what is missing and builds by itself: it is
 # also what a bare machine runs first, before make is installed.

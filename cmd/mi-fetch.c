@@ -3,9 +3,11 @@
  * each job's result at once (a provider URL, or the spool file of a
  * synchronous or local provider), streaming it into the store while it
  * is hashed and checked against the job's media type, records the
- * artifact and links it to the job.  Exits 0, 1 (some error records), 64,
- * 69 (no database), 75 (the database failed) or 78 (no store directory,
- * or a provider key is missing).
+ * artifact and links it to the job.  Several downloads run at once (-j);
+ * records come out in the order of the input.  Exits 0, 1 (some error
+ * records), 64, 69 (no database), 75 (the database failed, or a signal
+ * stopped the run) or 78 (no store directory, or a provider key is
+ * missing).
  */
 #include <getopt.h>
 #include <signal.h>
@@ -16,8 +18,11 @@
 #include <unistd.h>
 
 #include "artifact.h"
+#include "buf.h"
 #include "db.h"
 #include "err.h"
+#include "http.h"
+#include "inq.h"
 #include "jobs.h"
 #include "json.h"
 #include "probe.h"
@@ -28,44 +33,61 @@
 #include "banned.h"
 
 static const char usage[] =
-    "usage: mi-fetch [-v] < jobs.ndjson\n"
+    "usage: mi-fetch [-v] [-j N] < jobs.ndjson\n"
+    "  -j, --jobs N   downloads at once, 1-64 (default 4, or "
+    "$MI_FETCH_JOBS)\n"
     "  -v, --verbose  say more on stderr\n"
     "      --help     this text\n"
     "      --version  print the version";
 
+/* Records read ahead of the one written next, per download slot. */
+#define AHEAD	8
+
+/* Where a job record is on its way to its artifact. */
+enum {
+	S_TAKING,	/* waiting for another worker's lease */
+	S_LOADING,	/* its download is under way */
+	S_LOADED,	/* the download ended: r, err */
+	S_BACKOFF,	/* waiting to download again */
+	S_DONE		/* out is the record to write */
+};
+
+struct ctx;
+
+/* One input record, in the order of the input. */
+struct slot {
+	struct slot *next;
+	struct ctx *c;
+	int state;
+	jv job;			/* the record read, then the job's row */
+	jv out;
+	struct mi_provider *p;
+	struct mi_store_req req;
+	struct mi_store_tx *tx;
+	struct mi_fetch fetch;
+	char id[40], ext[16], tenant[256], run[40], type[128];
+	int held;		/* this worker holds the job's lease */
+	int checked;		/* the first chunk was looked at */
+	long long wake;		/* S_TAKING, S_BACKOFF: when to go on */
+	long long take_until;
+	int tries, gone, refreshed;
+	int r;			/* S_LOADED: the download's outcome */
+	long long received, content_length;
+	struct mi_err err;
+};
+
 struct ctx {
 	struct mi_db *db;
 	struct mi_store *st;
-	int failed, config;
-	long long max_size;
+	struct mi_http_multi *m;
+	struct slot *head, **tail;
+	int failed, config, jobs;
+	long long max_size, renewed;
 	long backoff_ms;
 };
 
-/* One download into the store. */
-struct dl {
-	struct ctx *c;
-	struct mi_store_tx *tx;
-	const char *id;
-	long long renewed;
-	int checked;
-};
-
-static void
-emit_error(struct ctx *c, jv rec, const char *code, const char *msg,
-    int retryable)
-{
-	const char *id = "";
-
-	mi_json_str(rec, "id", &id, 0, NULL);
-	mi_warn("job %s: %s: %s", id, code, msg);
-	c->failed = 1;
-	if (strcmp(code, "CONFIG_ERROR") == 0)
-		c->config = 1;
-	mi_json_write(stdout, mi_json_error(rec, code, msg, retryable));
-}
-
-/* SIGTERM or SIGINT: the download under way is abandoned at once, its
- * job released, and mi-fetch exits 75. */
+/* SIGTERM or SIGINT: the downloads under way are abandoned at once,
+ * their jobs released, and mi-fetch exits 75. */
 static volatile sig_atomic_t stop;
 
 static void
@@ -74,21 +96,59 @@ on_signal(int sig)
 	stop = sig;
 }
 
-/* While a download lasts, bytes or not, its job's lease is renewed on a
- * timer: a slow or stalled transfer never loses its job to a worker. */
 static void
-tick(void *arg)
+done(struct slot *s, jv out)
 {
-	struct dl *d = arg;
+	jv_free(s->out);
+	s->out = out;
+	s->state = S_DONE;
+}
+
+static void
+emit_error(struct slot *s, jv rec, const char *code, const char *msg,
+    int retryable)
+{
+	const char *id = "";
+
+	mi_json_str(rec, "id", &id, 0, NULL);
+	mi_warn("job %s: %s: %s", id, code, msg);
+	s->c->failed = 1;
+	if (strcmp(code, "CONFIG_ERROR") == 0)
+		s->c->config = 1;
+	done(s, mi_json_error(rec, code, msg, retryable));
+}
+
+/* The ids of the jobs whose leases this worker holds. */
+static jv
+held_ids(struct ctx *c)
+{
+	jv ids = jv_array();
+	struct slot *s;
+
+	for (s = c->head; s; s = s->next)
+		if (s->held)
+			ids = jv_array_append(ids, jv_string(s->id));
+	return ids;
+}
+
+/* Renews every lease held, bytes or not: a slow or stalled transfer (or
+ * one waiting while another job is probed) never loses its job. */
+static void
+renew(struct ctx *c, int now_too)
+{
+	struct mi_err err = MI_ERR_INIT;
 	long long now = mi_now_ms();
+	jv ids;
 
-	if (now - d->renewed > mi_jobs_lease_ms() / 3) {
-		jv ids = jv_array_append(jv_array(), jv_string(d->id));
-		struct mi_err rerr = MI_ERR_INIT;
-
-		jv_free(mi_jobs_renew(d->c->db, ids, &rerr));
-		d->renewed = now;
+	if (!now_too && now - c->renewed <= mi_jobs_lease_ms() / 3)
+		return;
+	c->renewed = now;
+	ids = held_ids(c);
+	if (jv_array_length(jv_copy(ids)) == 0) {
+		jv_free(ids);
+		return;
 	}
+	jv_free(mi_jobs_renew(c->db, ids, &err));
 }
 
 /* Chunks of the result into the store; an HTML page is refused before
@@ -97,13 +157,13 @@ static int
 sink(void *arg, const struct mi_http_resp *resp, const void *data,
     size_t len, struct mi_err *err)
 {
-	struct dl *d = arg;
+	struct slot *s = arg;
 
-	if (!d->checked) {
+	if (!s->checked) {
 		const char *p = data;
 		size_t i = 0;
 
-		d->checked = 1;
+		s->checked = 1;
 		while (i < len && (p[i] == ' ' || p[i] == '\n' ||
 		    p[i] == '\r' || p[i] == '\t'))
 			i++;
@@ -113,7 +173,7 @@ sink(void *arg, const struct mi_http_resp *resp, const void *data,
 			return mi_err_set(err, EX_PROTOCOL,
 			    "the result is an HTML page, not media");
 	}
-	return mi_store_write(d->tx, data, len, err);
+	return mi_store_write(s->tx, data, len, err);
 }
 
 static jv
@@ -190,95 +250,6 @@ refresh(struct ctx *c, struct mi_provider *p, jv job)
 	return row;
 }
 
-/* Downloads job's result into the store: 0, or -1 with err. */
-static int
-download(struct ctx *c, struct mi_provider *p, jv job,
-    const struct mi_store_req *req, struct mi_store_result *res,
-    struct mi_err *err)
-{
-	struct mi_http_resp resp;
-	const char *uri = NULL, *id = NULL;
-	struct dl d;
-	int r;
-
-	mi_json_str(job, "result_uri", &uri, 0, NULL);
-	mi_json_str(job, "id", &id, 0, NULL);
-	if (uri == NULL)
-		return mi_err_set(err, EX_PROTOCOL, "the job has no result");
-	memset(&d, 0, sizeof(d));
-	d.c = c;
-	d.id = id;
-	d.renewed = mi_now_ms();
-	if ((d.tx = mi_store_begin(c->st, req, err)) == NULL)
-		return -1;
-	mi_http_resp_init(&resp);
-	r = mi_transport_fetch_ex(p, fetch_input(job), uri, sink, &d, tick,
-	    &stop, &resp, err);
-	if (r == 0 && resp.received == 0)
-		r = mi_err_set(err, EX_PROTOCOL, "the result is empty");
-	if (r == 0 && resp.content_length >= 0 &&
-	    resp.received != resp.content_length)
-		r = mi_err_set(err, EX_PROTOCOL, "the result is truncated "
-		    "(%lld of %lld bytes)", resp.received,
-		    resp.content_length);
-	mi_http_resp_release(&resp);
-	if (r == -1) {
-		mi_store_abort(d.tx);
-		return -1;
-	}
-	return mi_store_commit(d.tx, res, err);
-}
-
-/*
- * Fetches with retries: transient failures and truncation are tried
- * again with backoff; a result that is gone (expired URL) is tried once
- * more, then fetched afresh from the provider.  Returns 0, or -1 with err
- * and *jobp possibly replaced by the refreshed row.
- */
-static int
-fetch_retrying(struct ctx *c, struct mi_provider *p, jv *jobp,
-    const struct mi_store_req *req, struct mi_store_result *res,
-    struct mi_err *err)
-{
-	int tries = 0, gone = 0, refreshed = 0;
-
-	for (;;) {
-		if (download(c, p, *jobp, req, res, err) == 0)
-			return 0;
-		if (stop)
-			return -1;
-		if (err->code == EX_NOINPUT) {
-			if (++gone <= 1) {
-				mi_sleep_ms(c->backoff_ms);
-				continue;
-			}
-			if (!refreshed) {
-				jv row = refresh(c, p, *jobp);
-
-				refreshed = 1;
-				if (jv_get_kind(row) == JV_KIND_OBJECT) {
-					mi_verbose("job: fetching a fresh "
-					    "result URL");
-					jv_free(*jobp);
-					*jobp = row;
-					gone = 0;
-					continue;
-				}
-				jv_free(row);
-			}
-			return -1;
-		}
-		if ((err->code == EX_TEMPFAIL || (err->code == EX_PROTOCOL &&
-		    strstr(err->msg, "truncated") != NULL) ||
-		    strstr(err->msg, "transfer closed") != NULL) &&
-		    ++tries <= 3) {
-			mi_sleep_ms(c->backoff_ms << (tries - 1));
-			continue;
-		}
-		return -1;
-	}
-}
-
 static jv
 artifact_meta(jv job, struct mi_provider *p)
 {
@@ -335,16 +306,6 @@ fail_job(struct ctx *c, const char *id, const char *code, const char *msg)
 	return row;
 }
 
-static void
-release(struct ctx *c, const char *id)
-{
-	struct mi_err err = MI_ERR_INIT;
-
-	if (mi_jobs_release(c->db, jv_array_append(jv_array(), jv_string(id)),
-	    &err) == -1)
-		mi_die_err(&err);
-}
-
 /* The artifact already linked to a job, as a record. */
 static jv
 linked_artifact(struct ctx *c, const char *artifact_id)
@@ -359,99 +320,113 @@ linked_artifact(struct ctx *c, const char *artifact_id)
 	return mi_artifact_again(a);
 }
 
-/* Takes the job's lease; when another worker holds it, waits a while
- * for that worker to store the result.  Returns the row, or null. */
-static jv
-take(struct ctx *c, jv job, jv *done)
+static void
+release(struct ctx *c, struct slot *s)
 {
 	struct mi_err err = MI_ERR_INIT;
-	const char *id = NULL, *owner = NULL, *aid = NULL;
-	long long until = mi_now_ms() + 2 * mi_jobs_lease_ms();
+
+	s->held = 0;
+	if (mi_jobs_release(c->db, jv_array_append(jv_array(),
+	    jv_string(s->id)), &err) == -1)
+		mi_die_err(&err);
+}
+
+/* The artifact a job got while this worker was fetching it, or null. */
+static jv
+stored_meanwhile(struct ctx *c, const char *id)
+{
+	struct mi_err err = MI_ERR_INIT;
+	const char *aid = NULL;
+	jv rows = mi_jobs_get(c->db, jv_array_append(jv_array(),
+	    jv_string(id)), &err), row, a = jv_null();
+
+	if (!jv_is_valid(rows))
+		mi_die_err(&err);
+	row = jv_array_length(jv_copy(rows)) > 0 ?
+	    jv_array_get(jv_copy(rows), 0) : jv_null();
+	jv_free(rows);
+	if (jv_get_kind(row) == JV_KIND_OBJECT &&
+	    mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1)
+		a = linked_artifact(c, aid);
+	jv_free(row);
+	return a;
+}
+
+static void begin(struct slot *s);
+static void start(struct slot *s);
+
+/*
+ * Takes the job's lease; while another worker holds it, waits (2 leases
+ * at most, trying every 500 ms) for that worker to store the result.
+ */
+static void
+take(struct slot *s)
+{
+	struct ctx *c = s->c;
+	struct mi_err err = MI_ERR_INIT;
+	const char *owner = NULL, *aid = NULL;
 	jv rows, row;
 
-	*done = jv_null();
-	mi_json_str(job, "id", &id, 0, NULL);
-	mi_json_str(job, "lease_owner", &owner, 0, NULL);
-	for (;;) {
-		rows = mi_jobs_take(c->db, jv_array_append(jv_array(),
-		    jv_array_append(jv_array_append(jv_array(), jv_string(id)),
-		    owner ? jv_string(owner) : jv_null())), 1, &err);
-		if (!jv_is_valid(rows))
-			mi_die_err(&err);
-		if (jv_array_length(jv_copy(rows)) > 0)
-			return jv_array_get(rows, 0);
-		jv_free(rows);
-		rows = mi_jobs_get(c->db, jv_array_append(jv_array(),
-		    jv_string(id)), &err);
-		if (!jv_is_valid(rows))
-			mi_die_err(&err);
-		row = jv_array_length(jv_copy(rows)) > 0 ?
-		    jv_array_get(jv_copy(rows), 0) : jv_null();
-		jv_free(rows);
-		if (jv_get_kind(row) != JV_KIND_OBJECT)
-			return row;
-		if (mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1) {
-			*done = linked_artifact(c, aid);
-			jv_free(row);
-			return jv_null();
-		}
-		jv_free(row);
-		if (mi_now_ms() > until)
-			return jv_null();
-		mi_sleep_ms(500);
-	}
-}
-
-static void fetch_one(struct ctx *c, jv job);
-
-/* A strict request's result misses it: the job fails and the next
- * provider of its chain makes it again (probe.h). */
-static void
-strict_refused(struct ctx *c, const char *id, jv job, const char *msg)
-{
-	struct mi_err err = MI_ERR_INIT;
-	jv failed = fail_job(c, id, "PROVIDER_ERROR", msg), next;
-
-	mi_warn("job %s: %s", id, msg);
-	next = mi_probe_next(c->db, failed, &err);
-	if (!jv_is_valid(next))
+	mi_json_str(s->job, "lease_owner", &owner, 0, NULL);
+	rows = mi_jobs_take(c->db, jv_array_append(jv_array(),
+	    jv_array_append(jv_array_append(jv_array(), jv_string(s->id)),
+	    owner ? jv_string(owner) : jv_null())), 1, &err);
+	if (!jv_is_valid(rows))
 		mi_die_err(&err);
-	if (jv_get_kind(next) == JV_KIND_OBJECT) {
-		jv_free(failed);
-		jv_free(job);
-		fetch_one(c, next);
+	if (jv_array_length(jv_copy(rows)) > 0) {
+		jv_free(s->job);
+		s->job = jv_array_get(rows, 0);
+		s->held = 1;
+		start(s);
 		return;
 	}
-	jv_free(next);
-	jv_free(job);
-	c->failed = 1;
-	mi_json_write(stdout, mi_json_error(failed, "PROVIDER_ERROR", msg,
-	    0));
+	jv_free(rows);
+	rows = mi_jobs_get(c->db, jv_array_append(jv_array(),
+	    jv_string(s->id)), &err);
+	if (!jv_is_valid(rows))
+		mi_die_err(&err);
+	row = jv_array_length(jv_copy(rows)) > 0 ?
+	    jv_array_get(jv_copy(rows), 0) : jv_null();
+	jv_free(rows);
+	if (jv_get_kind(row) == JV_KIND_OBJECT &&
+	    mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1) {
+		jv_free(s->job);
+		s->job = jv_null();
+		done(s, linked_artifact(c, aid));
+		jv_free(row);
+		return;
+	}
+	if (jv_get_kind(row) != JV_KIND_OBJECT || mi_now_ms() > s->take_until) {
+		jv_free(row);
+		emit_error(s, s->job, "TIMEOUT", "the job is held by another "
+		    "worker", 1);
+		s->job = jv_null();
+		return;
+	}
+	jv_free(row);
+	s->state = S_TAKING;
+	s->wake = mi_now_ms() + 500;
 }
 
+/* A record read: passed through, refused, or its job taken. */
 static void
-fetch_one(struct ctx *c, jv job)
+begin(struct slot *s)
 {
-	struct mi_err err = MI_ERR_INIT;
-	struct mi_store_req req;
-	struct mi_store_result res;
-	struct mi_provider *p;
-	const char *st = NULL, *prov = NULL, *aid = NULL, *id = NULL;
-	const char *uri = NULL, *s = NULL;
-	char idbuf[40], ext[16] = "", tenant[256] = "", run[40] = "";
-	char type[128] = "";
-	jv row, done, art, extra, r;
-	int fr, link_ok = 0;
+	struct ctx *c = s->c;
+	const char *st = NULL, *aid = NULL, *id = NULL;
+	jv job = s->job, art;
 
+	s->job = jv_null();
+	s->tries = s->gone = s->refreshed = 0;
 	if (mi_json_has_error(job)) {
 		c->failed = 1;
-		mi_json_write(stdout, job);
+		done(s, job);
 		return;
 	}
 	if (mi_step_is_artifact(job)) {
 		/* A step answered with its artifact (stored before, or from
 		 * the step cache): nothing to fetch. */
-		mi_json_write(stdout, job);
+		done(s, job);
 		return;
 	}
 	if (jv_get_kind(job) != JV_KIND_OBJECT ||
@@ -459,164 +434,319 @@ fetch_one(struct ctx *c, jv job)
 	    mi_json_str(job, "status", &st, 1, NULL) != 1) {
 		if (jv_get_kind(job) != JV_KIND_OBJECT)
 			job = jv_object_set(jv_object(), jv_string("job"), job);
-		emit_error(c, job, "VALIDATION_ERROR",
+		emit_error(s, job, "VALIDATION_ERROR",
 		    "not a job record (no id or status)", 0);
 		return;
 	}
-	snprintf(idbuf, sizeof(idbuf), "%s", id);
+	snprintf(s->id, sizeof(s->id), "%s", id);
 	if (strcmp(st, "failed") == 0 || strcmp(st, "timed_out") == 0) {
 		const char *code = "PROVIDER_ERROR", *msg = "the job failed";
 
 		mi_json_str(job, "error_code", &code, 0, NULL);
 		mi_json_str(job, "error_message", &msg, 0, NULL);
 		c->failed = 1;
-		mi_json_write(stdout, mi_json_error(job, code, msg, 0));
+		done(s, mi_json_error(job, code, msg, 0));
 		return;
 	}
 	if (strcmp(st, "completed") != 0) {
 		char msg[80];
 
 		snprintf(msg, sizeof(msg), "the job is %s, not completed", st);
-		emit_error(c, job, "VALIDATION_ERROR", msg, 0);
+		emit_error(s, job, "VALIDATION_ERROR", msg, 0);
 		return;
 	}
 	if (mi_json_str(job, "artifact_id", &aid, 0, NULL) == 1) {
 		art = linked_artifact(c, aid);
 		if (jv_get_kind(art) == JV_KIND_OBJECT) {
 			jv_free(job);
-			mi_json_write(stdout, art);
+			done(s, art);
 			return;
 		}
 		jv_free(art);
 	}
-	row = take(c, job, &done);
-	if (jv_get_kind(done) == JV_KIND_OBJECT) {
-		jv_free(row);
-		jv_free(job);
-		mi_json_write(stdout, done);
-		return;
-	}
-	jv_free(done);
-	if (jv_get_kind(row) != JV_KIND_OBJECT) {
-		jv_free(row);
-		emit_error(c, job, "TIMEOUT", "the job is held by another "
-		    "worker", 1);
-		return;
-	}
-	jv_free(job);
-	job = row;
-	mi_json_str(job, "provider_id", &prov, 0, NULL);
-	if ((p = mi_provider_get(prov, &err)) == NULL) {
-		release(c, idbuf);
-		emit_error(c, job, "CONFIG_ERROR", err.msg, 0);
-		return;
+	s->job = job;
+	s->take_until = mi_now_ms() + 2 * mi_jobs_lease_ms();
+	take(s);
+}
+
+/* The job just taken: its provider and the names of its result. */
+static int
+prepare(struct slot *s)
+{
+	struct mi_err err = MI_ERR_INIT;
+	const char *prov = NULL, *v = NULL;
+	jv r;
+
+	mi_json_str(s->job, "provider_id", &prov, 0, NULL);
+	if ((s->p = mi_provider_get(prov, &err)) == NULL) {
+		release(s->c, s);
+		emit_error(s, s->job, "CONFIG_ERROR", err.msg, 0);
+		s->job = jv_null();
+		return -1;
 	}
 	/* The row may be replaced (a fresh result URL): copy its names. */
-	memset(&req, 0, sizeof(req));
-	if (mi_json_str(job, "tenant_id", &s, 1, NULL) == 1)
-		snprintf(tenant, sizeof(tenant), "%s", s);
-	if (mi_json_str(job, "run_id", &s, 1, NULL) == 1)
-		snprintf(run, sizeof(run), "%s", s);
-	if (mi_json_str(job, "artifact_type", &s, 0, NULL) == 1 ||
-	    mi_json_str(job, "media_type", &s, 1, NULL) == 1)
-		snprintf(type, sizeof(type), "%s", s);
-	req.tenant = tenant;
-	req.run = run;
-	req.type = type;
-	r = jv_object_get(jv_object_get(jv_copy(job),
+	memset(&s->req, 0, sizeof(s->req));
+	s->tenant[0] = s->run[0] = s->type[0] = s->ext[0] = '\0';
+	if (mi_json_str(s->job, "tenant_id", &v, 1, NULL) == 1)
+		snprintf(s->tenant, sizeof(s->tenant), "%s", v);
+	if (mi_json_str(s->job, "run_id", &v, 1, NULL) == 1)
+		snprintf(s->run, sizeof(s->run), "%s", v);
+	if (mi_json_str(s->job, "artifact_type", &v, 0, NULL) == 1 ||
+	    mi_json_str(s->job, "media_type", &v, 1, NULL) == 1)
+		snprintf(s->type, sizeof(s->type), "%s", v);
+	s->req.tenant = s->tenant;
+	s->req.run = s->run;
+	s->req.type = s->type;
+	r = jv_object_get(jv_object_get(jv_copy(s->job),
 	    jv_string("provider_state")), jv_string("result"));
 	if (jv_get_kind(r) == JV_KIND_OBJECT) {
 		const char *e = NULL;
 
 		if (mi_json_str(r, "ext", &e, 0, NULL) == 1 &&
 		    mi_mime_by_ext(e) != NULL)
-			snprintf(ext, sizeof(ext), "%s", e);
+			snprintf(s->ext, sizeof(s->ext), "%s", e);
 	}
 	jv_free(r);
-	req.declared_ext = ext[0] ? ext : NULL;
-	req.from_provider = 1;
-	req.max_size = c->max_size;
-	fr = fetch_retrying(c, p, &job, &req, &res, &err);
-	if (fr == -1 && stop) {
-		/* Nothing half done is kept: the job waits for another. */
-		release(c, idbuf);
-		jv_free(job);
-		mi_die(EX_TEMPFAIL, "stopped by signal %d; job %s released",
-		    (int)stop, idbuf);
-	} else if (fr == -1) {
-		const char *code = err.code == EX_IOERR ||
-		    err.code == EX_CANTCREAT ? "STORAGE_ERROR" :
-		    err.code == EX_CONFIG ? "CONFIG_ERROR" :
-		    err.code == EX_TEMPFAIL ? "PROVIDER_UNAVAILABLE" :
-		    "PROVIDER_ERROR";
+	s->req.declared_ext = s->ext[0] ? s->ext : NULL;
+	s->req.from_provider = 1;
+	s->req.max_size = s->c->max_size;
+	return 0;
+}
 
-		if (err.code == EX_NOINPUT)
-			mi_err_prefix(&err, "the result is gone");
-		/* A result that came and cannot be used fails the job;
-		 * one that may come later keeps it for another try. */
-		if (err.code == EX_PROTOCOL || err.code == EX_NOINPUT ||
-		    err.code == EX_DATAERR) {
-			jv failed = fail_job(c, idbuf, code, err.msg);
+/* The download's end (on the multi handle, or at once for a spool file). */
+static void
+loaded(void *arg, int r, struct mi_http_resp *resp, struct mi_err *err)
+{
+	struct slot *s = arg;
 
-			if (jv_get_kind(failed) == JV_KIND_OBJECT) {
-				jv_free(job);
-				job = failed;
-			} else
-				jv_free(failed);
-		} else
-			release(c, idbuf);
-		emit_error(c, job, code, err.msg, err.code == EX_TEMPFAIL ||
-		    err.code == EX_IOERR);
+	s->r = r;
+	if (r == -1)
+		s->err = *err;
+	s->received = resp->received;
+	s->content_length = resp->content_length;
+	s->state = S_LOADED;
+}
+
+/* Starts (or starts again) the download of a job held. */
+static void
+start(struct slot *s)
+{
+	struct mi_err err = MI_ERR_INIT;
+	const char *uri = NULL;
+
+	if (s->p == NULL && prepare(s) == -1)
+		return;
+	s->state = S_LOADED;
+	s->r = -1;
+	s->checked = 0;
+	mi_json_str(s->job, "result_uri", &uri, 0, NULL);
+	if (uri == NULL) {
+		mi_err_set(&s->err, EX_PROTOCOL, "the job has no result");
 		return;
 	}
+	if ((s->tx = mi_store_begin(s->c->st, &s->req, &s->err)) == NULL)
+		return;
+	s->state = S_LOADING;
+	if (mi_transport_fetch_start(s->c->m, &s->fetch, s->p, fetch_input(s->job), uri,
+	    sink, s, loaded, &err) == -1) {
+		s->state = S_LOADED;
+		s->err = err;
+	}
+}
+
+/* The result can't be stored (now): fail the job or leave it for
+ * another try. */
+static void
+failed(struct slot *s)
+{
+	struct ctx *c = s->c;
+	struct mi_err *err = &s->err;
+	jv a = err->code == EX_NOINPUT ? stored_meanwhile(c, s->id) :
+	    jv_null();
+	const char *code = err->code == EX_IOERR ||
+	    err->code == EX_CANTCREAT ? "STORAGE_ERROR" :
+	    err->code == EX_CONFIG ? "CONFIG_ERROR" :
+	    err->code == EX_TEMPFAIL ? "PROVIDER_UNAVAILABLE" :
+	    "PROVIDER_ERROR";
+
+	/* A worker that took the job over while this one was fetching
+	 * stored and linked it, then removed the spool file. */
+	if (jv_get_kind(a) == JV_KIND_OBJECT) {
+		s->held = 0;
+		jv_free(s->job);
+		s->job = jv_null();
+		done(s, a);
+		return;
+	}
+	jv_free(a);
+	if (err->code == EX_NOINPUT)
+		mi_err_prefix(err, "the result is gone");
+	/* A result that came and cannot be used fails the job; one that
+	 * may come later keeps it for another try. */
+	if (err->code == EX_PROTOCOL || err->code == EX_NOINPUT ||
+	    err->code == EX_DATAERR) {
+		jv f = fail_job(c, s->id, code, err->msg);
+
+		s->held = 0;
+		if (jv_get_kind(f) == JV_KIND_OBJECT) {
+			jv_free(s->job);
+			s->job = f;
+		} else
+			jv_free(f);
+	} else
+		release(c, s);
+	emit_error(s, s->job, code, err->msg, err->code == EX_TEMPFAIL ||
+	    err->code == EX_IOERR);
+	s->job = jv_null();
+}
+
+static void stored(struct slot *s, struct mi_store_result *res);
+
+/*
+ * A download ended: stored, or tried again (transient failures and
+ * truncation with backoff; a result that is gone once more, then afresh
+ * from the provider), or failed.
+ */
+static void
+after_load(struct slot *s)
+{
+	struct ctx *c = s->c;
+	struct mi_store_result res;
+	struct mi_err *err = &s->err;
+	int r = s->r;
+
+	if (r == 0 && s->received == 0)
+		r = mi_err_set(err, EX_PROTOCOL, "the result is empty");
+	if (r == 0 && s->content_length >= 0 &&
+	    s->received != s->content_length)
+		r = mi_err_set(err, EX_PROTOCOL, "the result is truncated "
+		    "(%lld of %lld bytes)", s->received, s->content_length);
+	if (r == -1 && s->tx)
+		mi_store_abort(s->tx);
+	else if (r == 0)
+		r = mi_store_commit(s->tx, &res, err);
+	s->tx = NULL;
+	if (r == 0) {
+		stored(s, &res);
+		return;
+	}
+	if (err->code == EX_NOINPUT) {
+		if (++s->gone <= 1) {
+			s->state = S_BACKOFF;
+			s->wake = mi_now_ms() + c->backoff_ms;
+			return;
+		}
+		if (!s->refreshed) {
+			jv row = refresh(c, s->p, s->job);
+
+			s->refreshed = 1;
+			if (jv_get_kind(row) == JV_KIND_OBJECT) {
+				mi_verbose("job %s: fetching a fresh result URL",
+				    s->id);
+				jv_free(s->job);
+				s->job = row;
+				s->gone = 0;
+				start(s);
+				return;
+			}
+			jv_free(row);
+		}
+	} else if ((err->code == EX_TEMPFAIL || (err->code == EX_PROTOCOL &&
+	    strstr(err->msg, "truncated") != NULL) ||
+	    strstr(err->msg, "transfer closed") != NULL) && ++s->tries <= 3) {
+		s->state = S_BACKOFF;
+		s->wake = mi_now_ms() + (c->backoff_ms << (s->tries - 1));
+		return;
+	}
+	failed(s);
+}
+
+/* A strict request's result misses it: the job fails and the next
+ * provider of its chain makes it again (probe.h), in the same place of
+ * the output. */
+static void
+strict_refused(struct slot *s, const char *msg)
+{
+	struct mi_err err = MI_ERR_INIT;
+	jv f = fail_job(s->c, s->id, "PROVIDER_ERROR", msg), next;
+
+	s->held = 0;
+	mi_warn("job %s: %s", s->id, msg);
+	next = mi_probe_next(s->c->db, f, &err);
+	if (!jv_is_valid(next))
+		mi_die_err(&err);
+	jv_free(s->job);
+	s->job = jv_null();
+	s->p = NULL;
+	if (jv_get_kind(next) == JV_KIND_OBJECT) {
+		jv_free(f);
+		s->job = next;
+		begin(s);
+		return;
+	}
+	jv_free(next);
+	s->c->failed = 1;
+	done(s, mi_json_error(f, "PROVIDER_ERROR", msg, 0));
+}
+
+/* The result is in the store: probe it, record the artifact, link it. */
+static void
+stored(struct slot *s, struct mi_store_result *res)
+{
+	struct ctx *c = s->c;
+	struct mi_err err = MI_ERR_INIT;
+	const char *uri = NULL, *artid = NULL;
+	jv extra, art, p2, linked, job = s->job;
+	int link_ok;
+
 	extra = jv_object();
 	extra = jv_object_set(extra, jv_string("skill_id"),
 	    jv_object_get(jv_copy(job), jv_string("skill_id")));
 	extra = jv_object_set(extra, jv_string("metadata"),
-	    artifact_meta(job, p));
+	    artifact_meta(job, s->p));
 	extra = jv_object_set(extra, jv_string("run_step_id"),
 	    jv_object_get(jv_copy(job), jv_string("run_step_id")));
-	extra = jv_object_set(extra, jv_string("job_id"), jv_string(idbuf));
+	extra = jv_object_set(extra, jv_string("job_id"), jv_string(s->id));
 	extra = jv_object_set(extra, jv_string("cache_hit"), jv_false());
-	/* Facts, warnings, a model fitted to its budget (probe.h). */
-	switch (mi_probe_stored(c->db, c->st, &req, &res, jv_object_get(
+	/* Facts, warnings, a model fitted to its budget (probe.h).  The
+	 * leases are renewed first: nothing else runs while a probe or a
+	 * fit lasts. */
+	renew(c, 1);
+	switch (mi_probe_stored(c->db, c->st, &s->req, res, jv_object_get(
 	    jv_copy(job), jv_string("request")), &extra, &err)) {
 	case -1:
 		jv_free(extra);
-		release(c, idbuf);
+		release(c, s);
 		mi_die_err(&err);
 	case 1:
 		jv_free(extra);
-		strict_refused(c, idbuf, job, err.msg);
+		strict_refused(s, err.msg);
 		return;
 	}
-	art = mi_artifact_record(c->db, &req, &res, extra, &err);
+	art = mi_artifact_record(c->db, &s->req, res, extra, &err);
 	if (!jv_is_valid(art)) {
-		release(c, idbuf);
+		release(c, s);
 		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE)
 			mi_die_err(&err);
-		emit_error(c, job, "STORAGE_ERROR", err.msg, 0);
+		emit_error(s, job, "STORAGE_ERROR", err.msg, 0);
+		s->job = jv_null();
 		return;
 	}
-	{
-		const char *artid = NULL;
-		jv p2, linked;
-
-		mi_json_str(art, "id", &artid, 1, NULL);
-		p2 = jv_object_set(jv_object(), jv_string("artifact_id"),
-		    jv_string(artid));
-		p2 = jv_object_set(p2, jv_string("release"), jv_true());
-		linked = mi_jobs_patch(c->db, idbuf, p2, &err);
-		if (!jv_is_valid(linked))
-			mi_die_err(&err);
-		/* A lease lost meanwhile: the job's new holder links the
-		 * same stored bytes, and needs the spool file for it. */
-		link_ok = jv_get_kind(linked) == JV_KIND_OBJECT;
-		jv_free(linked);
-		/* Only a stored result enters the step cache. */
-		if (mi_step_cache_put(c->db, idbuf, artid, &err) == -1)
-			mi_die_err(&err);
-	}
+	mi_json_str(art, "id", &artid, 1, NULL);
+	p2 = jv_object_set(jv_object(), jv_string("artifact_id"),
+	    jv_string(artid));
+	p2 = jv_object_set(p2, jv_string("release"), jv_true());
+	linked = mi_jobs_patch(c->db, s->id, p2, &err);
+	if (!jv_is_valid(linked))
+		mi_die_err(&err);
+	s->held = 0;
+	/* A lease lost meanwhile: the job's new holder links the same
+	 * stored bytes, and needs the spool file for it. */
+	link_ok = jv_get_kind(linked) == JV_KIND_OBJECT;
+	jv_free(linked);
+	/* Only a stored result enters the step cache. */
+	if (mi_step_cache_put(c->db, s->id, artid, &err) == -1)
+		mi_die_err(&err);
 	if (link_ok && mi_json_str(job, "result_uri", &uri, 0, NULL) == 1 &&
 	    strncmp(uri, "file://", 7) == 0)
 		unlink(uri + 7);
@@ -627,8 +757,8 @@ fetch_one(struct ctx *c, jv job)
 		mi_json_num(job, "cost_usd", &cost, 0, NULL);
 		mi_json_str(job, "cost_source", &src, 0, NULL);
 		fprintf(stderr, "mi-fetch: job %s: stored %s (%lld bytes%s), "
-		    "cost $%.4f (%s)\n", idbuf, res.rel, res.size,
-		    res.deduplicated ? ", deduplicated" : "", cost, src);
+		    "cost $%.4f (%s)\n", s->id, res->rel, res->size,
+		    res->deduplicated ? ", deduplicated" : "", cost, src);
 	}
 	{
 		jv m = jv_object_get(jv_copy(art), jv_string("metadata"));
@@ -644,13 +774,134 @@ fetch_one(struct ctx *c, jv job)
 
 			mi_json_str(e, "code", &code, 0, NULL);
 			mi_json_str(e, "message", &msg, 0, NULL);
-			mi_warn("job %s: %s: %s", idbuf, code, msg);
+			mi_warn("job %s: %s: %s", s->id, code, msg);
 			jv_free(e);
 		}
 		jv_free(w);
 	}
 	jv_free(job);
-	mi_json_write(stdout, art);
+	s->job = jv_null();
+	done(s, art);
+}
+
+static void
+slot_free(struct slot *s)
+{
+	if (s->tx)
+		mi_store_abort(s->tx);
+	jv_free(s->job);
+	jv_free(s->out);
+	free(s);
+}
+
+/* Writes the records done at the head of the queue, in input order. */
+static void
+flush(struct ctx *c)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct slot *s;
+
+	/* Group commit: the rows these records report durable first. */
+	if ((s = c->head) != NULL && s->state == S_DONE &&
+	    mi_db_durable(c->db, &err) == -1)
+		mi_die_err(&err);
+	while ((s = c->head) != NULL && s->state == S_DONE) {
+		c->head = s->next;
+		if (c->head == NULL)
+			c->tail = &c->head;
+		mi_json_write(stdout, s->out);
+		s->out = jv_null();
+		slot_free(s);
+	}
+}
+
+static struct slot *
+slot_add(struct ctx *c, jv rec)
+{
+	struct slot *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		mi_die(EX_OSERR, "out of memory");
+	s->c = c;
+	s->job = rec;
+	s->out = jv_null();
+	s->state = S_TAKING;
+	*c->tail = s;
+	c->tail = &s->next;
+	return s;
+}
+
+/* Runs what is due: timers ended, downloads ended.  Returns the time of
+ * the next timer (at most 200 ms away). */
+static long long
+step(struct ctx *c)
+{
+	long long now = mi_now_ms(), next = now + 200;
+	struct slot *s;
+	int again = 1;
+
+	renew(c, 0);
+	while (again && !stop) {
+		again = 0;
+		for (s = c->head; s && !stop; s = s->next) {
+			if (s->state == S_LOADED) {
+				after_load(s);
+				again = 1;
+			} else if ((s->state == S_TAKING ||
+			    s->state == S_BACKOFF) && s->wake <= mi_now_ms()) {
+				if (s->state == S_TAKING)
+					take(s);
+				else
+					start(s);
+				again = 1;
+			}
+		}
+	}
+	for (s = c->head; s; s = s->next)
+		if ((s->state == S_TAKING || s->state == S_BACKOFF) &&
+		    s->wake < next)
+			next = s->wake;
+	return next;
+}
+
+/* Stopped by a signal: every download abandoned, its job released.
+ * Records done behind one that is not are left unwritten (their jobs
+ * are stored: a run again gives their artifacts). */
+static void
+stop_all(struct ctx *c)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_buf names;
+	struct slot *s;
+	jv ids;
+	int n;
+
+	mi_http_multi_free(c->m);
+	c->m = NULL;
+	ids = held_ids(c);
+	n = jv_array_length(jv_copy(ids));
+	mi_buf_init(&names, 0);
+	for (s = c->head; s; s = s->next)
+		if (s->held) {
+			mi_buf_adds(&names, names.len ? ", " : "");
+			mi_buf_adds(&names, s->id);
+			s->held = 0;
+		}
+	if (n > 0 && mi_jobs_release(c->db, ids, &err) == -1)
+		mi_warn("%s", err.msg);
+	else if (n == 0)
+		jv_free(ids);
+	if (n > 0)
+		fprintf(stderr, "mi-fetch: stopped by signal %d; job%s %s "
+		    "released\n", (int)stop, n > 1 ? "s" : "", names.buf);
+	else
+		fprintf(stderr, "mi-fetch: stopped by signal %d\n", (int)stop);
+	mi_buf_release(&names);
+	while ((s = c->head) != NULL) {
+		c->head = s->next;
+		slot_free(s);
+	}
+	c->tail = &c->head;
 }
 
 int
@@ -658,23 +909,25 @@ main(int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "jobs", required_argument, NULL, 'j' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct mi_err err = MI_ERR_INIT;
 	struct ctx c;
-	struct mi_json_in *in;
-	const char *s;
+	struct mi_inq *q;
+	struct slot *s;
+	const char *sj = NULL, *sv;
 	unsigned long long v;
-	jv rec;
-	int ch, k;
+	int ch, eof = 0;
 
 	mi_setprogname(argv[0]);
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, "hv", opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, "hj:v", opts, NULL)) != -1) {
 		switch (ch) {
 		case 'h': mi_usage(usage, 0);
+		case 'j': sj = optarg; break;
 		case 'v': mi_verbosity++; break;
 		case 'V': mi_version();
 		default: mi_bad_option(usage, argv[optind - 1]);
@@ -685,53 +938,90 @@ main(int argc, char **argv)
 		    argv[optind]);
 		mi_usage(usage, EX_USAGE);
 	}
+	memset(&c, 0, sizeof(c));
+	c.jobs = 4;
+	if (sj == NULL && (sv = getenv("MI_FETCH_JOBS")) != NULL && *sv)
+		sj = sv;
+	if (sj != NULL) {
+		if (mi_parse_uint(sj, 1, 64, &v) == -1) {
+			fprintf(stderr, "mi-fetch: -j takes 1 to 64, not '%s'\n",
+			    sj);
+			mi_usage(usage, EX_USAGE);
+		}
+		c.jobs = (int)v;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	{
 		struct sigaction sa;
 
-		/* No SA_RESTART: a read of the input ends on the signal. */
 		memset(&sa, 0, sizeof(sa));
 		sa.sa_handler = on_signal;
 		sigemptyset(&sa.sa_mask);
 		sigaction(SIGTERM, &sa, NULL);
 		sigaction(SIGINT, &sa, NULL);
 	}
-	memset(&c, 0, sizeof(c));
 	c.max_size = 4LL << 30;
-	if ((s = getenv("MI_FETCH_MAX_BYTES")) != NULL &&
-	    mi_parse_uint(s, 1, 1ULL << 50, &v) == 0)
+	if ((sv = getenv("MI_FETCH_MAX_BYTES")) != NULL &&
+	    mi_parse_uint(sv, 1, 1ULL << 50, &v) == 0)
 		c.max_size = (long long)v;
 	c.backoff_ms = 1000;
-	if ((s = getenv("MI_FETCH_BACKOFF_MS")) != NULL &&
-	    mi_parse_uint(s, 0, 600000, &v) == 0)
+	if ((sv = getenv("MI_FETCH_BACKOFF_MS")) != NULL &&
+	    mi_parse_uint(sv, 0, 600000, &v) == 0)
 		c.backoff_ms = (long)v;
+	c.tail = &c.head;
+	c.renewed = mi_now_ms();
 	if ((c.st = mi_store_open(NULL, &err)) == NULL ||
-	    (c.db = mi_db_open(NULL, &err)) == NULL)
+	    (c.db = mi_db_open(NULL, &err)) == NULL ||
+	    (c.m = mi_http_multi_new(c.jobs, &err)) == NULL ||
+	    (q = mi_inq_start(stdin, &err)) == NULL)
 		mi_die_err(&err);
-	if ((in = mi_json_in_new(stdin)) == NULL)
-		mi_die(EX_OSERR, "out of memory");
-	while (!stop && (k = mi_json_next(in, &rec, &err)) != 0) {
-		if (stop) {
-			if (k == 1)
-				jv_free(rec);
+	if (((sv = getenv("MI_GROUP_COMMIT")) == NULL || strcmp(sv, "0") != 0) &&
+	    mi_db_group_commit(c.db, &err) == -1)
+		mi_die_err(&err);
+	for (;;) {
+		int busy = 0, all = 0, want, fd = mi_inq_fd(q), k;
+		long long next;
+		jv rec;
+
+		next = step(&c);
+		flush(&c);
+		if (stop)
 			break;
-		}
-		if (k == -2)
+		for (s = c.head; s; s = s->next, all++)
+			busy += s->state != S_DONE;
+		if (eof && c.head == NULL)
+			break;
+		want = !eof && busy < c.jobs && all < AHEAD * c.jobs;
+		if (mi_http_multi_wait(c.m, want ? &fd : NULL, want, next -
+		    mi_now_ms(), &err) == -1)
 			mi_die_err(&err);
-		if (k == -1) {
-			emit_error(&c, jv_object(), "INVALID_JSON", err.msg, 0);
-			continue;
+		while (want && !stop && busy < c.jobs && all < AHEAD * c.jobs &&
+		    (k = mi_inq_next(q, &rec, &err)) != 0) {
+			if (k == 2) {
+				eof = 1;
+				break;
+			}
+			if (k == -2)
+				mi_die_err(&err);
+			s = slot_add(&c, k == 1 ? rec : jv_null());
+			if (k == -1)
+				emit_error(s, jv_object(), "INVALID_JSON",
+				    err.msg, 0);
+			else
+				begin(s);
+			busy += s->state != S_DONE;
+			all++;
 		}
-		fetch_one(&c, rec);
 	}
-	mi_json_in_free(in);
+	if (stop)
+		stop_all(&c);
+	mi_inq_free(q);
+	mi_http_multi_free(c.m);
 	mi_provider_free_all();
 	mi_db_close(c.db);
 	mi_store_close(c.st);
 	mi_close_stdout();
-	if (stop) {
-		fprintf(stderr, "mi-fetch: stopped by signal %d\n", (int)stop);
+	if (stop)
 		return EX_TEMPFAIL;
-	}
 	return c.config ? EX_CONFIG : c.failed ? 1 : 0;
 }

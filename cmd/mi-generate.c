@@ -16,7 +16,7 @@
 #include "err.h"
 #include "hash.h"
 #include "json.h"
-#include "localgen.h"
+#include "localgen/localgen.h"
 #include "banned.h"
 
 static const char usage[] =

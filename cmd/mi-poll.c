@@ -150,15 +150,17 @@ main(int argc, char **argv)
 	clear_progress(&c);
 	if (stop) {
 		mi_runner_release(r);
-		mi_die(EX_TEMPFAIL, "stopped by signal %d; jobs in hand "
-		    "released", (int)stop);
-	}
-	if (k == -1)
+		fprintf(stderr, "mi-poll: stopped by signal %d; jobs in hand "
+		    "released\n", (int)stop);
+	} else if (k == -1)
 		mi_die_err(&err);
+	/* Everything freed, a stop too (no leak for LeakSanitizer). */
 	mi_inq_free(q);
 	mi_runner_free(r);
 	mi_provider_free_all();
 	mi_db_close(db);
 	mi_close_stdout();
+	if (stop)
+		return EX_TEMPFAIL;
 	return c.config ? EX_CONFIG : c.failed ? 1 : 0;
 }

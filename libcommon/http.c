@@ -47,6 +47,7 @@ struct xfer {
 	struct mi_http_resp resp;
 	char errbuf[CURL_ERROR_SIZE];
 	struct xfer *next;		/* free list */
+	struct xfer *live;		/* exchanges under way */
 };
 
 /*
@@ -64,6 +65,7 @@ struct mi_http_multi {
 	CURLM *multi;
 	int count;
 	struct xfer *free;
+	struct xfer *live;
 	int epfd;
 	long long timer_at;		/* mi_now_ms() of curl's timeout, -1 */
 	int extra[MAX_EXTRA];		/* the caller's fds in the set */
@@ -463,7 +465,14 @@ mi_http_multi_free(struct mi_http_multi *m)
 		curl_easy_cleanup(x->easy);
 		free(x);
 	}
-	/* Exchanges still running are abandoned with their handles. */
+	/* Exchanges still running are abandoned (their done never runs). */
+	while ((x = m->live) != NULL) {
+		m->live = x->live;
+		curl_multi_remove_handle(m->multi, x->easy);
+		xfer_clear(x);
+		curl_easy_cleanup(x->easy);
+		free(x);
+	}
 	curl_multi_cleanup(m->multi);
 	close(m->epfd);
 	free(m);
@@ -530,6 +539,8 @@ mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 		    "unable to start an HTTP exchange");
 	}
 	m->count++;
+	x->live = m->live;
+	m->live = x;
 	return 0;
 }
 
@@ -563,6 +574,7 @@ static void
 finish(struct mi_http_multi *m, struct xfer *x, CURLcode rc)
 {
 	struct mi_http_resp *r = &x->resp;
+	struct xfer **lp;
 	curl_off_t reqsize = 0;
 
 	curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
@@ -591,6 +603,11 @@ finish(struct mi_http_multi *m, struct xfer *x, CURLcode rc)
 	}
 	curl_multi_remove_handle(m->multi, x->easy);
 	m->count--;
+	for (lp = &m->live; *lp && *lp != x; lp = &(*lp)->live)
+		;
+	if (*lp)
+		*lp = x->live;
+	x->live = NULL;
 	if (x->done)
 		x->done(x->arg, r);
 	xfer_put(m, x);

@@ -133,6 +133,24 @@ int mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
     volatile sig_atomic_t *cancel, struct mi_http_resp *resp,
     struct mi_err *err);
 
+/*
+ * The same without waiting, on m (mi_http_multi_wait runs it): done(arg,
+ * r, resp, err) gets what mi_transport_fetch would return, resp and err
+ * valid during the call only.  f is the caller's, kept until done has
+ * run or m is freed.  A spool file is read at once, done running before
+ * this returns.  Returns 0, or -1 with err when the download could not
+ * start (done does not run).  Stalls are aborted as above.
+ */
+typedef void (*mi_fetch_done)(void *arg, int r, struct mi_http_resp *resp,
+    struct mi_err *err);
+struct mi_fetch {
+	mi_fetch_done done;
+	void *arg;
+};
+int mi_transport_fetch_start(struct mi_http_multi *m, struct mi_fetch *f,
+    struct mi_provider *p, jv input, const char *uri, mi_http_sink sink,
+    void *arg, mi_fetch_done done, struct mi_err *err);
+
 /* The spool directory: $MI_SPOOL_DIR or $ASSET_STORAGE_DIR/.spool,
  * created on demand. */
 int mi_spool_dir(char *out, size_t outsz, struct mi_err *err);

@@ -28,6 +28,7 @@ struct mi_built {
 	struct mi_buf auth;
 	char *hdr[MAX_HEADERS + 2];
 	const char *authv[2];
+	char method[16];	/* the request's own: r may be freed */
 	int nhdr;
 };
 
@@ -210,8 +211,12 @@ build(struct mi_provider *p, jv r, int dflt_auth, struct mi_built *b,
 			b->req.auth_headers = b->authv;
 		}
 	}
-	b->req.method = method ? method :
-	    (b->body.len > 0 || text ? "POST" : "GET");
+	if (method && strlen(method) >= sizeof(b->method))
+		return mi_err_set(err, EX_CONFIG, "provider '%s': request "
+		    "method '%.20s' is too long", mi_provider_id(p), method);
+	snprintf(b->method, sizeof(b->method), "%s", method ? method :
+	    b->body.len > 0 || text ? "POST" : "GET");
+	b->req.method = b->method;
 	b->req.url = b->url.buf;
 	b->req.headers = (const char *const *)b->hdr;
 	b->req.body = b->body.buf;
@@ -747,25 +752,19 @@ mi_transport_fetch(struct mi_provider *p, jv input, const char *uri,
 	    resp, err);
 }
 
-int
-mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
-    mi_http_sink sink, void *arg, void (*tick)(void *arg),
-    volatile sig_atomic_t *cancel, struct mi_http_resp *resp,
-    struct mi_err *err)
+/* The request of the definition's `download` for uri into b. */
+static int
+fetch_build(struct mi_provider *p, jv input, const char *uri,
+    mi_http_sink sink, void *arg, struct mi_built *b, struct mi_err *err)
 {
 	const char *s = getenv("MI_FETCH_STALL_S");
 	unsigned long long stall = 20;
-	struct mi_built b;
 	jv req;
-	int r;
 
-	if (strncmp(uri, "file://", 7) == 0) {
-		jv_free(input);
-		return fetch_file(uri + 7, sink, arg, resp, err);
-	}
 	req = mi_provider_call(p, "download", input, err);
 	if (!jv_is_valid(req)) {
 		jv_free(req);
+		memset(b, 0, sizeof(*b));
 		return -1;
 	}
 	if (jv_get_kind(req) == JV_KIND_OBJECT) {
@@ -776,24 +775,27 @@ mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
 			    jv_string(uri));
 		jv_free(u);
 	}
-	if (build(p, req, 0, &b, err) == -1) {
-		built_release(&b);
+	if (build(p, req, 0, b, err) == -1) {
+		built_release(b);
 		jv_free(req);
 		return -1;
 	}
 	jv_free(req);
-	b.req.timeout_ms = -1;
-	b.req.sink = sink;
-	b.req.sink_arg = arg;
-	b.req.tick = tick;
-	b.req.cancel = cancel;
+	b->req.timeout_ms = -1;
+	b->req.sink = sink;
+	b->req.sink_arg = arg;
 	if (s)
 		mi_parse_uint(s, 1, 3600, &stall);
-	b.req.low_speed_bytes = 1;
-	b.req.low_speed_s = (long)stall;
-	r = mi_http_do(&b.req, resp);
-	built_release(&b);
-	if (r == -1) {
+	b->req.low_speed_bytes = 1;
+	b->req.low_speed_s = (long)stall;
+	return 0;
+}
+
+/* What a download's answer means: 0, or -1 with err. */
+static int
+fetch_outcome(struct mi_http_resp *resp, struct mi_err *err)
+{
+	if (resp->net_error) {
 		if (err) {
 			*err = resp->err;
 			if (!resp->sink_failed && resp->err.code != EX_PROTOCOL)
@@ -813,4 +815,63 @@ mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
 		    "the result URL answered HTTP %ld", resp->status);
 	return mi_err_set(err, EX_PROTOCOL, "the result URL answered HTTP %ld",
 	    resp->status);
+}
+
+int
+mi_transport_fetch_ex(struct mi_provider *p, jv input, const char *uri,
+    mi_http_sink sink, void *arg, void (*tick)(void *arg),
+    volatile sig_atomic_t *cancel, struct mi_http_resp *resp,
+    struct mi_err *err)
+{
+	struct mi_built b;
+
+	if (strncmp(uri, "file://", 7) == 0) {
+		jv_free(input);
+		return fetch_file(uri + 7, sink, arg, resp, err);
+	}
+	if (fetch_build(p, input, uri, sink, arg, &b, err) == -1)
+		return -1;
+	b.req.tick = tick;
+	b.req.cancel = cancel;
+	mi_http_do(&b.req, resp);
+	built_release(&b);
+	return fetch_outcome(resp, err);
+}
+
+static void
+fetch_ended(void *arg, struct mi_http_resp *resp)
+{
+	struct mi_fetch *f = arg;
+	struct mi_err err = MI_ERR_INIT;
+	int r = fetch_outcome(resp, &err);
+
+	f->done(f->arg, r, resp, &err);
+}
+
+int
+mi_transport_fetch_start(struct mi_http_multi *m, struct mi_fetch *f,
+    struct mi_provider *p, jv input, const char *uri, mi_http_sink sink,
+    void *arg, mi_fetch_done done, struct mi_err *err)
+{
+	struct mi_built b;
+	int r;
+
+	if (strncmp(uri, "file://", 7) == 0) {
+		struct mi_http_resp resp;
+		struct mi_err ferr = MI_ERR_INIT;
+
+		jv_free(input);
+		mi_http_resp_init(&resp);
+		r = fetch_file(uri + 7, sink, arg, &resp, &ferr);
+		done(arg, r, &resp, &ferr);
+		mi_http_resp_release(&resp);
+		return 0;
+	}
+	f->done = done;
+	f->arg = arg;
+	if (fetch_build(p, input, uri, sink, arg, &b, err) == -1)
+		return -1;
+	r = mi_http_multi_add(m, &b.req, fetch_ended, f, err);
+	built_release(&b);
+	return r;
 }

@@ -1,5 +1,5 @@
 /*
- * transport_local.c - the built-in generators (localgen.h) as a provider.
+ * transport_local.c - the built-in generators (localgen/localgen.h) as a provider.
  * A create runs the generator on a thread of its own, writing the spool
  * file "{spool}.{ext}"; the job is complete when it returns.  The thread
  * gets plain strings and builds its own jv values: nothing is shared with
@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "localgen.h"
+#include "localgen/localgen.h"
 #include "transport.h"
 #include "banned.h"
 

@@ -17,6 +17,7 @@ for a in "$@"; do
 	case $a in
 	TESTS=*) tests=${a#TESTS=} ;;
 	VALGRIND=*) VALGRIND=${a#VALGRIND=} && export VALGRIND ;;
+	SANITIZE=*) SANITIZE=${a#SANITIZE=} && export SANITIZE ;;
 	*=*) ;;
 	*) echo "usage: sh test/check.sh [VAR=value ...]" >&2; exit 64 ;;
 	esac

@@ -185,6 +185,57 @@ teardown_file() {
 	jqok '.error.code == "VALIDATION_ERROR"' "$output"
 }
 
+@test "mi-fetch downloads several results at once, at most -j; records come out in input order, a failed one in its place" {
+	local tag i at_once
+	tag=$(uuid)
+	# Each download waits before its answer: one at a time never has two
+	# under way.  The first job's is the slowest.
+	for i in 1 2 3 4; do
+		req meshy model_3d "at once $tag $i [dlslow:$((i == 1 ? 2500 : 1200))]" \
+		    '{"refine":false}'
+	done | mi-submit 2>/dev/null | mi-poll 2>/dev/null >"$BATS_TEST_TMPDIR/polled"
+	{
+		jq -c 'select(.request.prompt | contains("2500"))' "$BATS_TEST_TMPDIR/polled"
+		jq -c 'select(.request.prompt | contains("2500") | not)' "$BATS_TEST_TMPDIR/polled"
+	} >"$BATS_TEST_TMPDIR/jobs"
+	[ "$(wc -l <"$BATS_TEST_TMPDIR/jobs")" -eq 4 ]
+	: >"$FAKE_LOG"
+	run -0 --separate-stderr mi-fetch -j 4 <"$BATS_TEST_TMPDIR/jobs"
+	[ "${#lines[@]}" -eq 4 ]
+	[ "$(jq -r .metadata.job_id <<<"$output")" = "$(jq -r .id "$BATS_TEST_TMPDIR/jobs")" ]
+	at_once=$(jq -s '[.[] | select(.event == "download") | .at_once] | max' "$FAKE_LOG")
+	echo "# -j 4: $at_once of 4 downloads under way at once" >&3
+	[ "$at_once" -ge 3 ]
+	run -0 sql "SELECT count(*) FROM app.generation_jobs
+	    WHERE request->>'prompt' LIKE 'at once $tag %'
+	      AND artifact_id IS NOT NULL AND lease_owner IS NULL"
+	assert_output 4
+
+	# At most -j at once; a result that can't be used fails its own job
+	# and comes out in its own place.
+	for i in 1 2 3; do
+		req meshy model_3d "bounded $tag $i [dlslow:800]$([ $i = 2 ] && echo ' [html]')" \
+		    '{"refine":false}'
+	done | mi-submit 2>/dev/null | mi-poll 2>/dev/null >"$BATS_TEST_TMPDIR/jobs2"
+	[ "$(wc -l <"$BATS_TEST_TMPDIR/jobs2")" -eq 3 ]
+	: >"$FAKE_LOG"
+	MI_FETCH_JOBS=2 run -1 --separate-stderr mi-fetch <"$BATS_TEST_TMPDIR/jobs2"
+	[ "${#lines[@]}" -eq 3 ]
+	jqok -s '. as $a | [range(3)] | all(. as $i | $a[$i] as $j |
+	    $a[$i + 3] as $o | if ($j.request.prompt | contains("[html]"))
+	    then $o.error.code == "PROVIDER_ERROR" and $o.id == $j.id
+	    else $o.metadata.job_id == $j.id and ($o.uri | length) > 0 end)' \
+	    "$(cat "$BATS_TEST_TMPDIR/jobs2"; echo "$output")"
+	at_once=$(jq -s '[.[] | select(.event == "download") | .at_once] | max' "$FAKE_LOG")
+	echo "# -j 2: $at_once of 3 downloads under way at once" >&3
+	[ "$at_once" -eq 2 ]
+	run -0 sql "SELECT status || ' ' || (artifact_id IS NOT NULL) FROM app.generation_jobs
+	    WHERE request->>'prompt' LIKE 'bounded $tag %' ORDER BY request->>'prompt'"
+	assert_output $'completed true\nfailed false\ncompleted true'
+	run -64 --separate-stderr mi-fetch -j 0 </dev/null
+	[[ $stderr == *"-j takes 1 to 64"* ]]
+}
+
 @test "SIGTERM releases the jobs in hand at once and exits 75" {
 	local pid job rc
 	mkfifo "$BATS_TEST_TMPDIR/in"
@@ -207,4 +258,40 @@ teardown_file() {
 	    "$BATS_TEST_TMPDIR/err"
 	run -0 job_sql "status || ' ' || (lease_owner IS NULL)" 'long [never]'
 	assert_output 'processing true'
+}
+
+@test "group commit: the pipeline's writes share WAL writes and flushes (MI_GROUP_COMMIT=0: each its own); every job is stored once, created once" {
+	local tag=$(uuid) i w0 w1 w2 w3 w4 group plain
+	export MI_ELEVENLABS_SFX_CONCURRENCY=100
+	flushes() { sql "SELECT wal_write FROM pg_stat_wal"; }
+	for i in $(seq 30); do
+		req elevenlabs-sfx audio_sfx "group $tag $i" '{"duration_sec":1}'
+	done >"$BATS_TEST_TMPDIR/group"
+	for i in $(seq 30); do
+		req elevenlabs-sfx audio_sfx "plain $tag $i" '{"duration_sec":1}'
+	done >"$BATS_TEST_TMPDIR/plain"
+	fake_reset
+	# mi-submit | mi-poll with and without; mi-fetch (no group commit)
+	# afterwards, outside the count.
+	w0=$(flushes)
+	MI_GROUP_COMMIT=1 mi-submit <"$BATS_TEST_TMPDIR/group" 2>/dev/null |
+	    MI_GROUP_COMMIT=1 mi-poll >"$BATS_TEST_TMPDIR/group.jobs" 2>/dev/null
+	w1=$(flushes)
+	mi-fetch <"$BATS_TEST_TMPDIR/group.jobs" >"$BATS_TEST_TMPDIR/group.out"
+	w2=$(flushes)
+	MI_GROUP_COMMIT=0 mi-submit <"$BATS_TEST_TMPDIR/plain" 2>/dev/null |
+	    MI_GROUP_COMMIT=0 mi-poll >"$BATS_TEST_TMPDIR/plain.jobs" 2>/dev/null
+	w3=$(flushes)
+	MI_GROUP_COMMIT=0 mi-fetch <"$BATS_TEST_TMPDIR/plain.jobs" >"$BATS_TEST_TMPDIR/plain.out"
+	w4=$(flushes)
+	group=$((w1 - w0))
+	plain=$((w3 - w2))
+	echo "# WAL writes of mi-submit | mi-poll for 30 sound effects: $group with group commit, $plain without" >&3
+	echo "# WAL writes of mi-fetch: $((w2 - w1)) with group commit, $((w4 - w3)) without" >&3
+	[ $(( (w2 - w1) * 2 )) -lt $((w4 - w3)) ]
+	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/group.out")" -eq 30 ]
+	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'group $tag %' AND status = 'completed' AND artifact_id IS NOT NULL AND submit_count = 1")" -eq 30 ]
+	[ "$(fake_stats | jq '.creates_accepted.elevenlabs')" -eq 60 ]
+	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/plain.out")" -eq 30 ]
+	[ $((group * 2)) -lt "$plain" ]
 }

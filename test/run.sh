@@ -41,6 +41,21 @@ VG
 	MI_BIN_DIR="$MI_TEST_TMP/vgbin"
 fi
 
+# make check SANITIZE=...: the programs are built with sanitizers.  Every
+# report goes to a file of its own (ASan, LeakSanitizer at exit, UBSan),
+# whatever the test did with the program's status or stderr (a daemon
+# stopped by a signal, a pipeline allowed to fail): any report fails the
+# run, and the first lines of each are printed at the end.
+san_dir=
+if [ -n "${SANITIZE:-}" ]; then
+	san_dir=$MI_TEST_TMP/sanitizer
+	mkdir -p "$san_dir"
+	chmod 777 "$san_dir"
+	ASAN_OPTIONS="detect_leaks=1:log_path=$san_dir/report${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+	UBSAN_OPTIONS="print_stacktrace=1:log_path=$san_dir/report${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+	export ASAN_OPTIONS UBSAN_OPTIONS
+fi
+
 PG_FSYNC=off pg_start "$MI_PG_DIR" "$MI_PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }
 export MI_PG_BASE="postgresql://postgres@127.0.0.1:$MI_PG_PORT"
 "$PGBIN/psql" -q -X "$MI_PG_BASE/postgres" -c "CREATE DATABASE mi_template" >/dev/null
@@ -58,6 +73,19 @@ planned=$(sed -n 's/^1\.\.\([0-9]*\)$/\1/p' "$out" | head -1)
 # Tests that never reported (a crashed suite) count as failed.
 if [ -n "$planned" ] && [ $((pass + fail)) -lt "$planned" ]; then
 	fail=$((planned - pass))
+fi
+if [ -n "$san_dir" ]; then
+	reports=$(find "$san_dir" -type f -name 'report*' | sort)
+	if [ -n "$reports" ]; then
+		for r in $reports; do
+			echo "# sanitizer report ${r##*/}:"
+			grep -v '^ *#[0-9]* 0x[0-9a-f]* in \(__interceptor_\|__libc_\|_start\)' "$r" |
+			    head -30 | sed 's/^/#   /'
+		done
+		n=$(echo "$reports" | wc -l)
+		echo "# $n sanitizer reports: each counts as a failed test"
+		fail=$((fail + n))
+	fi
 fi
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

@@ -1,15 +1,14 @@
 /*
- * engine/claim.c - groups, their waiting lists, and claims of slots.
+ * engine/claim.c - claims of concurrency slots for a group's waiting
+ * jobs (sched.c keeps the groups and their lists).
  *
- * A group is one (tenant, provider) pair; its jobs waiting for a slot
- * are listed oldest first, and the group's media is that of the oldest
- * one, which sets the concurrency limit.  A claim (jobs.c) takes the
- * free slots of a group in one transaction, strictly first come, first
- * served; claimed jobs leave the list for the heap, and a claim cut
- * short by an outage is wanted again rather than failing the runner.
+ * A claim (jobs.c) takes the free slots of a group in one transaction,
+ * strictly first come, first served, within the limit set by the media
+ * of the group's oldest job; claimed jobs leave the list for the heap,
+ * and a claim cut short by an outage is wanted again rather than failing
+ * the runner.  With no_wait, the jobs left waiting are released, queued
+ * for another worker.
  */
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "jobs.h"
@@ -17,56 +16,6 @@
 #include "provider.h"
 #include "engine/engine.h"
 #include "banned.h"
-
-struct group *
-eng_group_of(struct mi_runner *r, const char *tenant, struct mi_provider *p)
-{
-	struct group *g;
-
-	for (g = r->groups; g; g = g->next)
-		if (g->p == p && strcmp(g->tenant, tenant) == 0)
-			return g;
-	if ((g = calloc(1, sizeof(*g))) == NULL ||
-	    (g->tenant = strdup(tenant)) == NULL) {
-		free(g);
-		return NULL;
-	}
-	g->p = p;
-	g->next = r->groups;
-	r->groups = g;
-	return g;
-}
-
-void
-eng_wait_add(struct group *g, struct rjob *j)
-{
-	j->wnext = NULL;
-	if (g->tail)
-		g->tail->wnext = j;
-	else {
-		g->head = j;
-		snprintf(g->media, sizeof(g->media), "%s", j->media);
-	}
-	g->tail = j;
-	g->want = 1;
-}
-
-void
-eng_wait_del(struct group *g, struct rjob *j)
-{
-	struct rjob **p, *prev = NULL;
-
-	for (p = &g->head; *p; prev = *p, p = &(*p)->wnext)
-		if (*p == j) {
-			*p = j->wnext;
-			if (g->tail == j)
-				g->tail = prev;
-			j->wnext = NULL;
-			break;
-		}
-	if (g->head)
-		snprintf(g->media, sizeof(g->media), "%s", g->head->media);
-}
 
 /* Claims. */
 

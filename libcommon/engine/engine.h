@@ -19,15 +19,18 @@
  * by eng_fatal() and ends mi_runner_run(); an outcome that comes during
  * an outage is kept by eng_hold() and replayed when the database is back.
  *
- * The modules, in the order a job meets them:
+ * The modules, each calling only those below it:
  *   runner.c    the public API (runner.h) and the loop of mi_runner_run
- *   admit.c     a request becomes a job: routing, validation, a provider
- *   job.c       a job's struct and its row: new, free, drop, patch, emit
- *   sched.c     the table of jobs by id, the heap of due times
- *   claim.c     groups, their waiting lists, and claims of free slots
- *   step.c      create and poll, their outcomes, fallback and backoff
  *   takeover.c  jobs of other workers (follow, adopt, take over),
  *               webhook deliveries, and the lease and batch bookkeeping
+ *   step.c      create and poll, their outcomes (held during an outage),
+ *               fallback, backoff, time-outs and cancels
+ *   admit.c     a request becomes a job: routing, validation, a provider
+ *   claim.c     claims of free slots for a group's waiting jobs
+ *   job.c       a job's struct and its row (new, free, drop, patch), and
+ *               what leaves the runner: records, notes, the fatal error
+ *   sched.c     where jobs wait: the table by id, the heap of due times,
+ *               the groups' waiting lists
  */
 #ifndef MI_ENGINE_H
 #define MI_ENGINE_H
@@ -90,8 +93,19 @@ struct held {
 	struct held *next;
 };
 
+/* A record emitted under group commit, waiting for its barrier. */
+struct outrec {
+	jv rec;
+	int passed;
+	struct outrec *next;
+};
+
 struct mi_runner {
 	struct mi_db *db;
+	/* Group commit (unless $MI_GROUP_COMMIT=0): records wait here until one
+	 * durability barrier covers the writes they report (eng_deliver). */
+	int group;
+	struct outrec *outq, **outq_tail;
 	struct held *held, **held_tail;
 	int db_waiting, dbgen;
 	struct mi_loop *loop;
@@ -130,12 +144,6 @@ struct choice {
 	char msg[512];
 };
 
-/* runner.c */
-void eng_note(struct mi_runner *r, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-int eng_hold(struct rjob *j, jv out, void (*cb)(void *, jv));
-void eng_fatal(struct mi_runner *r, const struct mi_err *err);
-
 /* sched.c */
 struct rjob *eng_find(struct mi_runner *r, const char *id);
 void eng_tab_add(struct mi_runner *r, struct rjob *j);
@@ -144,6 +152,10 @@ void eng_heap_down(struct mi_runner *r, size_t i);
 void eng_heap_remove(struct mi_runner *r, struct rjob *j);
 void eng_schedule(struct mi_runner *r, struct rjob *j, int phase,
     long long due);
+struct group *eng_group_of(struct mi_runner *r, const char *tenant,
+    struct mi_provider *p);
+void eng_wait_add(struct group *g, struct rjob *j);
+void eng_wait_del(struct group *g, struct rjob *j);
 
 /* job.c */
 void eng_job_free(struct rjob *j);
@@ -151,18 +163,18 @@ void eng_drop(struct mi_runner *r, struct rjob *j);
 struct rjob *eng_job_new(struct mi_runner *r, jv row, struct mi_err *err);
 void eng_set_str(char **dst, const char *s);
 jv eng_job_input(struct rjob *j);
+void eng_note(struct mi_runner *r, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void eng_fatal(struct mi_runner *r, const struct mi_err *err);
 void eng_emit(struct mi_runner *r, jv rec);
 void eng_pass(struct mi_runner *r, jv rec);
+void eng_deliver(struct mi_runner *r);
 jv eng_with_error(jv row, int retryable);
 jv eng_patch(struct mi_runner *r, struct rjob *j, jv p);
 jv eng_field(jv o, const char *key);
 jv eng_obj1(const char *k, jv v);
 
 /* claim.c */
-struct group *eng_group_of(struct mi_runner *r, const char *tenant,
-    struct mi_provider *p);
-void eng_wait_add(struct group *g, struct rjob *j);
-void eng_wait_del(struct group *g, struct rjob *j);
 void eng_claim(struct mi_runner *r, struct group *g);
 
 /* admit.c */
@@ -173,6 +185,7 @@ int eng_enqueue(struct mi_runner *r, jv req, struct choice *c,
     const char *previous, int attempt);
 
 /* step.c */
+void eng_release_held(struct mi_runner *r);
 void eng_on_polled(void *arg, jv out);
 void eng_do_create(struct mi_runner *r, struct rjob *j);
 void eng_do_poll(struct mi_runner *r, struct rjob *j);

@@ -9,8 +9,6 @@
  * the first of: an answer, a caller's fd, the database socket, the next
  * due time.  A fatal database error (r->fatal) ends the turn with -1.
  */
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,42 +19,11 @@
 #include "engine/engine.h"
 #include "banned.h"
 
-void
-eng_note(struct mi_runner *r, int level, const char *fmt, ...)
-{
-	char msg[600];
-	va_list ap;
-
-	if (r->o.note == NULL)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	r->o.note(r->o.arg, level, msg);
-}
-
 /*
- * While the database is away (db.c connecting again), the loop goes on
- * so that exchanges under way end, but their outcomes are held: each is
- * written once the database is back, so an answer that came is never
- * asked for again (a create never sent twice) because of the outage.
+ * The database's wait between its tries to connect again (db.c): the
+ * loop goes on meanwhile, so exchanges under way end, and their outcomes
+ * are held (step.c) until the database is back.
  */
-int
-eng_hold(struct rjob *j, jv out, void (*cb)(void *, jv))
-{
-	struct mi_runner *r = j->r;
-	struct held *h;
-
-	if (!r->db_waiting || (h = calloc(1, sizeof(*h))) == NULL)
-		return 0;
-	h->j = j;
-	h->out = out;
-	h->cb = cb;
-	*r->held_tail = h;
-	r->held_tail = &h->next;
-	return 1;
-}
-
 static void
 db_wait(void *arg, long ms)
 {
@@ -70,37 +37,14 @@ db_wait(void *arg, long ms)
 	}
 	r->db_waiting = 1;
 	while ((left = until - mi_now_ms()) > 0) {
-		if (mi_loop_busy(r->loop) == 0)
+		/* Writes not yet durable: no request may leave meanwhile. */
+		if (mi_loop_busy(r->loop) == 0 || mi_db_unflushed(r->db))
 			mi_sleep_ms(left);
 		else if (mi_loop_wait(r->loop, NULL, 0, (long)left,
 		    &err) == -1)
 			mi_sleep_ms(left > 10 ? 10 : left);
 	}
 	r->db_waiting = 0;
-}
-
-/* Runs the outcomes held while the database was away. */
-static void
-release_held(struct mi_runner *r)
-{
-	struct held *h;
-
-	while ((h = r->held) != NULL && !r->db_waiting) {
-		r->held = h->next;
-		if (r->held == NULL)
-			r->held_tail = &r->held;
-		h->cb(h->j, h->out);
-		free(h);
-	}
-}
-
-void
-eng_fatal(struct mi_runner *r, const struct mi_err *err)
-{
-	if (!r->fatal) {
-		r->fatal = 1;
-		r->ferr = *err;
-	}
 }
 
 static long
@@ -128,6 +72,7 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->db = db;
 	r->o = *o;
 	r->held_tail = &r->held;
+	r->outq_tail = &r->outq;
 	r->nbuck = 1024;
 	if ((r->tab = calloc(r->nbuck, sizeof(*r->tab))) == NULL ||
 	    (r->loop = mi_loop_new(err)) == NULL) {
@@ -164,6 +109,13 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
 	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
 	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 2, 0, 1000);
+	if (env_num("MI_GROUP_COMMIT", 1, 0, 1) == 1) {
+		if (mi_db_group_commit(db, err) == -1) {
+			mi_runner_free(r);
+			return NULL;
+		}
+		r->group = 1;
+	}
 	r->batch_ms = env_num("MI_POLL_BATCH_MS", 100, 0, 10000);
 	r->input_ready = 1;
 	r->next_flush = mi_now_ms() + 1000;
@@ -189,6 +141,15 @@ mi_runner_free(struct mi_runner *r)
 		h->j->busy = 0;
 		h->j->lost = 1;
 		free(h);
+	}
+	/* Records still waiting for their barrier: out if it holds. */
+	eng_deliver(r);
+	while (r->outq != NULL) {
+		struct outrec *o = r->outq;
+
+		r->outq = o->next;
+		jv_free(o->rec);
+		free(o);
 	}
 	r->closing = 1;
 	/* Operations still under way end here; their jobs are freed. */
@@ -300,7 +261,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		eng_renew(r);
 		r->next_renew = now + r->lease_ms / 3;
 	}
-	release_held(r);
+	eng_release_held(r);
 	eng_take_over(r);
 	/* Notifications that came in during a statement wait in libpq, not
 	 * on the socket: look at them each time round. */
@@ -377,10 +338,16 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	 * poll a few milliseconds late costs nothing. */
 	if (r->coalesce_ms > 0 && mi_loop_busy(r->loop) > 0 && wake > now)
 		mi_sleep_ms(r->coalesce_ms);
+	eng_deliver(r);
+	if (r->fatal) {
+		*err = r->ferr;
+		return -1;
+	}
 	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
 	    0, err)) == -1)
 		return -1;
-	release_held(r);
+	eng_release_held(r);
+	eng_deliver(r);
 	if (ready & (1 << (n - 1)))
 		eng_notified(r);
 	if (r->fatal) {
@@ -422,8 +389,14 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 		*err = r->ferr;
 		return -1;
 	}
-	if (r->eof && mi_runner_count(r) == 0)
+	if (r->eof && mi_runner_count(r) == 0) {
+		eng_deliver(r);
+		if (r->fatal) {
+			*err = r->ferr;
+			return -1;
+		}
 		return 0;
+	}
 	fd = mi_inq_fd(q);
 	if ((k = mi_runner_run(r, &fd, r->eof ? 0 : 1, n >= 500 ? 0 :
 	    timeout_ms, err)) == -1)

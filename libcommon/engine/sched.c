@@ -1,13 +1,17 @@
 /*
- * engine/sched.c - the runner's job table and timers.
+ * engine/sched.c - where the runner's jobs wait: the job table, the
+ * timers, and the groups' waiting lists.
  *
  * The table is a hash of jobs by id, chained through hnext, with a
  * power-of-two bucket count.  The heap holds the jobs that wait for a
  * time (a create or a poll due), smallest due first; j->heap is a job's
  * index in it, -1 when it is not in it.  Jobs waiting for a slot are in
- * their group's list (claim.c) instead, and a job is taken out of the
- * heap before its exchange starts.
+ * their group's list instead, and a job is taken out of the heap before
+ * its exchange starts.  A group is one (tenant, provider) pair; its
+ * waiting jobs are listed oldest first, and the group's media is that of
+ * the oldest one, which sets the concurrency limit.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -157,4 +161,56 @@ eng_schedule(struct mi_runner *r, struct rjob *j, int phase, long long due)
 	r->heap[r->hn] = j;
 	j->heap = (int)r->hn++;
 	heap_up(r, (size_t)j->heap);
+}
+
+/* Groups: their waiting lists, oldest first. */
+
+struct group *
+eng_group_of(struct mi_runner *r, const char *tenant, struct mi_provider *p)
+{
+	struct group *g;
+
+	for (g = r->groups; g; g = g->next)
+		if (g->p == p && strcmp(g->tenant, tenant) == 0)
+			return g;
+	if ((g = calloc(1, sizeof(*g))) == NULL ||
+	    (g->tenant = strdup(tenant)) == NULL) {
+		free(g);
+		return NULL;
+	}
+	g->p = p;
+	g->next = r->groups;
+	r->groups = g;
+	return g;
+}
+
+void
+eng_wait_add(struct group *g, struct rjob *j)
+{
+	j->wnext = NULL;
+	if (g->tail)
+		g->tail->wnext = j;
+	else {
+		g->head = j;
+		snprintf(g->media, sizeof(g->media), "%s", j->media);
+	}
+	g->tail = j;
+	g->want = 1;
+}
+
+void
+eng_wait_del(struct group *g, struct rjob *j)
+{
+	struct rjob **p, *prev = NULL;
+
+	for (p = &g->head; *p; prev = *p, p = &(*p)->wnext)
+		if (*p == j) {
+			*p = j->wnext;
+			if (g->tail == j)
+				g->tail = prev;
+			j->wnext = NULL;
+			break;
+		}
+	if (g->head)
+		snprintf(g->media, sizeof(g->media), "%s", g->head->media);
 }

@@ -8,7 +8,8 @@
  * to the next provider of the chain when eligible, a job past its
  * deadline gets one last poll and then times out (cancelled at the
  * provider when it can be).  Only the per-poll counters wait for the
- * batched flush (takeover.c).
+ * batched flush (takeover.c).  An outcome that comes while the database
+ * is away is held, and written once it is back.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,43 @@
 #define REF_MAX		(20 * 1024 * 1024)
 /* How long after its deadline a job still gets its last poll. */
 #define LAST_LOOK_MS	(5 * 60 * 1000LL)
+
+/*
+ * While the database is away (db.c connecting again), the loop goes on
+ * so that exchanges under way end, but their outcomes are held: each is
+ * written once the database is back, so an answer that came is never
+ * asked for again (a create never sent twice) because of the outage.
+ */
+static int
+hold(struct rjob *j, jv out, void (*cb)(void *, jv))
+{
+	struct mi_runner *r = j->r;
+	struct held *h;
+
+	if (!r->db_waiting || (h = calloc(1, sizeof(*h))) == NULL)
+		return 0;
+	h->j = j;
+	h->out = out;
+	h->cb = cb;
+	*r->held_tail = h;
+	r->held_tail = &h->next;
+	return 1;
+}
+
+/* Runs the outcomes held while the database was away. */
+void
+eng_release_held(struct mi_runner *r)
+{
+	struct held *h;
+
+	while ((h = r->held) != NULL && !r->db_waiting) {
+		r->held = h->next;
+		if (r->held == NULL)
+			r->held_tail = &r->held;
+		h->cb(h->j, h->out);
+		free(h);
+	}
+}
 
 /* Outcomes. */
 
@@ -427,7 +465,7 @@ on_created(void *arg, jv out)
 	jv row;
 	int k;
 
-	if (eng_hold(j, out, on_created))
+	if (hold(j, out, on_created))
 		return;
 	j->busy = 0;
 	if (j->lost) {
@@ -520,7 +558,7 @@ eng_on_polled(void *arg, jv out)
 	long long now = mi_now_ms();
 	int pnow = 0;
 
-	if (eng_hold(j, out, eng_on_polled))
+	if (hold(j, out, eng_on_polled))
 		return;
 	j->busy = 0;
 	if (j->lost) {

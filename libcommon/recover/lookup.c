@@ -336,7 +336,7 @@ by_policy(struct mi_recover *c, struct mi_provider *p, jv row)
  * A synchronous create whose whole answer came, and whose process ended
  * before it could write so (the database was away, or it was killed):
  * the result is in the spool as {id}.{ext}.  Returns 1 when the job was
- * completed from it (row consumed).
+ * completed from it.  row is consumed either way.
  */
 static int
 spooled_answer(struct mi_recover *c, struct mi_provider *p, jv row)
@@ -353,8 +353,10 @@ spooled_answer(struct mi_recover *c, struct mi_provider *p, jv row)
 	if (mi_transport_of(p) != &mi_transport_sync ||
 	    mi_json_str(row, "id", &id, 0, NULL) != 1 ||
 	    mi_spool_dir(dir, sizeof(dir), &err) == -1 ||
-	    (d = opendir(dir)) == NULL)
+	    (d = opendir(dir)) == NULL) {
+		jv_free(row);
 		return 0;
+	}
 	n = strlen(id);
 	path[0] = '\0';
 	while ((de = readdir(d)) != NULL) {
@@ -369,8 +371,10 @@ spooled_answer(struct mi_recover *c, struct mi_provider *p, jv row)
 		break;
 	}
 	closedir(d);
-	if (path[0] == '\0' || stat(path, &sb) == -1 || sb.st_size == 0)
+	if (path[0] == '\0' || stat(path, &sb) == -1 || sb.st_size == 0) {
+		jv_free(row);
 		return 0;
+	}
 	res = jv_object_set(jv_object_set(jv_object(), jv_string("file"),
 	    jv_string(path)), jv_string("ext"), jv_string(ext));
 	pt = jv_object();

@@ -1,7 +1,8 @@
 /*
  * recover/record.c - what the worker writes of a job: events in its
  * recovery log (the lease must be ours), patches, and the records that
- * leave the worker, counted for the summary.
+ * leave the worker, counted for the summary; and the one way out for
+ * notes and fatal errors (the command's callbacks).
  *
  * A job ended here is patched to its final state and released in one
  * statement, then written out; one whose lease was lost meanwhile is
@@ -9,6 +10,8 @@
  * through rec_emitted: final ones go out, completed ones wait for a
  * fetcher, the rest are left for a later run.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -201,4 +204,35 @@ rec_emitted(void *arg, jv rec, int passed)
 	}
 	rec_set_state(c, id, "left");
 	jv_free(rec);
+}
+
+void
+rec_note(struct mi_recover *c, int level, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	c->o.note(c->o.arg, level, msg);
+}
+
+void
+rec_fail(struct mi_recover *c, int code, const char *fmt, ...)
+{
+	struct mi_err err = MI_ERR_INIT;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err.msg, sizeof(err.msg), fmt, ap);
+	va_end(ap);
+	err.code = code;
+	c->o.fatal(c->o.arg, &err);
+}
+
+void
+rec_die(struct mi_recover *c, const struct mi_err *err)
+{
+	c->o.fatal(c->o.arg, err);
 }

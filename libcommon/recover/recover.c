@@ -10,7 +10,6 @@
  * found nothing and no reclaim is waited for, or when the store is full.
  */
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,37 +166,6 @@ shut_down(struct mi_recover *c)
 		f->pid = -1;
 	}
 	rec_heartbeat(c, 0);
-}
-
-void
-rec_note(struct mi_recover *c, int level, const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	c->o.note(c->o.arg, level, msg);
-}
-
-void
-rec_fail(struct mi_recover *c, int code, const char *fmt, ...)
-{
-	struct mi_err err = MI_ERR_INIT;
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err.msg, sizeof(err.msg), fmt, ap);
-	va_end(ap);
-	err.code = code;
-	c->o.fatal(c->o.arg, &err);
-}
-
-void
-rec_die(struct mi_recover *c, const struct mi_err *err)
-{
-	c->o.fatal(c->o.arg, err);
 }
 
 /* The runner's notes go out as the worker's own. */

@@ -12,14 +12,15 @@
  * later run), or lost to another worker.  state and seen are kept for
  * --once only; a watching worker keeps no per-job memory.
  *
- * The files, in the order a job meets them:
+ * The files, each calling only those below it:
+ *   recover.c  the public API (recover.h) and the main loop
  *   sweep.c    taking free leases over (scan), the heartbeat, the
  *              cleaning of the spool and of the store's temporary files
  *   lookup.c   a create whose outcome is unknown: looked up at the
  *              provider, sent again, or held, by the provider's policy
- *   record.c   a job's recovery log and the records that leave
  *   fetch.c    the pool of mi-fetch children that store completed jobs
- *   recover.c  the public API (recover.h) and the main loop
+ *   record.c   a job's recovery log, and what leaves the worker:
+ *              records, notes, fatal errors
  */
 #ifndef MI_RECOVER_WORKER_H
 #define MI_RECOVER_WORKER_H

@@ -492,6 +492,7 @@ class Fake:
         self.log_lock = threading.Lock()
         self.logf = open(log_path, "a", buffering=1 << 16) if log_path else None
         self.port = 0
+        self.downloads_now = 0      # not reset: those under way still end
         self.reset()
 
     def reset(self):
@@ -509,6 +510,7 @@ class Fake:
             self.in_flight = 0
             self.downloads = {}
             self.downloads_with_key = {}
+            self.downloads_max = 0
             self.requests = 0
             self.blockade_seq = 8442285
 
@@ -586,6 +588,7 @@ class Fake:
                 "in_flight_by_provider": {k: v for k, v in self.inflight_p.items() if v},
                 "downloads": dict(self.downloads),
                 "downloads_with_key": dict(self.downloads_with_key),
+                "downloads_max_at_once": self.downloads_max,
                 "jobs": len(self.jobs),
                 "requests": self.requests,
             }
@@ -743,7 +746,9 @@ def serve_file(ctx, job, name, gen):
             if job.truncated_left > 0:
                 job.truncated_left -= 1
                 trunc = True
-    return Resp(200, data, ctype, {"Cache-Control": "private, max-age=0"}, truncate=trunc)
+    delay = marker_int(m, "dlslow", 0) / 1000.0 if name in job.primary else 0.0
+    return Resp(200, data, ctype, {"Cache-Control": "private, max-age=0"}, truncate=trunc,
+                delay=delay)
 
 
 def route_files(ctx, parts):
@@ -2261,6 +2266,14 @@ class Handler(BaseHTTPRequestHandler):
                 except (ValueError, AttributeError):
                     pass
             ctx.accepted = ok
+        # Downloads under way at once: from here until the body is sent.
+        dl = ctx.event == "download"
+        at_once = 0
+        if dl:
+            with fake.lock:
+                fake.downloads_now += 1
+                at_once = fake.downloads_now
+                fake.downloads_max = max(fake.downloads_max, at_once)
         if fake.log_polls or ctx.event != "poll":
             entry = {"ts": int(time.time() * 1000), "provider": ctx.provider,
                      "method": method, "path": ctx.path, "query": ctx.q,
@@ -2271,18 +2284,22 @@ class Handler(BaseHTTPRequestHandler):
                      "accepted": bool(ctx.accepted)}
             if ctx.event == "download":
                 entry["key_sent"] = bool(ctx.key_sent)
+                entry["at_once"] = at_once
             if resp.delay and ctx.event == "create":
                 entry["delay_ms"] = int(resp.delay * 1000)
             fake.log(entry)
         if ctx.event == "create" and ctx.accepted:
             webhooks.created(sys.modules[__name__], ctx)
-        if resp.delay:
-            time.sleep(resp.delay)
         try:
+            if resp.delay:
+                time.sleep(resp.delay)
             self.send(resp, method == "HEAD")
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             self.close_connection = True
         finally:
+            if dl:
+                with fake.lock:
+                    fake.downloads_now -= 1
             if ctx.sync_job is not None:
                 fake.final(ctx.sync_job)
 

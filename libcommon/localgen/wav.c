@@ -1,5 +1,5 @@
 /*
- * localgen_wav.c - sound effects (44100 Hz) and background music
+ * localgen/wav.c - sound effects (44100 Hz) and background music
  * (22050 Hz) as 16-bit mono PCM WAV files, synthesised from wavetable
  * voices, decaying noise and pitch sweeps.
  *
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "localgen.h"
+#include "localgen/blocks.h"
 #include "banned.h"
 
 #define SFX_RATE 44100

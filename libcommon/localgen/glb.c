@@ -1,5 +1,5 @@
 /*
- * localgen_glb.c - 3D models: a binary glTF 2.0 (GLB) of one mesh with a
+ * localgen/glb.c - 3D models: a binary glTF 2.0 (GLB) of one mesh with a
  * PBR metallic-roughness material whose base colour, metallic-roughness
  * and normal textures are PNGs embedded in the binary chunk.
  *
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "localgen.h"
+#include "localgen/blocks.h"
 #include "banned.h"
 
 #define TEX 1024		/* texture size */

@@ -1,5 +1,5 @@
 /*
- * localgen_hdr.c - environment maps: a Radiance RGBE (.hdr) equirectangular
+ * localgen/hdr.c - environment maps: a Radiance RGBE (.hdr) equirectangular
  * panorama, width x width/2, of a sky gradient over a ground plane with a
  * sun whose disc is far brighter than 1.0 (so it lights a PBR scene).
  *
@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "localgen.h"
+#include "localgen/blocks.h"
 #include "banned.h"
 
 struct sky {

@@ -1,5 +1,5 @@
 /*
- * localgen_video.c - video: an H.264 MP4 made by ffmpeg from one still (a
+ * localgen/video.c - video: an H.264 MP4 made by ffmpeg from one still (a
  * reference image, or a picture generated for the prompt) with a slow zoom
  * and pan.  A looping video moves along a closed path, so its last frame
  * leads straight back into its first.
@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "localgen.h"
+#include "localgen/blocks.h"
 #include "banned.h"
 
 #define FPS 30

@@ -1,5 +1,5 @@
 /*
- * localgen_png.c - generated pictures (image, texture) and the PNG encoder
+ * localgen/png.c - generated pictures (image, texture) and the PNG encoder
  * the other generators share.
  *
  * A picture is a palette-mapped field of sinusoids with soft discs and
@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "localgen.h"
+#include "localgen/blocks.h"
 #include "banned.h"
 
 #define NWAVES 7
