@@ -2,6 +2,11 @@
  * db.c - the PostgreSQL connection.  Foreign error detail (the server's
  * message and SQLSTATE) goes into err->msg; the SQLSTATE picks the code.
  *
+ * Statements with parameters are prepared on their first use and run by
+ * name afterwards (see struct prepared).  A deadlock or serialization
+ * failure is run again, a transaction from its BEGIN, up to
+ * CONFLICT_TRIES times.
+ *
  * A lost connection (the server restarted or stopped, the socket broke)
  * is made again here, with backoff, for up to MI_DB_RETRY_MS; meanwhile
  * the caller's wait hook runs instead of a plain sleep, so a program
@@ -25,6 +30,20 @@
 
 #define MAX_CHANNELS	4
 #define MAX_TX_LOG	64
+#define MAX_PREPARED	256	/* a power of two */
+#define CONFLICT_TRIES	8	/* deadlocks and serialization failures */
+
+/*
+ * The statements prepared on this connection, by their text: mi's SQL is
+ * a few dozen fixed texts with parameters, each run many times, and a
+ * prepared statement skips parsing and planning (with PostgreSQL's plan
+ * cache) every time after the first.  Names are "mi<slot>"; the table is
+ * forgotten with the connection.
+ */
+struct prepared {
+	unsigned long long hash;
+	char *sql;
+};
 
 /* A statement of the transaction under way, to run again after a lost
  * connection, with the number of rows it gave. */
@@ -46,7 +65,105 @@ struct mi_db {
 	void *wait_arg;
 	char *channels[MAX_CHANNELS];
 	int nchannels;
+	struct prepared prep[MAX_PREPARED];
+	int nprep;
+	/* Group commit: commits do not wait for the WAL flush; one
+	 * durability barrier (mi_db_durable) covers all of them. */
+	int async, unflushed;
+	char server_start[64];	/* the server's pg_postmaster_start_time */
+	char unflushed_start[64];	/* ... when the first unflushed write ran */
 };
+
+/* The server's start time into db->server_start ("" when unknown). */
+static void
+read_server_start(struct mi_db *db)
+{
+	PGresult *res = PQexec(db->conn,
+	    "SELECT pg_postmaster_start_time()::text");
+
+	db->server_start[0] = '\0';
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		snprintf(db->server_start, sizeof(db->server_start), "%s",
+		    PQgetvalue(res, 0, 0));
+	PQclear(res);
+}
+
+static void
+prep_forget(struct mi_db *db)
+{
+	int i;
+
+	for (i = 0; i < MAX_PREPARED; i++) {
+		free(db->prep[i].sql);
+		db->prep[i].sql = NULL;
+	}
+	db->nprep = 0;
+}
+
+static unsigned long long
+text_hash(const char *s)
+{
+	unsigned long long h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+/*
+ * Runs sql with parameters as a prepared statement, preparing it on its
+ * first use; a full table runs it unprepared.  The result, as
+ * PQexecParams gives it.
+ */
+static PGresult *
+exec_prepared(struct mi_db *db, const char *sql, int n,
+    const char *const *params)
+{
+	unsigned long long h = text_hash(sql);
+	unsigned i = (unsigned)h & (MAX_PREPARED - 1), k;
+	char name[16];
+	PGresult *res;
+
+	for (k = 0; k < MAX_PREPARED; k++, i = (i + 1) & (MAX_PREPARED - 1)) {
+		struct prepared *p = &db->prep[i];
+
+		if (p->sql == NULL)
+			break;
+		if (p->hash == h && strcmp(p->sql, sql) == 0) {
+			snprintf(name, sizeof(name), "mi%u", i);
+			return PQexecPrepared(db->conn, name, n, params, NULL,
+			    NULL, 0);
+		}
+	}
+	if (k == MAX_PREPARED || db->nprep >= MAX_PREPARED / 2)
+		return PQexecParams(db->conn, sql, n, NULL, params, NULL,
+		    NULL, 0);
+	if ((db->prep[i].sql = strdup(sql)) == NULL)
+		return PQexecParams(db->conn, sql, n, NULL, params, NULL,
+		    NULL, 0);
+	snprintf(name, sizeof(name), "mi%u", i);
+	res = PQprepare(db->conn, name, sql, n, NULL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		free(db->prep[i].sql);
+		db->prep[i].sql = NULL;
+		return res;	/* the error, as running it would give */
+	}
+	PQclear(res);
+	db->prep[i].hash = h;
+	db->nprep++;
+	return PQexecPrepared(db->conn, name, n, params, NULL, NULL, 0);
+}
+
+/* Whether a failed result is a deadlock or a serialization failure. */
+static int
+conflict(PGresult *res)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) :
+	    NULL;
+
+	return state && (strcmp(state, "40001") == 0 ||
+	    strcmp(state, "40P01") == 0);
+}
 
 struct mi_db *
 mi_db_open(const char *conninfo, struct mi_err *err)
@@ -139,6 +256,7 @@ mi_db_close(struct mi_db *db)
 		return;
 	PQfinish(db->conn);
 	log_clear(db);
+	prep_forget(db);
 	for (i = 0; i < db->nchannels; i++)
 		free(db->channels[i]);
 	free(db);
@@ -212,9 +330,15 @@ reconnect(struct mi_db *db, char *why, size_t whysz)
 
 	for (;;) {
 		PQreset(db->conn);
+		prep_forget(db);
 		if (PQstatus(db->conn) == CONNECTION_OK) {
 			db->generation++;
 			db->lost[0] = '\0';
+			if (db->async) {
+				PQclear(PQexec(db->conn,
+				    "SET synchronous_commit = off"));
+				read_server_start(db);
+			}
 			for (i = 0; i < db->nchannels; i++) {
 				char *id = PQescapeIdentifier(db->conn,
 				    db->channels[i], strlen(db->channels[i]));
@@ -371,14 +495,41 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 	PGresult *res;
 	ExecStatusType st;
 
+	int conflicts = 0;
+
 	db->tx_lost = 0;
 	for (;;) {
 		PQsetNoticeProcessor(db->conn, on_notice, db);
-		res = script ? PQexec(db->conn, sql) : PQexecParams(db->conn,
-		    sql, n, NULL, params, NULL, NULL, 0);
+		res = script ? PQexec(db->conn, sql) :
+		    n > 0 ? exec_prepared(db, sql, n, params) :
+		    PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
 		st = PQresultStatus(res);
 		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 			break;
+		if (conflict(res) && ++conflicts < CONFLICT_TRIES &&
+		    !db->log_full) {
+			/*
+			 * A deadlock or serialization failure rolled the
+			 * statement (and any transaction) back: after a short
+			 * random pause it runs again, a transaction from its
+			 * BEGIN (see replay).
+			 */
+			PQclear(res);
+			pause_ms(db, 1 + (long)(mi_now_ms() % 7) * conflicts);
+			if (db->in_tx) {
+				PQclear(PQexec(db->conn, "ROLLBACK"));
+				if (replay(db) == -1) {
+					db->in_tx = 0;
+					db->tx_lost = 1;
+					log_clear(db);
+					mi_err_set(err, EX_TEMPFAIL, "database: "
+					    "a deadlock; run again, the "
+					    "transaction is lost");
+					return NULL;
+				}
+			}
+			continue;
+		}
 		if (!session_lost(db, res)) {
 			fail(db, res, err);
 			return NULL;
@@ -403,6 +554,11 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 			    "transaction is lost", cause.msg);
 			return NULL;
 		}
+	}
+	if (db->async && !db->unflushed) {
+		db->unflushed = 1;
+		memcpy(db->unflushed_start, db->server_start,
+		    sizeof(db->unflushed_start));
 	}
 	if (strcmp(sql, "BEGIN") == 0) {
 		log_clear(db);
@@ -584,4 +740,55 @@ mi_db_notifications(struct mi_db *db)
 		PQfreemem(n);
 	}
 	return out;
+}
+
+int
+mi_db_group_commit(struct mi_db *db, struct mi_err *err)
+{
+	if (mi_db_exec(db, "SET synchronous_commit = off", 0, NULL, NULL,
+	    err) == -1)
+		return -1;
+	read_server_start(db);
+	db->async = 1;
+	db->unflushed = 0;
+	return 0;
+}
+
+int
+mi_db_unflushed(const struct mi_db *db)
+{
+	return db->async && db->unflushed;
+}
+
+int
+mi_db_durable(struct mi_db *db, struct mi_err *err)
+{
+	if (!db->async || !db->unflushed)
+		return 0;
+	if (db->in_tx)
+		return 0;	/* the transaction's commit comes first */
+	if (strcmp(db->server_start, db->unflushed_start) != 0) {
+		/*
+		 * The server restarted after writes it had not yet made
+		 * durable: a crash may have lost them, and nothing tells.
+		 */
+		db->unflushed = 0;
+		return mi_err_set(err, EX_TEMPFAIL, "database: the server "
+		    "restarted before the last writes were known durable");
+	}
+	/*
+	 * A commit that has a transaction id and waits for the WAL flush:
+	 * the flush reaches past every earlier commit of this session (and
+	 * of every other), so all of them are durable when it returns.
+	 */
+	if (mi_db_script(db, "BEGIN; SET LOCAL synchronous_commit = on;"
+	    " SELECT pg_current_xact_id(); COMMIT", err) == -1)
+		return -1;
+	if (strcmp(db->server_start, db->unflushed_start) != 0) {
+		db->unflushed = 0;
+		return mi_err_set(err, EX_TEMPFAIL, "database: the server "
+		    "restarted before the last writes were known durable");
+	}
+	db->unflushed = 0;
+	return 0;
 }

@@ -7,9 +7,15 @@
  * mi_db_json returns a jv array of those values, so records flow from the
  * database to stdout without column-by-column copying.
  *
- * Error codes: connection failure 69 (EX_UNAVAILABLE); serialization
- * failure or deadlock (40001, 40P01) and connection loss 75 (EX_TEMPFAIL);
- * other SQL errors 70 (EX_SOFTWARE) with the SQLSTATE in msg.
+ * Statements with parameters are prepared on their first use.  A
+ * serialization failure or deadlock (40001, 40P01) is run again after a
+ * short random pause, a transaction from its BEGIN (as after a lost
+ * connection, below), up to 8 times.
+ *
+ * Error codes: connection failure 69 (EX_UNAVAILABLE); a serialization
+ * failure or deadlock that persists, and connection loss, 75
+ * (EX_TEMPFAIL); other SQL errors 70 (EX_SOFTWARE) with the SQLSTATE in
+ * msg.
  *
  * A connection lost after mi_db_open is made again with backoff for up to
  * $MI_DB_RETRY_MS (default 60000) ms, and the statement run again when
@@ -67,6 +73,20 @@ int mi_db_generation(const struct mi_db *db);
 int mi_db_listen(struct mi_db *db, const char *channel, struct mi_err *err);
 int mi_db_socket(struct mi_db *db);
 int mi_db_notified(struct mi_db *db, const char *channel);
+/*
+ * Group commit.  mi_db_group_commit makes this session's commits return
+ * before their WAL is flushed (synchronous_commit off): other sessions
+ * see them at once, and a crash of this process loses none of them; only
+ * a crash of the server can.  mi_db_durable is then the barrier to run
+ * before anything leaves the process that depends on those writes (a
+ * record on stdout, a paid provider request): one flushed commit makes
+ * every earlier one durable.  It fails (75) when the server restarted
+ * after writes it had not made durable, since whether they survived is
+ * unknown.  mi_db_unflushed tells whether a barrier is due.
+ */
+int mi_db_group_commit(struct mi_db *db, struct mi_err *err);
+int mi_db_durable(struct mi_db *db, struct mi_err *err);
+int mi_db_unflushed(const struct mi_db *db);
 /* Drains the notifications that arrived: an array of [channel, payload]. */
 jv mi_db_notifications(struct mi_db *db);
 

@@ -418,9 +418,14 @@ mi_jobs_renew(struct mi_db *db, jv ids, struct mi_err *err)
 	params[0] = a;
 	params[1] = mi_jobs_owner();
 	params[2] = lease;
-	rows = mi_db_json(db, "UPDATE app.generation_jobs j"
+	/* Rows are locked in the order claims lock them (created_at, id),
+	 * so a renewal and another worker's claim never deadlock. */
+	rows = mi_db_json(db, "WITH l AS (SELECT j.id FROM app.generation_jobs j"
+	    "  WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $2"
+	    "  ORDER BY j.created_at, j.id FOR UPDATE)"
+	    " UPDATE app.generation_jobs j"
 	    " SET lease_expires_at = now() + $3::int * interval '1 ms'"
-	    " WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $2"
+	    " FROM l WHERE j.id = l.id AND j.lease_owner = $2"
 	    " RETURNING to_jsonb(j.id)", 3, params, err);
 	free(a);
 	return rows;
@@ -438,10 +443,13 @@ mi_jobs_release(struct mi_db *db, jv ids, struct mi_err *err)
 		return mi_err_set(err, EX_OSERR, "out of memory");
 	params[0] = a;
 	params[1] = mi_jobs_owner();
-	r = mi_db_exec(db, "UPDATE app.generation_jobs j"
+	r = mi_db_exec(db, "WITH l AS (SELECT j.id FROM app.generation_jobs j"
+	    "  WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $2"
+	    "  ORDER BY j.created_at, j.id FOR UPDATE)"
+	    " UPDATE app.generation_jobs j"
 	    " SET lease_owner = NULL, lease_expires_at = NULL,"
 	    " updated_at = now()"
-	    " WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $2",
+	    " FROM l WHERE j.id = l.id AND j.lease_owner = $2",
 	    2, params, NULL, err);
 	free(a);
 	return r;
@@ -505,15 +513,19 @@ mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
 	params[3] = next.buf;
 	params[4] = mi_jobs_owner();
 	params[5] = lease;
-	r = mi_db_exec(db, "UPDATE app.generation_jobs j"
+	r = mi_db_exec(db, "WITH t AS (SELECT * FROM unnest($1::uuid[],"
+	    "  $2::int[], $3::int[], $4::bigint[])"
+	    "  AS t(id, attempts, progress, next_ms)),"
+	    " l AS (SELECT j.id FROM app.generation_jobs j JOIN t ON t.id = j.id"
+	    "  WHERE j.lease_owner = $5 ORDER BY j.created_at, j.id FOR UPDATE)"
+	    " UPDATE app.generation_jobs j"
 	    " SET attempts = t.attempts,"
 	    " progress = coalesce(t.progress, j.progress),"
 	    " next_poll_at = to_timestamp(t.next_ms / 1000.0),"
 	    " lease_expires_at = now() + $6::int * interval '1 ms',"
 	    " updated_at = now()"
-	    " FROM unnest($1::uuid[], $2::int[], $3::int[], $4::bigint[])"
-	    "  AS t(id, attempts, progress, next_ms)"
-	    " WHERE j.id = t.id AND j.lease_owner = $5", 6, params, NULL, err);
+	    " FROM t, l WHERE j.id = t.id AND j.id = l.id"
+	    " AND j.lease_owner = $5", 6, params, NULL, err);
 out:
 	mi_buf_release(&ids);
 	mi_buf_release(&att);

@@ -86,11 +86,11 @@ probe_av_child(const char *path, size_t max_out, long timeout_ms,
 		close(pfd[1]);
 		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
 	}
-	/* Only the output streams: fflush(NULL) would wait for the lock of
-	 * stdin, which a reader thread (inq.h) holds while it waits for
-	 * input, and the caller's input may wait for this probe. */
-	fflush(stdout);
-	fflush(stderr);
+	/*
+	 * No fflush before the fork: another thread may hold a stream's lock
+	 * (a reader blocked on stdin), and the child leaves by _exit, which
+	 * writes none of the buffers it inherits.
+	 */
 	if ((pid = fork()) == -1) {
 		mi_err_set_errno(err, EX_OSERR, "fork");
 		close(pfd[0]);

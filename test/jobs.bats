@@ -279,3 +279,36 @@ teardown_file() {
 	run -0 job_sql "status || ' ' || (lease_owner IS NULL)" 'long [never]'
 	assert_output 'processing true'
 }
+
+@test "MI_GROUP_COMMIT=1: the pipeline's writes share WAL writes and flushes; every job is stored once, created once" {
+	local tag=$(uuid) i w0 w1 w2 w3 group plain
+	export MI_ELEVENLABS_SFX_CONCURRENCY=100
+	flushes() { sql "SELECT wal_write FROM pg_stat_wal"; }
+	for i in $(seq 30); do
+		req elevenlabs-sfx audio_sfx "group $tag $i" '{"duration_sec":1}'
+	done >"$BATS_TEST_TMPDIR/group"
+	for i in $(seq 30); do
+		req elevenlabs-sfx audio_sfx "plain $tag $i" '{"duration_sec":1}'
+	done >"$BATS_TEST_TMPDIR/plain"
+	fake_reset
+	# mi-submit | mi-poll with and without; mi-fetch (no group commit)
+	# afterwards, outside the count.
+	w0=$(flushes)
+	MI_GROUP_COMMIT=1 mi-submit <"$BATS_TEST_TMPDIR/group" 2>/dev/null |
+	    MI_GROUP_COMMIT=1 mi-poll >"$BATS_TEST_TMPDIR/group.jobs" 2>/dev/null
+	w1=$(flushes)
+	mi-fetch <"$BATS_TEST_TMPDIR/group.jobs" >"$BATS_TEST_TMPDIR/group.out"
+	w2=$(flushes)
+	mi-submit <"$BATS_TEST_TMPDIR/plain" 2>/dev/null |
+	    mi-poll >"$BATS_TEST_TMPDIR/plain.jobs" 2>/dev/null
+	w3=$(flushes)
+	mi-fetch <"$BATS_TEST_TMPDIR/plain.jobs" >"$BATS_TEST_TMPDIR/plain.out"
+	group=$((w1 - w0))
+	plain=$((w3 - w2))
+	echo "# WAL writes of mi-submit | mi-poll for 30 sound effects: $group with group commit, $plain without" >&3
+	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/group.out")" -eq 30 ]
+	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'group $tag %' AND status = 'completed' AND artifact_id IS NOT NULL AND submit_count = 1")" -eq 30 ]
+	[ "$(fake_stats | jq '.creates_accepted.elevenlabs')" -eq 60 ]
+	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/plain.out")" -eq 30 ]
+	[ $((group * 2)) -lt "$plain" ]
+}

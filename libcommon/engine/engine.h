@@ -93,8 +93,19 @@ struct held {
 	struct held *next;
 };
 
+/* A record emitted under group commit, waiting for its barrier. */
+struct outrec {
+	jv rec;
+	int passed;
+	struct outrec *next;
+};
+
 struct mi_runner {
 	struct mi_db *db;
+	/* Group commit ($MI_GROUP_COMMIT=1): records wait here until one
+	 * durability barrier covers the writes they report (eng_deliver). */
+	int group;
+	struct outrec *outq, **outq_tail;
 	struct held *held, **held_tail;
 	int db_waiting, dbgen;
 	struct mi_loop *loop;
@@ -157,6 +168,7 @@ void eng_note(struct mi_runner *r, int level, const char *fmt, ...)
 void eng_fatal(struct mi_runner *r, const struct mi_err *err);
 void eng_emit(struct mi_runner *r, jv rec);
 void eng_pass(struct mi_runner *r, jv rec);
+void eng_deliver(struct mi_runner *r);
 jv eng_with_error(jv row, int retryable);
 jv eng_patch(struct mi_runner *r, struct rjob *j, jv p);
 jv eng_field(jv o, const char *key);

@@ -171,6 +171,25 @@ eng_job_input(struct rjob *j)
 	return jv_object_set(in, jv_string("job"), job);
 }
 
+/* Out now, or with group commit after the next barrier (eng_deliver). */
+static void
+out(struct mi_runner *r, jv rec, int passed)
+{
+	struct outrec *o;
+
+	if (!r->group || (o = malloc(sizeof(*o))) == NULL) {
+		if (r->group && mi_db_durable(r->db, &r->ferr) == -1)
+			r->fatal = 1;
+		r->o.emit(r->o.arg, rec, passed);
+		return;
+	}
+	o->rec = rec;
+	o->passed = passed;
+	o->next = NULL;
+	*r->outq_tail = o;
+	r->outq_tail = &o->next;
+}
+
 void
 eng_note(struct mi_runner *r, int level, const char *fmt, ...)
 {
@@ -194,18 +213,45 @@ eng_fatal(struct mi_runner *r, const struct mi_err *err)
 	}
 }
 
+/*
+ * Group commit: one durability barrier for every write so far, then the
+ * records that report them.  Runs before the loop drives the network
+ * (so no paid request leaves before the write that records it is
+ * durable) and whenever records wait.
+ */
+void
+eng_deliver(struct mi_runner *r)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct outrec *o;
+
+	if (!r->group || (r->outq == NULL && !mi_db_unflushed(r->db)))
+		return;
+	if (mi_db_durable(r->db, &err) == -1) {
+		eng_fatal(r, &err);
+		return;
+	}
+	while ((o = r->outq) != NULL) {
+		r->outq = o->next;
+		if (r->outq == NULL)
+			r->outq_tail = &r->outq;
+		r->o.emit(r->o.arg, o->rec, o->passed);
+		free(o);
+	}
+}
+
 void
 eng_emit(struct mi_runner *r, jv rec)
 {
 	r->finished++;
-	r->o.emit(r->o.arg, rec, 0);
+	out(r, rec, 0);
 }
 
 /* A record that arrived with an error goes out untouched. */
 void
 eng_pass(struct mi_runner *r, jv rec)
 {
-	r->o.emit(r->o.arg, rec, 1);
+	out(r, rec, 1);
 }
 
 /* The row with "error" from its error_code and error_message. */

@@ -37,7 +37,8 @@ db_wait(void *arg, long ms)
 	}
 	r->db_waiting = 1;
 	while ((left = until - mi_now_ms()) > 0) {
-		if (mi_loop_busy(r->loop) == 0)
+		/* Writes not yet durable: no request may leave meanwhile. */
+		if (mi_loop_busy(r->loop) == 0 || mi_db_unflushed(r->db))
 			mi_sleep_ms(left);
 		else if (mi_loop_wait(r->loop, NULL, 0, (long)left,
 		    &err) == -1)
@@ -71,6 +72,7 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->db = db;
 	r->o = *o;
 	r->held_tail = &r->held;
+	r->outq_tail = &r->outq;
 	r->nbuck = 1024;
 	if ((r->tab = calloc(r->nbuck, sizeof(*r->tab))) == NULL ||
 	    (r->loop = mi_loop_new(err)) == NULL) {
@@ -107,6 +109,13 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
 	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
 	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 2, 0, 1000);
+	if (env_num("MI_GROUP_COMMIT", 0, 0, 1) == 1) {
+		if (mi_db_group_commit(db, err) == -1) {
+			mi_runner_free(r);
+			return NULL;
+		}
+		r->group = 1;
+	}
 	r->batch_ms = env_num("MI_POLL_BATCH_MS", 100, 0, 10000);
 	r->input_ready = 1;
 	r->next_flush = mi_now_ms() + 1000;
@@ -132,6 +141,15 @@ mi_runner_free(struct mi_runner *r)
 		h->j->busy = 0;
 		h->j->lost = 1;
 		free(h);
+	}
+	/* Records still waiting for their barrier: out if it holds. */
+	eng_deliver(r);
+	while (r->outq != NULL) {
+		struct outrec *o = r->outq;
+
+		r->outq = o->next;
+		jv_free(o->rec);
+		free(o);
 	}
 	r->closing = 1;
 	/* Operations still under way end here; their jobs are freed. */
@@ -320,10 +338,16 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	 * poll a few milliseconds late costs nothing. */
 	if (r->coalesce_ms > 0 && mi_loop_busy(r->loop) > 0 && wake > now)
 		mi_sleep_ms(r->coalesce_ms);
+	eng_deliver(r);
+	if (r->fatal) {
+		*err = r->ferr;
+		return -1;
+	}
 	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
 	    0, err)) == -1)
 		return -1;
 	eng_release_held(r);
+	eng_deliver(r);
 	if (ready & (1 << (n - 1)))
 		eng_notified(r);
 	if (r->fatal) {
@@ -365,8 +389,14 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 		*err = r->ferr;
 		return -1;
 	}
-	if (r->eof && mi_runner_count(r) == 0)
+	if (r->eof && mi_runner_count(r) == 0) {
+		eng_deliver(r);
+		if (r->fatal) {
+			*err = r->ferr;
+			return -1;
+		}
 		return 0;
+	}
 	fd = mi_inq_fd(q);
 	if ((k = mi_runner_run(r, &fd, r->eof ? 0 : 1, n >= 500 ? 0 :
 	    timeout_ms, err)) == -1)

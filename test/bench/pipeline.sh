@@ -7,7 +7,9 @@
 # tenant, else all share one.  Prints jobs/s end to end, the committed
 # transactions per job (pg_stat_database.xact_commit), and a pgbench
 # reference that writes the same rows per job in the same number of
-# transactions, side by side with the ratio.
+# transactions, side by side with the ratio.  MI_GROUP_COMMIT=1 in the
+# environment runs the pipelines with group commit; the WAL flushes per
+# job (pg_stat_wal.wal_sync) then show what it saves.
 # Goal: >= 2,000 jobs/s for N = 10,000, <= 1 commit per 10 jobs,
 # ratio >= 0.5.
 #
@@ -87,7 +89,11 @@ PY
 commits() {
 	psql -At -c "SELECT xact_commit FROM pg_stat_database WHERE datname = 'bench'"
 }
+flushes() {
+	psql -At -c "SELECT wal_sync FROM pg_stat_wal"
+}
 c0=$(commits)
+f0=$(flushes)
 t0=$(date +%s.%N)
 k=0
 wpids=
@@ -101,13 +107,16 @@ done
 for p in $wpids; do wait "$p" || true; done
 t1=$(date +%s.%N)
 c1=$(commits)
-done=$(cat "$tmp"/out.* | grep -c '"artifact_id"' || true)
+f1=$(flushes)
+done=$(cat "$tmp"/out.* | grep -c '"content_hash"' || true)
 secs=$(echo "$t1 - $t0" | bc)
 jps=$(echo "scale=0; $done / $secs" | bc)
 cpj=$(echo "scale=3; ($c1 - $c0) / $n" | bc)
+fpj=$(echo "scale=3; ($f1 - $f0) / $n" | bc)
 rows=$(psql -At -c "SELECT count(*) FROM app.artifacts")
 echo "mi: $done of $n jobs stored in $secs s by $workers pipeline(s)," \
-    "tenants $tenants: $jps jobs/s, $cpj commits per job ($rows artifact rows)"
+    "tenants $tenants, MI_GROUP_COMMIT=${MI_GROUP_COMMIT:-0}: $jps jobs/s," \
+    "$cpj commits and $fpj WAL flushes per job ($rows artifact rows)"
 if [ "$done" -ne "$n" ]; then
 	echo "mi: $((n - done)) jobs not stored; errors:" >&2
 	cat "$tmp"/*.err | sort | uniq -c | sort -rn | head -5 >&2
