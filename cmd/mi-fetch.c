@@ -798,8 +798,13 @@ slot_free(struct slot *s)
 static void
 flush(struct ctx *c)
 {
+	struct mi_err err = MI_ERR_INIT;
 	struct slot *s;
 
+	/* Group commit: the rows these records report durable first. */
+	if ((s = c->head) != NULL && s->state == S_DONE &&
+	    mi_db_durable(c->db, &err) == -1)
+		mi_die_err(&err);
 	while ((s = c->head) != NULL && s->state == S_DONE) {
 		c->head = s->next;
 		if (c->head == NULL)
@@ -969,6 +974,9 @@ main(int argc, char **argv)
 	    (c.db = mi_db_open(NULL, &err)) == NULL ||
 	    (c.m = mi_http_multi_new(c.jobs, &err)) == NULL ||
 	    (q = mi_inq_start(stdin, &err)) == NULL)
+		mi_die_err(&err);
+	if (((sv = getenv("MI_GROUP_COMMIT")) == NULL || strcmp(sv, "0") != 0) &&
+	    mi_db_group_commit(c.db, &err) == -1)
 		mi_die_err(&err);
 	for (;;) {
 		int busy = 0, all = 0, want, fd = mi_inq_fd(q), k;

@@ -556,19 +556,61 @@ mi_jobs_adopt(struct mi_db *db, int n, struct mi_err *err)
 	    " RETURNING to_jsonb(j)", 3, params, err);
 }
 
+/*
+ * What app.provider_health said of a provider, for COOLING_MEMO_MS: a
+ * burst of requests asks the database once, not once a request.  A
+ * failure this process records forgets it at once; another process's
+ * is seen within COOLING_MEMO_MS.
+ */
+#define COOLING_MEMO_MS	500
+#define COOLING_MEMOS	16
+
+static struct {
+	char provider[64];
+	long long until;
+	int cooling;
+} cooling_memo[COOLING_MEMOS];
+
+static int
+cooling_slot(const char *provider)
+{
+	int i, oldest = 0;
+
+	for (i = 0; i < COOLING_MEMOS; i++) {
+		if (strcmp(cooling_memo[i].provider, provider) == 0)
+			return i;
+		if (cooling_memo[i].until < cooling_memo[oldest].until)
+			oldest = i;
+	}
+	if (strlen(provider) >= sizeof(cooling_memo[0].provider))
+		return -1;
+	snprintf(cooling_memo[oldest].provider,
+	    sizeof(cooling_memo[oldest].provider), "%s", provider);
+	cooling_memo[oldest].until = 0;
+	return oldest;
+}
+
 int
 mi_jobs_cooling(struct mi_db *db, const char *provider, struct mi_err *err)
 {
 	const char *params[1] = { provider };
-	jv v = mi_db_json1(db, "SELECT to_jsonb(h.cooldown_until > now())"
+	int r, k = cooling_slot(provider);
+	long long now = mi_now_ms();
+	jv v;
+
+	if (k >= 0 && cooling_memo[k].until > now)
+		return cooling_memo[k].cooling;
+	v = mi_db_json1(db, "SELECT to_jsonb(h.cooldown_until > now())"
 	    " FROM app.provider_health h WHERE h.provider_id = $1", 1,
 	    params, err);
-	int r;
-
 	if (!jv_is_valid(v))
 		return -1;
 	r = jv_get_kind(v) == JV_KIND_TRUE;
 	jv_free(v);
+	if (k >= 0) {
+		cooling_memo[k].cooling = r;
+		cooling_memo[k].until = now + COOLING_MEMO_MS;
+	}
 	return r;
 }
 
@@ -590,6 +632,8 @@ mi_jobs_provider_failed(struct mi_db *db, const char *provider,
 	params[2] = w;
 	params[3] = c;
 	params[4] = what;
+	if ((r = cooling_slot(provider)) >= 0)
+		cooling_memo[r].until = 0;
 	v = mi_db_json1(db, "SELECT to_jsonb(app.mi_provider_failed($1,"
 	    " $2::int, $3::int, $4::int, $5))", 5, params, err);
 	if (!jv_is_valid(v))

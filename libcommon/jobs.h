@@ -104,7 +104,8 @@ int mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
  */
 jv mi_jobs_adopt(struct mi_db *db, int n, struct mi_err *err);
 
-/* Whether provider is cooling down: 1, 0, or -1 on error. */
+/* Whether provider is cooling down: 1, 0, or -1 on error (what the
+ * database said within the last 500 ms). */
 int mi_jobs_cooling(struct mi_db *db, const char *provider,
     struct mi_err *err);
 /* Counts a failure of provider; returns 1 when it is now cooling. */

@@ -31,6 +31,20 @@ extern char **environ;
 static jv collect(pid_t pid, int outfd, int errfd, const char *name,
     size_t max_out, long timeout_ms, struct mi_err *err);
 
+/* The pipes of a child's stdout and stderr: 0, or -1 with err. */
+static int
+out_pipes(int pfd[2], int efd[2], struct mi_err *err)
+{
+	if (pipe2(pfd, O_CLOEXEC) == -1)
+		return mi_err_set_errno(err, EX_OSERR, "pipe");
+	if (pipe2(efd, O_CLOEXEC) == -1) {
+		close(pfd[0]);
+		close(pfd[1]);
+		return mi_err_set_errno(err, EX_OSERR, "pipe");
+	}
+	return 0;
+}
+
 jv
 mi_probe_run(const char *const *argv, size_t max_out, long timeout_ms,
     struct mi_err *err)
@@ -39,13 +53,8 @@ mi_probe_run(const char *const *argv, size_t max_out, long timeout_ms,
 	int pfd[2], efd[2], rc;
 	pid_t pid;
 
-	if (pipe2(pfd, O_CLOEXEC) == -1)
-		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
-	if (pipe2(efd, O_CLOEXEC) == -1) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
-	}
+	if (out_pipes(pfd, efd, err) == -1)
+		return jv_invalid();
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, pfd[1], 1);
@@ -79,13 +88,8 @@ probe_av_child(const char *path, size_t max_out, long timeout_ms,
 	int pfd[2], efd[2];
 	pid_t pid;
 
-	if (pipe2(pfd, O_CLOEXEC) == -1)
-		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
-	if (pipe2(efd, O_CLOEXEC) == -1) {
-		close(pfd[0]);
-		close(pfd[1]);
-		return mi_err_set_errno(err, EX_OSERR, "pipe"), jv_invalid();
-	}
+	if (out_pipes(pfd, efd, err) == -1)
+		return jv_invalid();
 	/*
 	 * No fflush before the fork: another thread may hold a stream's lock
 	 * (a reader blocked on stdin), and the child leaves by _exit, which

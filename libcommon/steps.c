@@ -216,13 +216,13 @@ mi_step_is_artifact(jv rec)
 
 static const char *const cache_names[] = { "global", "run_only", "off" };
 
-static const char run_sql[] =
-    "INSERT INTO app.runs (id, tenant_id, workflow_name, status,"
-    " started_at) VALUES ($1::uuid, $2, $3, 'running', now())"
-    " ON CONFLICT (id) DO NOTHING";
-
+/* The run's row and the step's, each made when missing, in one
+ * statement (the run's insert is there for the step's foreign key). */
 static const char step_sql[] =
-    "INSERT INTO app.run_steps (id, run_id, tenant_id, step_id, skill_id,"
+    "WITH r AS (INSERT INTO app.runs (id, tenant_id, workflow_name, status,"
+    "  started_at) VALUES ($2::uuid, $3, $6, 'running', now())"
+    "  ON CONFLICT (id) DO NOTHING)"
+    " INSERT INTO app.run_steps (id, run_id, tenant_id, step_id, skill_id,"
     " workflow_name) VALUES ($1::uuid, $2::uuid, $3, $4, $5, $6)"
     " ON CONFLICT DO NOTHING";
 
@@ -482,11 +482,6 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	msg[0] = '\0';
 	if (mi_db_begin(db, err) == -1)
 		return -1;
-	params[0] = s->run;
-	params[1] = s->tenant;
-	params[2] = s->workflow;
-	if (mi_db_exec(db, run_sql, 3, params, NULL, err) == -1)
-		return db_fail(db, jv_null());
 	params[0] = s->id;
 	params[1] = s->run;
 	params[2] = s->tenant;

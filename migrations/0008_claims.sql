@@ -56,3 +56,26 @@ BEGIN
 	END LOOP;
 END
 $$;
+
+-- A freed slot is announced only when someone waits for it (a job of
+-- the tenant with the provider that is pending, held by its worker or
+-- queued for any worker to adopt): a NOTIFY
+-- takes a lock that serialises every committing transaction that sends
+-- one, so a job that ends while no job of its tenant waits with its
+-- provider sends none.  A job that starts waiting just as the slot frees
+-- (its row not yet visible here) is woken by its worker's slow poll
+-- (MI_SLOT_POLL_MS) at the latest.
+CREATE OR REPLACE FUNCTION app.generation_jobs_slot_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+	IF EXISTS (SELECT 1 FROM app.generation_jobs j
+	    WHERE j.tenant_id = NEW.tenant_id
+	      AND j.provider_id = NEW.provider_id
+	      AND j.status = 'pending'
+	      AND (j.lease_expires_at > now() OR j.lease_owner IS NULL)) THEN
+		PERFORM pg_notify('mi_slot',
+		    NEW.tenant_id || '/' || NEW.provider_id);
+	END IF;
+	RETURN NULL;
+END
+$$;

@@ -280,8 +280,8 @@ teardown_file() {
 	assert_output 'processing true'
 }
 
-@test "MI_GROUP_COMMIT=1: the pipeline's writes share WAL writes and flushes; every job is stored once, created once" {
-	local tag=$(uuid) i w0 w1 w2 w3 group plain
+@test "group commit: the pipeline's writes share WAL writes and flushes (MI_GROUP_COMMIT=0: each its own); every job is stored once, created once" {
+	local tag=$(uuid) i w0 w1 w2 w3 w4 group plain
 	export MI_ELEVENLABS_SFX_CONCURRENCY=100
 	flushes() { sql "SELECT wal_write FROM pg_stat_wal"; }
 	for i in $(seq 30); do
@@ -299,13 +299,16 @@ teardown_file() {
 	w1=$(flushes)
 	mi-fetch <"$BATS_TEST_TMPDIR/group.jobs" >"$BATS_TEST_TMPDIR/group.out"
 	w2=$(flushes)
-	mi-submit <"$BATS_TEST_TMPDIR/plain" 2>/dev/null |
-	    mi-poll >"$BATS_TEST_TMPDIR/plain.jobs" 2>/dev/null
+	MI_GROUP_COMMIT=0 mi-submit <"$BATS_TEST_TMPDIR/plain" 2>/dev/null |
+	    MI_GROUP_COMMIT=0 mi-poll >"$BATS_TEST_TMPDIR/plain.jobs" 2>/dev/null
 	w3=$(flushes)
-	mi-fetch <"$BATS_TEST_TMPDIR/plain.jobs" >"$BATS_TEST_TMPDIR/plain.out"
+	MI_GROUP_COMMIT=0 mi-fetch <"$BATS_TEST_TMPDIR/plain.jobs" >"$BATS_TEST_TMPDIR/plain.out"
+	w4=$(flushes)
 	group=$((w1 - w0))
 	plain=$((w3 - w2))
 	echo "# WAL writes of mi-submit | mi-poll for 30 sound effects: $group with group commit, $plain without" >&3
+	echo "# WAL writes of mi-fetch: $((w2 - w1)) with group commit, $((w4 - w3)) without" >&3
+	[ $(( (w2 - w1) * 2 )) -lt $((w4 - w3)) ]
 	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/group.out")" -eq 30 ]
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'group $tag %' AND status = 'completed' AND artifact_id IS NOT NULL AND submit_count = 1")" -eq 30 ]
 	[ "$(fake_stats | jq '.creates_accepted.elevenlabs')" -eq 60 ]

@@ -102,7 +102,7 @@ struct outrec {
 
 struct mi_runner {
 	struct mi_db *db;
-	/* Group commit ($MI_GROUP_COMMIT=1): records wait here until one
+	/* Group commit (unless $MI_GROUP_COMMIT=0): records wait here until one
 	 * durability barrier covers the writes they report (eng_deliver). */
 	int group;
 	struct outrec *outq, **outq_tail;

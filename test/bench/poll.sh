@@ -11,45 +11,15 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-. "$top/test/lib/pg.sh"
+. "$top/test/bench/lib.sh"
 jobs=${1:-10000}
 secs=${2:-60}
 interval=${MI_BENCH_INTERVAL_MS:-5000}
-bin=${MI_BIN_DIR:-$top/bin}
 
-tmp=$(mktemp -d /tmp/mi-bench-poll.XXXXXX)
-chmod 755 "$tmp"
-pids=
-cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null || true; done
-	pg_stop "$tmp/pg"
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-pgport=$(port)
-PG_FSYNC=off pg_start "$tmp/pg" "$pgport"
-"$PGBIN/psql" -q -X "postgresql://postgres@127.0.0.1:$pgport/postgres" \
-    -c "CREATE DATABASE bench" >/dev/null
-export DATABASE_URL="postgresql://postgres@127.0.0.1:$pgport/bench"
-MI_MIGRATIONS_DIR=$top/migrations "$bin/mi-migrate" -q >/dev/null
+bench_init poll
+bench_pg off
 export MI_SHAREDIR=$top/share ASSET_STORAGE_DIR=$tmp/store
-
-python3 "$top/test/fake/provider.py" --port 0 --log "$tmp/fake.log" \
-    --no-log-polls --key bench-key >"$tmp/fake.out" 2>"$tmp/fake.err" &
-pids="$pids $!"
-fakepid=$!
-i=0
-until grep -q '^ready ' "$tmp/fake.out" 2>/dev/null; do
-	i=$((i + 1))
-	[ $i -lt 100 ] || { cat "$tmp/fake.err" >&2; exit 1; }
-	sleep 0.1
-done
-url="http://127.0.0.1:$(awk '/^ready /{print $2}' "$tmp/fake.out")"
+bench_fake --log "$tmp/fake.log" --no-log-polls --key bench-key
 
 export MESHY_API_KEY=bench-key SUNO_API_KEY=bench-key GEMINI_API_KEY=bench-key \
     FAL_KEY=bench-key
@@ -83,7 +53,7 @@ echo "submitted $n jobs in $(echo "$t1 - $t0" | bc) s"
 mkfifo "$tmp/in"
 "$bin/mi-poll" -q <"$tmp/in" >/dev/null 2>"$tmp/poll.err" &
 poll=$!
-pids="$pids $poll"
+bench_pids="$bench_pids $poll"
 exec 9>"$tmp/in"
 cat "$tmp/jobs" >&9
 

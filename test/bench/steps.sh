@@ -13,43 +13,17 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-. "$top/test/lib/pg.sh"
+. "$top/test/bench/lib.sh"
 N=${1:-100}
 R=${2:-3}
-bin=${MI_BIN_DIR:-$top/bin}
 export PATH="$bin:$PATH" MI_SHAREDIR=${MI_SHAREDIR:-$top/share}
 export MI_MIGRATIONS_DIR=${MI_MIGRATIONS_DIR:-$top/migrations}
 
-tmp=$(mktemp -d /tmp/mi-bench-steps.XXXXXX)
-chmod 755 "$tmp"
-fake=
-cleanup() {
-	[ -n "$fake" ] && kill "$fake" 2>/dev/null
-	pg_stop "$tmp/pg"
-	rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-pgport=$(port)
-PG_FSYNC=off pg_start "$tmp/pg" "$pgport"
-"$PGBIN/psql" -q -X "postgresql://postgres@127.0.0.1:$pgport/postgres" \
-    -c "CREATE DATABASE bench" >/dev/null
-export DATABASE_URL="postgresql://postgres@127.0.0.1:$pgport/bench"
-mi-migrate -q >/dev/null
+bench_init steps
+bench_pg off
 export ASSET_STORAGE_DIR="$tmp/store"
 mkdir -p "$ASSET_STORAGE_DIR"
-
-python3 "$top/test/fake/provider.py" --port 0 --log /dev/null \
-    --job-ms 300 --no-log-polls >"$tmp/fake.out" 2>/dev/null &
-fake=$!
-for _ in $(seq 1 100); do
-	grep -q '^ready ' "$tmp/fake.out" 2>/dev/null && break
-	sleep 0.1
-done
-url="http://127.0.0.1:$(awk '/^ready /{print $2}' "$tmp/fake.out")"
+bench_fake --log /dev/null --job-ms 300 --no-log-polls
 key=test-key-123
 export MESHY_API_KEY=$key FAL_KEY=$key ELEVENLABS_API_KEY=$key
 export MI_MESHY_BASE_URL=$url/meshy MI_FAL_BASE_URL=$url/fal \
