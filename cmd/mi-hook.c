@@ -40,7 +40,7 @@ static const char usage[] =
     "(default 64)\n"
     "  -l, --listen ADDR     address and port (default 127.0.0.1:8081)\n"
     "  -m, --max-body BYTES  largest delivery taken (default 1048576)\n"
-    "  -t, --threads N       HTTP workers (default 8)\n"
+    "  -t, --threads N       HTTP workers (default 32)\n"
     "  -w, --wait MS         how long a batch may wait for more "
     "(default 0)\n"
     "  -v, --verbose         say more on stderr\n"
@@ -475,7 +475,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 }
 	};
 	const char *listen = "127.0.0.1:8081";
-	unsigned long long max_body = 1024 * 1024, batch = 64, threads = 8;
+	unsigned long long max_body = 1024 * 1024, batch = 64, threads = 32;
 	unsigned long long linger = 0;
 	int c, access_log = 0;
 

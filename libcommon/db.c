@@ -760,6 +760,34 @@ mi_db_unflushed(const struct mi_db *db)
 	return db->async && db->unflushed;
 }
 
+/*
+ * Whether the server went through crash recovery since the start of the
+ * one that took the unflushed writes (1; -1 when it cannot tell).  A
+ * clean shutdown flushes the whole WAL, so the writes survived it; crash
+ * recovery resets the shared statistics, so pg_stat_bgwriter's
+ * stats_reset is then later than that start.  (An operator's
+ * pg_stat_reset_shared looks the same: the program then stops, which is
+ * safe.)
+ */
+static int
+crashed_since(struct mi_db *db, struct mi_err *err)
+{
+	const char *params[1] = { db->unflushed_start };
+	jv v;
+	int r;
+
+	if (db->unflushed_start[0] == '\0')
+		return -1;
+	v = mi_db_json1(db, "SELECT to_jsonb(coalesce(b.stats_reset >"
+	    " $1::timestamptz, true)) FROM pg_stat_bgwriter b", 1, params,
+	    err);
+	if (!jv_is_valid(v))
+		return -1;
+	r = jv_get_kind(v) == JV_KIND_FALSE ? 0 : 1;
+	jv_free(v);
+	return r;
+}
+
 int
 mi_db_durable(struct mi_db *db, struct mi_err *err)
 {
@@ -767,14 +795,12 @@ mi_db_durable(struct mi_db *db, struct mi_err *err)
 		return 0;
 	if (db->in_tx)
 		return 0;	/* the transaction's commit comes first */
-	if (strcmp(db->server_start, db->unflushed_start) != 0) {
-		/*
-		 * The server restarted after writes it had not yet made
-		 * durable: a crash may have lost them, and nothing tells.
-		 */
+	if (strcmp(db->server_start, db->unflushed_start) != 0 &&
+	    crashed_since(db, err) != 0) {
 		db->unflushed = 0;
 		return mi_err_set(err, EX_TEMPFAIL, "database: the server "
-		    "restarted before the last writes were known durable");
+		    "restarted after a crash before the last writes were known "
+		    "durable");
 	}
 	/*
 	 * A commit that has a transaction id and waits for the WAL flush:
@@ -784,10 +810,12 @@ mi_db_durable(struct mi_db *db, struct mi_err *err)
 	if (mi_db_script(db, "BEGIN; SET LOCAL synchronous_commit = on;"
 	    " SELECT pg_current_xact_id(); COMMIT", err) == -1)
 		return -1;
-	if (strcmp(db->server_start, db->unflushed_start) != 0) {
+	if (strcmp(db->server_start, db->unflushed_start) != 0 &&
+	    crashed_since(db, err) != 0) {
 		db->unflushed = 0;
 		return mi_err_set(err, EX_TEMPFAIL, "database: the server "
-		    "restarted before the last writes were known durable");
+		    "restarted after a crash before the last writes were known "
+		    "durable");
 	}
 	db->unflushed = 0;
 	return 0;

@@ -80,9 +80,10 @@ int mi_db_notified(struct mi_db *db, const char *channel);
  * a crash of the server can.  mi_db_durable is then the barrier to run
  * before anything leaves the process that depends on those writes (a
  * record on stdout, a paid provider request): one flushed commit makes
- * every earlier one durable.  It fails (75) when the server restarted
- * after writes it had not made durable, since whether they survived is
- * unknown.  mi_db_unflushed tells whether a barrier is due.
+ * every earlier one durable.  It fails (75) when the server went through
+ * crash recovery after writes it had not made durable, since whether
+ * they survived is unknown (a clean restart flushes them all: the
+ * barrier then holds).  mi_db_unflushed tells whether a barrier is due.
  */
 int mi_db_group_commit(struct mi_db *db, struct mi_err *err);
 int mi_db_durable(struct mi_db *db, struct mi_err *err);

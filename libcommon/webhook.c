@@ -683,61 +683,42 @@ job_input(jv row)
 	return jv_object_set(in, jv_string("job"), job);
 }
 
+/*
+ * The jobs of a batch ($1: [{"i", "p": provider, "k": its job id}]),
+ * each row locked, in one order whatever the batch's (two receivers
+ * never wait on each other in a cycle).
+ */
 static const char find_sql[] =
-    "SELECT to_jsonb(j) FROM app.generation_jobs j"
-    " WHERE j.provider_id = $1 AND j.provider_job_id = $2"
-    " ORDER BY j.created_at DESC LIMIT 1 FOR UPDATE";
+    "SELECT jsonb_build_object('i', k.i, 'row', r.row)"
+    " FROM (SELECT * FROM jsonb_to_recordset($1::jsonb)"
+    "  AS x(i int, p text, k text) ORDER BY x.p, x.k, x.i) k"
+    " CROSS JOIN LATERAL (SELECT to_jsonb(j) AS row"
+    "  FROM app.generation_jobs j"
+    "  WHERE j.provider_id = k.p AND j.provider_job_id = k.k"
+    "  ORDER BY j.created_at DESC LIMIT 1 FOR UPDATE) r";
 
+/*
+ * The deliveries of a batch ($1: [{"i", "p", "w": delivery id, "j": job,
+ * "o": outcome or null, "c": completes}]), each job's worker woken (sent
+ * at commit, when the rows are there).  Returns the ones recorded: a
+ * delivery id already there (or twice in the batch) is a replay.
+ */
 static const char record_sql[] =
-    "WITH d AS (INSERT INTO app.webhook_deliveries AS d (provider_id,"
+    "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb)"
+    "  AS x(i int, p text, w text, j uuid, o jsonb, c boolean)),"
+    " d AS (INSERT INTO app.webhook_deliveries AS d (provider_id,"
     "  webhook_id, job_id, outcome, polls_saved)"
-    " SELECT $1, $2, j.id, $4::jsonb, CASE WHEN $5 AND j.started_at IS"
+    " SELECT v.p, v.w, v.j, v.o, CASE WHEN v.c AND j.started_at IS"
     "  NOT NULL AND j.poll_interval_ms > 0 THEN greatest(0, floor("
     "  extract(epoch FROM now() - j.started_at) * 1000 /"
     "  j.poll_interval_ms)::int - j.attempts) ELSE 0 END"
-    " FROM app.generation_jobs j WHERE j.id = $3::uuid"
-    " ON CONFLICT DO NOTHING RETURNING d.polls_saved)"
-    " SELECT to_jsonb(d.polls_saved) FROM d";
-
-static int
-record(struct mi_db *db, const char *provider, const char *wid,
-    const char *job, jv outcome, struct mi_webhook_out *out,
-    struct mi_err *err)
-{
-	const char *params[6];
-	char *text = jv_get_kind(outcome) == JV_KIND_NULL ? NULL :
-	    mi_json_dump(outcome);
-	const char *st = NULL;
-	jv v;
-
-	if (jv_get_kind(outcome) == JV_KIND_OBJECT &&
-	    mi_json_str(outcome, "status", &st, 0, NULL) == 1)
-		snprintf(out->status, sizeof(out->status), "%s", st);
-	params[0] = provider;
-	params[1] = wid;
-	params[2] = job;
-	params[3] = text;
-	params[4] = st && strcmp(st, "completed") == 0 ? "true" : "false";
-	v = mi_db_json1(db, record_sql, 5, params, err);
-	free(text);
-	jv_free(outcome);
-	if (!jv_is_valid(v))
-		return -1;
-	if (jv_get_kind(v) != JV_KIND_NUMBER) {
-		jv_free(v);
-		out->result = MI_HOOK_REPLAY;
-		return 0;
-	}
-	out->polls_saved = (int)jv_number_value(v);
-	jv_free(v);
-	/* Sent at commit: the worker reads a delivery that is there. */
-	params[0] = MI_WEBHOOK_CHANNEL;
-	params[1] = job;
-	if (mi_db_exec(db, "SELECT pg_notify($1, $2)", 2, params, NULL,
-	    err) == -1)
-		return -1;
-	return 1;
-}
+    " FROM v JOIN app.generation_jobs j ON j.id = v.j ORDER BY v.i"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING d.provider_id, d.webhook_id, d.job_id, d.polls_saved),"
+    " n AS (SELECT pg_notify('" MI_WEBHOOK_CHANNEL "', d.job_id::text)"
+    "  FROM d)"
+    " SELECT jsonb_build_object('p', d.provider_id, 'w', d.webhook_id,"
+    "  's', d.polls_saved) FROM d, (SELECT count(*) FROM n) x";
 
 static int
 final_status(const char *st)
@@ -747,52 +728,45 @@ final_status(const char *st)
 }
 
 /*
- * In the transaction: finds the job, checks it against the URL, makes
- * the outcome and records the delivery.  Returns 1 to commit, 0 to roll
- * back (a refusal), -1 on a database failure.
+ * In the transaction, with the job's row (null: none): checks it against
+ * the URL and makes the outcome.  Returns the delivery's entry for
+ * record_sql, or null with out->result set to a refusal.  d is consumed.
  */
-static int
-apply(struct mi_db *db, struct mi_provider *p, const struct mi_webhook_in *in,
-    jv d, const char *pjid, const char *wid, int signed_body,
-    struct mi_webhook_out *out, struct mi_err *err)
+static jv
+check(struct mi_provider *p, jv row, jv d, const char *wid, int signed_body,
+    int i, const char *provider, struct mi_webhook_out *out)
 {
-	const char *params[2] = { in->provider_id, pjid };
 	const char *id = NULL, *tenant = NULL, *st = NULL, *want = NULL;
 	struct mi_err jerr = MI_ERR_INIT;
-	jv row, q, outcome = jv_null(), fin;
-	int r;
+	jv q, outcome = jv_null(), fin, e;
+	int ok;
 
-	row = mi_db_json1(db, find_sql, 2, params, err);
-	if (!jv_is_valid(row)) {
-		jv_free(d);
-		return -1;
-	}
 	if (jv_get_kind(row) != JV_KIND_OBJECT ||
 	    mi_json_str(row, "id", &id, 1, NULL) != 1 ||
 	    mi_json_str(row, "tenant_id", &tenant, 1, NULL) != 1 ||
 	    mi_json_str(row, "status", &st, 1, NULL) != 1) {
 		out->result = MI_HOOK_UNKNOWN_JOB;
-		r = 0;
-		goto out;
+		jv_free(d);
+		return jv_null();
 	}
 	snprintf(out->job_id, sizeof(out->job_id), "%s", id);
 	q = jv_object_get(jv_copy(d), jv_string("query"));
+	ok = 0;
 	if (mi_json_str(q, "job", &want, 0, NULL) == 1 &&
-	    strcmp(want, id) != 0) {
+	    strcmp(want, id) != 0)
 		out->result = MI_HOOK_UNKNOWN_JOB;
-		r = 0;
-	} else if (mi_json_str(q, "tenant", &want, 0, NULL) == 1 &&
-	    strcmp(want, tenant) != 0) {
+	else if (mi_json_str(q, "tenant", &want, 0, NULL) == 1 &&
+	    strcmp(want, tenant) != 0)
 		out->result = MI_HOOK_TENANT;
-		r = 0;
-	} else if (final_status(st)) {
+	else if (final_status(st))
 		out->result = MI_HOOK_IGNORED;
-		r = 0;
-	} else
-		r = 1;
+	else
+		ok = 1;
 	jv_free(q);
-	if (r == 0)
-		goto out;
+	if (!ok) {
+		jv_free(d);
+		return jv_null();
+	}
 	if (signed_body) {
 		fin = job_input(row);
 		fin = jv_object_set(fin, jv_string("delivery"), jv_copy(d));
@@ -806,13 +780,21 @@ apply(struct mi_db *db, struct mi_provider *p, const struct mi_webhook_in *in,
 			outcome = jv_null();
 		}
 	}
+	jv_free(d);
+	st = NULL;
+	if (jv_get_kind(outcome) == JV_KIND_OBJECT &&
+	    mi_json_str(outcome, "status", &st, 0, NULL) == 1)
+		snprintf(out->status, sizeof(out->status), "%s", st);
 	out->result = jv_get_kind(outcome) == JV_KIND_NULL ? MI_HOOK_HINT :
 	    MI_HOOK_ACCEPTED;
-	r = record(db, in->provider_id, wid, id, outcome, out, err);
-out:
-	jv_free(row);
-	jv_free(d);
-	return r;
+	e = jv_object();
+	e = jv_object_set(e, jv_string("i"), jv_number(i));
+	e = jv_object_set(e, jv_string("p"), jv_string(provider));
+	e = jv_object_set(e, jv_string("w"), jv_string(wid));
+	e = jv_object_set(e, jv_string("j"), jv_string(id));
+	e = jv_object_set(e, jv_string("c"),
+	    jv_bool(st && strcmp(st, "completed") == 0));
+	return jv_object_set(e, jv_string("o"), outcome);
 }
 
 /* A delivery verified and parsed, waiting for its transaction. */
@@ -918,40 +900,161 @@ prepare(const struct mi_webhook_in *in, struct mi_webhook_out *out,
 	pr->ready = 1;
 }
 
+/* The rows of find_sql by the batch's index i (null: no such job). */
+static jv *
+find_jobs(struct mi_db *db, const struct mi_webhook_in *in,
+    const struct prep *pr, size_t n, struct mi_err *err)
+{
+	jv keys = jv_array(), rows, *byi;
+	const char *params[1];
+	char *text;
+	size_t i;
+	int k, m;
+
+	for (i = 0; i < n; i++)
+		if (pr[i].ready)
+			keys = jv_array_append(keys, jv_object_set(
+			    jv_object_set(jv_object_set(jv_object(),
+			    jv_string("i"), jv_number((double)i)),
+			    jv_string("p"), jv_string(in[i].provider_id)),
+			    jv_string("k"), jv_copy(pr[i].job)));
+	text = mi_json_dump(keys);
+	jv_free(keys);
+	if (text == NULL || (byi = calloc(n, sizeof(*byi))) == NULL) {
+		free(text);
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return NULL;
+	}
+	params[0] = text;
+	rows = mi_db_json(db, find_sql, 1, params, err);
+	free(text);
+	if (!jv_is_valid(rows)) {
+		free(byi);
+		return NULL;
+	}
+	for (i = 0; i < n; i++)
+		byi[i] = jv_null();
+	m = jv_array_length(jv_copy(rows));
+	for (k = 0; k < m; k++) {
+		jv e = jv_array_get(jv_copy(rows), k);
+		double d = -1;
+
+		if (mi_json_num(e, "i", &d, 0, NULL) == 1 && d >= 0 &&
+		    (size_t)d < n) {
+			jv_free(byi[(size_t)d]);
+			byi[(size_t)d] = jv_object_get(jv_copy(e),
+			    jv_string("row"));
+		}
+		jv_free(e);
+	}
+	jv_free(rows);
+	return byi;
+}
+
+/* Records the checked deliveries; those not recorded are replays. */
+static int
+record(struct mi_db *db, const struct mi_webhook_in *in, const struct prep *pr,
+    jv entries, struct mi_webhook_out *out, size_t n, struct mi_err *err)
+{
+	const char *params[1];
+	char *text = mi_json_dump(entries);
+	int *taken, k, m;
+	size_t i;
+	jv rows;
+
+	if (text == NULL || (taken = calloc(n, sizeof(*taken))) == NULL) {
+		free(text);
+		return mi_err_set(err, EX_OSERR, "out of memory");
+	}
+	params[0] = text;
+	rows = mi_db_json(db, record_sql, 1, params, err);
+	free(text);
+	if (!jv_is_valid(rows)) {
+		free(taken);
+		return -1;
+	}
+	/* Each recorded id goes to the first delivery of the batch that has
+	 * it; any other is a replay. */
+	m = jv_array_length(jv_copy(rows));
+	for (k = 0; k < m; k++) {
+		jv e = jv_array_get(jv_copy(rows), k);
+		const char *p = NULL, *w = NULL;
+		double saved = 0;
+
+		mi_json_str(e, "p", &p, 0, NULL);
+		mi_json_str(e, "w", &w, 0, NULL);
+		mi_json_num(e, "s", &saved, 0, NULL);
+		for (i = 0; p && w && i < n; i++)
+			if (pr[i].ready && !taken[i] &&
+			    (out[i].result == MI_HOOK_ACCEPTED ||
+			    out[i].result == MI_HOOK_HINT) &&
+			    strcmp(in[i].provider_id, p) == 0 &&
+			    strcmp(pr[i].wid, w) == 0) {
+				taken[i] = 1;
+				out[i].polls_saved = (int)saved;
+				break;
+			}
+		jv_free(e);
+	}
+	jv_free(rows);
+	for (i = 0; i < n; i++)
+		if (pr[i].ready && !taken[i] &&
+		    (out[i].result == MI_HOOK_ACCEPTED ||
+		    out[i].result == MI_HOOK_HINT))
+			out[i].result = MI_HOOK_REPLAY;
+	free(taken);
+	return 0;
+}
+
 int
 mi_webhook_handle_batch(struct mi_db *db, const struct mi_webhook_in *in,
     struct mi_webhook_out *out, size_t n, struct mi_err *err)
 {
 	struct prep one, *pr = n == 1 ? &one : calloc(n, sizeof(*pr));
-	size_t i, ready = 0;
-	int failed = 0, k;
+	jv *rows = NULL, entries = jv_array();
+	size_t i, ready = 0, nrec = 0;
+	int failed = 0;
 
-	if (pr == NULL)
+	if (pr == NULL) {
+		jv_free(entries);
 		return mi_err_set(err, EX_OSERR, "out of memory");
+	}
 	for (i = 0; i < n; i++) {
 		prepare(&in[i], &out[i], &pr[i]);
 		out[i].in_tx = pr[i].ready;
 		ready += (size_t)pr[i].ready;
 	}
 	/*
-	 * One transaction for all: a refusal found in it writes nothing,
-	 * and the NOTIFYs go out at its commit, when the rows are there.
+	 * One transaction for all, in four statements whatever their
+	 * number: the jobs are found and locked together, checked and read
+	 * one by one here, and the deliveries recorded together with their
+	 * NOTIFYs.  A refusal writes nothing.
 	 */
-	if (ready > 0 && mi_db_begin(db, err) == -1)
+	if (ready > 0 && (mi_db_begin(db, err) == -1 ||
+	    (rows = find_jobs(db, in, pr, n, err)) == NULL))
 		failed = 1;
 	for (i = 0; i < n; i++) {
 		if (!pr[i].ready)
 			continue;
 		if (!failed) {
-			k = apply(db, pr[i].p, &in[i], pr[i].d,
-			    jv_string_value(pr[i].job), pr[i].wid,
-			    pr[i].signed_body, &out[i], err);
-			if (k == -1)
-				failed = 1;
+			jv e = check(pr[i].p, rows[i], pr[i].d, pr[i].wid,
+			    pr[i].signed_body, (int)i, in[i].provider_id,
+			    &out[i]);
+
+			rows[i] = jv_null();
+			if (jv_get_kind(e) == JV_KIND_OBJECT) {
+				entries = jv_array_append(entries, e);
+				nrec++;
+			} else
+				jv_free(e);
 		} else
 			jv_free(pr[i].d);
 		jv_free(pr[i].job);
 	}
+	if (!failed && nrec > 0 && record(db, in, pr, jv_copy(entries), out,
+	    n, err) == -1)
+		failed = 1;
+	jv_free(entries);
 	if (ready > 0 && !failed && mi_db_commit(db, err) == -1)
 		failed = 1;
 	if (failed) {
@@ -962,6 +1065,11 @@ mi_webhook_handle_batch(struct mi_db *db, const struct mi_webhook_in *in,
 				out[i].unavailable = 1;
 				out[i].polls_saved = 0;
 			}
+	}
+	if (rows != NULL) {
+		for (i = 0; i < n; i++)
+			jv_free(rows[i]);
+		free(rows);
 	}
 	if (pr != &one)
 		free(pr);

@@ -91,6 +91,11 @@ teardown_file() {
 	assert_equal "$(creates "$p")" 1
 	[ "$(job_sql "status" "$p")" = completed ]
 	[ "$(job_sql "recovery @> '[{\"event\": \"create found\"}]'" "$p")" = t ]
+	# The step's debug output tells the same story.
+	run -0 sql "SELECT s.debug->'attempts'->0->'recovery' @> '[{\"event\": \"create found\"}]'
+	    FROM app.run_steps s JOIN app.generation_jobs j ON j.run_step_id = s.id
+	    WHERE j.request->>'prompt' = '$p'"
+	assert_output t
 }
 
 @test "a lost refine is found too; the task list is read, not the create sent again" {

@@ -28,6 +28,13 @@ setup_file() {
 	done
 }
 
+teardown() {
+	# A second receiver a test started, even when the test failed.
+	if [ -f "$BATS_TEST_TMPDIR/hook2.pid" ]; then
+		kill "$(cat "$BATS_TEST_TMPDIR/hook2.pid")" 2>/dev/null || true
+	fi
+}
+
 teardown_file() {
 	kill "$HOOK_PID" 2>/dev/null || true
 	wait "$HOOK_PID" 2>/dev/null || true
@@ -88,8 +95,8 @@ metric() {
 	    .webhook_events_filter == ["completed"]' "$output"
 	jqok -s '[.[] | select(.event == "webhook")] | length == 1 and
 	    .[0].status == 200' "$output"
-	jqok -s '(map(.event) | index("webhook")) as $w |
-	    [.[$w:][] | select(.event == "poll")] == []' "$output"
+	# No poll at all: not when mi-poll took the job over, not after.
+	jqok -s '[.[] | select(.event == "poll")] == []' "$output"
 	# Read from the delivery itself (not a hint to poll).
 	run -0 sql "SELECT d.outcome->>'status', d.webhook_id LIKE 'msg_%'
 	    FROM app.webhook_deliveries d JOIN app.generation_jobs j ON j.id = d.job_id
@@ -101,6 +108,25 @@ metric() {
 	id=$(job_sql provider_job_id 'hook replicate')
 	run -0 deliver "$id" bad_signature
 	[ "$output" = 401 ]
+}
+
+@test "a delivery recorded before any worker held the job is applied when one takes it over" {
+	local n
+	mi-submit <<<"$(req replicate video 'hook early' '{"duration_sec":6}')" \
+	    >"$BATS_TEST_TMPDIR/early.job" 2>/dev/null
+	# The fake delivers after 1.5 s; no worker listens yet.
+	for i in $(seq 1 100); do
+		n=$(sql "SELECT count(*) FROM app.webhook_deliveries d
+		    JOIN app.generation_jobs j ON j.id = d.job_id
+		    WHERE j.request->>'prompt' = 'hook early'")
+		[ "$n" = 1 ] && break
+		sleep 0.1
+	done
+	[ "$n" = 1 ]
+	run -0 timeout 15 sh -c "mi-poll <'$BATS_TEST_TMPDIR/early.job' 2>'$BATS_TEST_TMPDIR/early.err' | mi-fetch 2>/dev/null"
+	jqok '.metadata.provider_id == "replicate"' "$output"
+	run -0 events 'hook early'
+	jqok -s '[.[] | select(.event == "poll")] == []' "$output"
 }
 
 @test "bad signature, replay, stale timestamp, oversized body: refused alike, nothing changed" {
@@ -261,6 +287,7 @@ metric() {
 	url=http://127.0.0.1:$port
 	mi-hook -w 500 -l "127.0.0.1:$port" 2>"$BATS_TEST_TMPDIR/hook2.err" 3>&- &
 	hook2=$!
+	echo "$hook2" >"$BATS_TEST_TMPDIR/hook2.pid"
 	for i in $(seq 1 50); do
 		curl -sf "$url/healthz" >/dev/null && break
 		sleep 0.1

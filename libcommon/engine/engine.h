@@ -189,6 +189,9 @@ void eng_release_held(struct mi_runner *r);
 void eng_on_polled(void *arg, jv out);
 void eng_do_create(struct mi_runner *r, struct rjob *j);
 void eng_do_poll(struct mi_runner *r, struct rjob *j);
+/* The wait before j's next poll (ms): its interval, or the backstop
+ * interval while it waits for a webhook. */
+long long eng_next_poll(struct mi_runner *r, struct rjob *j);
 
 /* takeover.c */
 void eng_check_follow(struct mi_runner *r);

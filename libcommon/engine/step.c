@@ -404,8 +404,8 @@ keep_processing(struct mi_runner *r, struct rjob *j, jv outcome, int created)
 
 /* The wait before the next poll: the backstop interval while a webhook
  * is expected and the provider's webhooks have been arriving. */
-static long long
-next_poll(struct mi_runner *r, struct rjob *j)
+long long
+eng_next_poll(struct mi_runner *r, struct rjob *j)
 {
 	if (j->hooked && !j->g->missed && r->hook_backstop_ms > j->interval)
 		return jittered(r->hook_backstop_ms);
@@ -494,7 +494,7 @@ on_created(void *arg, jv out)
 
 			mi_json_bool(out, "poll_now", &now, 0, NULL);
 			eng_schedule(r, j, P_POLL, mi_now_ms() +
-			    (now ? 0 : next_poll(r, j)));
+			    (now ? 0 : eng_next_poll(r, j)));
 		}
 		jv_free(out);
 		return;
@@ -596,7 +596,7 @@ eng_on_polled(void *arg, jv out)
 		}
 		mi_json_bool(out, "poll_now", &pnow, 0, NULL);
 		jv_free(out);
-		eng_schedule(r, j, P_POLL, now + (pnow ? 0 : next_poll(r, j)));
+		eng_schedule(r, j, P_POLL, now + (pnow ? 0 : eng_next_poll(r, j)));
 		return;
 	}
 	/* retry, or anything else: transient. */

@@ -190,8 +190,12 @@ adopt(struct mi_runner *r, jv row)
 	struct rjob *j;
 	int unknown = 0;
 	double sc = 0;
+	const char *up = NULL;
+	long long last = 0, due;
 
 	mi_json_str(row, "status", &st, 0, NULL);
+	if (mi_json_str(row, "updated_at", &up, 0, NULL) == 1)
+		last = mi_jobs_time_ms(up);
 	if ((j = eng_job_new(r, row, &err)) == NULL) {
 		eng_emit(r, mi_json_error(row, err.code == EX_CONFIG ?
 		    "CONFIG_ERROR" : "VALIDATION_ERROR", err.msg, 0));
@@ -207,7 +211,23 @@ adopt(struct mi_runner *r, jv row)
 	mi_json_num(row, "submit_count", &sc, 0, NULL);
 	jv_free(row);
 	if (j->pjid && !unknown && j->t->polled) {
-		eng_schedule(r, j, P_POLL, mi_now_ms());
+		due = mi_now_ms();
+		if (j->hooked) {
+			/*
+			 * It waits for a webhook: one already recorded is
+			 * taken at once (eng_take_hooks), else the backstop
+			 * poll comes when it would have from the job's last
+			 * change.  A job handed on just after its create
+			 * costs no poll at all.
+			 */
+			r->hooks = jv_array_append(r->hooks,
+			    jv_string(j->id));
+			if (last > 0)
+				last += eng_next_poll(r, j);
+			if (last > mi_wall_ms())
+				due += last - mi_wall_ms();
+		}
+		eng_schedule(r, j, P_POLL, due);
 		return;
 	}
 	if (j->pjid == NULL && !unknown && sc == 0) {
