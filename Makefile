@@ -46,9 +46,10 @@ MIGRATIONS = $(sort $(wildcard migrations/*.sql))
 
 all: $(PROGRAMS)
 
-# The link line of the programs, for tests that build against the library.
+# The link line of the programs, for tests that build against the library
+# (with the sanitizers' runtime under SANITIZE=...).
 print-libs:
-	@echo $(LIBS)
+	@echo $(LDFLAGS) $(LIBS)
 
 # Made afresh each time: ar would keep the objects of moved or removed
 # sources, whose symbols would then clash with their new homes.

@@ -7,8 +7,18 @@
 #include <string.h>
 #include <time.h>
 
+#include <unistd.h>
+
 #include "err.h"
 #include "banned.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MI_LEAK_CHECKED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MI_LEAK_CHECKED 1
+#endif
+#endif
 
 static const char *progname = "mi";
 static int output_errno;	/* first failed write to stdout */
@@ -132,6 +142,25 @@ vreport(const char *prefix, const char *fmt, va_list ap)
 	fprintf(stderr, "%s: %s%s\n", progname, prefix, line);
 }
 
+/*
+ * A fatal exit leaves what the program holds (operations under way, rows
+ * in hand) to the kernel.  In a build with LeakSanitizer the leak check,
+ * which is for the normal exits, is skipped: exit() would run it and
+ * turn the status into LeakSanitizer's.  Only the output streams are
+ * flushed (stdin's lock may be held by a reader thread, inq.h).
+ */
+static void __attribute__((noreturn))
+fatal_exit(int code)
+{
+#ifdef MI_LEAK_CHECKED
+	fflush(stdout);
+	fflush(stderr);
+	_exit(code);
+#else
+	exit(code);
+#endif
+}
+
 void
 mi_die(int code, const char *fmt, ...)
 {
@@ -140,14 +169,14 @@ mi_die(int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vreport("", fmt, ap);
 	va_end(ap);
-	exit(code);
+	fatal_exit(code);
 }
 
 void
 mi_die_err(const struct mi_err *err)
 {
 	fprintf(stderr, "%s: %s\n", progname, err->msg);
-	exit(err->code ? err->code : EX_SOFTWARE);
+	fatal_exit(err->code ? err->code : EX_SOFTWARE);
 }
 
 void

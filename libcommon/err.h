@@ -35,6 +35,8 @@ const char *mi_err_name(const struct mi_err *err);
 
 void mi_setprogname(const char *argv0);
 const char *mi_getprogname(void);
+/* A fatal exit: the message, then exit(code); in a LeakSanitizer build
+ * without the leak check, which is for the normal exits (err.c). */
 void mi_die(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3), noreturn));
 void mi_die_err(const struct mi_err *err) __attribute__((noreturn));

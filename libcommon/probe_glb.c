@@ -393,8 +393,8 @@ texinfo(jv doc, jv ref, jv images)
 jv
 mi_probe_gltf_fd(int fd, long long size, int binary)
 {
-	jv out = jv_object(), doc, images = jv_array(), mats, meshes;
-	jv pbr_all = jv_null(), matlist = jv_array();
+	jv out = jv_object(), doc, images, mats, meshes;
+	jv pbr_all = jv_null(), matlist;
 	long long json_off = 0, json_len = size, bin_off = -1, bin_len = 0;
 	unsigned char h[20];
 	char *text;
@@ -446,6 +446,9 @@ mi_probe_gltf_fd(int fd, long long size, int binary)
 		return jv_object_set(out, jv_string("error"),
 		    jv_string("the glTF JSON is not an object"));
 	}
+	/* Made here: the refusals above return before them (no leak). */
+	images = jv_array();
+	matlist = jv_array();
 	/* Images first: materials name their sizes. */
 	n = count(doc, "images");
 	for (i = 0; i < n && i < 4096; i++) {

@@ -236,6 +236,26 @@ teardown_file() {
 	[[ $stderr == *"-j takes 1 to 64"* ]]
 }
 
+@test "mi-fetch writes each record while its input stays open: probing a result never waits for more input" {
+	local job pid i got
+	run -0 --separate-stderr mi-submit <<<"$(req local audio_sfx 'input left open' '{"sfx_type":"click","duration_sec":0.5}')"
+	job=$output
+	mkfifo "$BATS_TEST_TMPDIR/in"
+	mi-fetch <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" \
+	    2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	exec 7>"$BATS_TEST_TMPDIR/in"
+	echo "$job" >&7
+	for i in $(seq 300); do
+		[ -s "$BATS_TEST_TMPDIR/out" ] && break
+		sleep 0.1
+	done
+	got=$(cat "$BATS_TEST_TMPDIR/out")
+	exec 7>&-
+	wait "$pid"
+	jqok '.uri and .metadata.media.duration_sec > 0' "$got"
+}
+
 @test "SIGTERM releases the jobs in hand at once and exits 75" {
 	local pid job rc
 	mkfifo "$BATS_TEST_TMPDIR/in"

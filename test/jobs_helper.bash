@@ -93,12 +93,17 @@ stored_path() {
 }
 
 # jqok FILTER JSON...: jq -e FILTER holds on the JSON (slurped when -s is
-# the first argument); prints both when it does not.
+# the first argument); prints both when it does not.  No JSON at all
+# fails (jq -e alone says yes to an empty input).
 jqok() {
 	local slurp=
 	if [ "$1" = -s ]; then
 		slurp=-s
 		shift
+	fi
+	if [ -z "$slurp" ] && [ -z "$(tr -d ' \t\n' <<<"$2")" ]; then
+		echo "jq -e '$1': no JSON to check" >&2
+		return 1
 	fi
 	if ! jq $slurp -e "$1" <<<"$2" >/dev/null; then
 		echo "jq -e '$1' does not hold on:" >&2

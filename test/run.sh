@@ -51,7 +51,11 @@ if [ -n "${SANITIZE:-}" ]; then
 	san_dir=$MI_TEST_TMP/sanitizer
 	mkdir -p "$san_dir"
 	chmod 777 "$san_dir"
-	ASAN_OPTIONS="detect_leaks=1:log_path=$san_dir/report${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+	# verify_asan_link_order=0: the fault shims some tests LD_PRELOAD
+	# (test/lib/failwrite.c) come before libasan.  For deeper stacks in
+	# the reports (libjq has no frame pointers), run with
+	# ASAN_OPTIONS=fast_unwind_on_malloc=0 (slower).
+	ASAN_OPTIONS="detect_leaks=1:verify_asan_link_order=0:log_path=$san_dir/report${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 	UBSAN_OPTIONS="print_stacktrace=1:log_path=$san_dir/report${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 	export ASAN_OPTIONS UBSAN_OPTIONS
 fi

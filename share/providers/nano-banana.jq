@@ -77,7 +77,8 @@ def submit:
                                               else {} end))}}};
 
 def google_failure:
-  if [.response.body.error.details[]?.reason] | index(["API_KEY_INVALID"]) then
+  # any, not index(["..."]): jq 1.6 leaks the strings index compares.
+  if any(.response.body.error.details[]?; .reason == "API_KEY_INVALID") then
     failed("CONFIG_ERROR"; "\(.provider.id) refused the key in \(.provider.auth.env)"; false)
   else http_failure end;
 
