@@ -14,15 +14,15 @@
 # done   DONE fal and Replicate jobs that do finish go through submit |
 #        poll | fetch with webhooks on: the time from each delivery to its
 #        stored artifact, and the provider requests each job cost.
-# burst  BURST signed Replicate deliveries sent at once (32 connections)
-#        by wrk to mi-hook, which records the ones that arrive together in one
-#        transaction, and to mi-hook -b 1 (one transaction each):
-#        deliveries per second and commits per delivery (xact_commit of
-#        pg_stat_database); beside them pgbench on one connection (as
-#        mi-hook's one applier) running the same three statements (lock
-#        the job, insert the delivery, NOTIFY) one delivery per
-#        transaction and 64 per transaction.  fsync is on for
-#        this part.
+# burst  BURST signed Replicate deliveries sent at once by wrk (32
+#        connections) to mi-hook, which records the ones that arrive
+#        together in one transaction, and to mi-hook -b 1 (one transaction
+#        each): deliveries per second and commits per delivery
+#        (xact_commit of pg_stat_database); beside them pgbench on one
+#        connection (as mi-hook's one applier) running the same three
+#        statements (lock the job, insert the delivery, NOTIFY) one
+#        delivery per transaction and 64 per transaction.  fsync is on
+#        for this part; it needs wrk.
 #
 # usage: sh test/bench/hooks.sh [jobs] [seconds] [done] [burst]
 set -eu
