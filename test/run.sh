@@ -42,6 +42,11 @@ exec valgrind -q --error-exitcode=99 --leak-check=full \\
 VG
 		chmod +x "$MI_TEST_TMP/vgbin/${p##*/}"
 	done
+	# Audio and video are probed by ffprobe, not in a forked child:
+	# valgrind checks a forked child's leaks when it leaves by _exit,
+	# finds what the parent would free later (jq's state), and turns the
+	# child's status into 99.
+	export MI_FFPROBE="${MI_FFPROBE:-ffprobe}"
 	MI_BIN_DIR="$MI_TEST_TMP/vgbin"
 fi
 
