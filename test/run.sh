@@ -37,7 +37,8 @@ if [ -n "${VALGRIND:-}" ] && [ "$VALGRIND" != 0 ]; then
 		cat > "$MI_TEST_TMP/vgbin/${p##*/}" <<VG
 #!/bin/sh
 exec valgrind -q --error-exitcode=99 --leak-check=full \\
-    --errors-for-leak-kinds=definite --trace-children=no \\
+    --errors-for-leak-kinds=definite --show-leak-kinds=definite \\
+    --trace-children=no \\
     --run-libc-freeres=no "$p" "\$@"
 VG
 		chmod +x "$MI_TEST_TMP/vgbin/${p##*/}"
