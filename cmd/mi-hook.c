@@ -219,7 +219,7 @@ delivery(struct hook *h, const struct mi_http_req *req,
 	atomic_fetch_add(&h->results[out->result], 1);
 	mi_http_resp_note(r, mi_webhook_result_name(out->result));
 	if (out->result == MI_HOOK_ACCEPTED || out->result == MI_HOOK_HINT ||
-	    out->result == MI_HOOK_IGNORED) {
+	    out->result == MI_HOOK_IGNORED || out->result == MI_HOOK_PROGRESS) {
 		if (out->job_id[0])
 			mi_verbose("%s: job %s: %s %s", pd.in.provider_id,
 			    out->job_id, mi_webhook_result_name(out->result),
@@ -253,7 +253,7 @@ metrics(struct hook *h, const struct mi_http_req *req, struct mi_http_resp *r)
 	    "mi_hook_webhooks_received_total %lld\n",
 	    (long long)atomic_load(&h->received));
 	mi_buf_adds(&b, "# HELP mi_hook_webhooks_total Deliveries by result: "
-	    "accepted, hint and ignored were taken, the rest refused.\n"
+	    "accepted, hint, ignored and progress were taken, the rest refused.\n"
 	    "# TYPE mi_hook_webhooks_total counter\n");
 	for (i = 0; i < MI_HOOK_NRESULT; i++)
 		mi_buf_addf(&b, "mi_hook_webhooks_total{result=\"%s\"} %lld\n",

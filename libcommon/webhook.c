@@ -31,7 +31,7 @@
 #define MAX_KEYS 16
 
 static const char *const result_names[MI_HOOK_NRESULT] = {
-	"accepted", "hint", "ignored", "signature", "stale", "replay",
+	"accepted", "hint", "ignored", "progress", "signature", "stale", "replay",
 	"unknown_job", "tenant", "bad_body", "too_large", "unconfigured"
 };
 
@@ -778,6 +778,26 @@ check(struct mi_provider *p, jv row, jv d, const char *wid, int signed_body,
 			/* What the definition cannot read, a poll can. */
 			jv_free(outcome);
 			outcome = jv_null();
+		}
+	} else {
+		/*
+		 * Nobody signed the body: nothing it says is taken, but the
+		 * definition may tell a progress note (not worth a poll; the
+		 * job is polled at its interval all the same) from the news
+		 * of an end, which a poll now confirms.
+		 */
+		fin = job_input(row);
+		fin = jv_object_set(fin, jv_string("delivery"), jv_copy(d));
+		outcome = mi_provider_call(p, "webhook", fin, &jerr);
+		ok = jv_get_kind(outcome) == JV_KIND_OBJECT &&
+		    mi_json_str(outcome, "status", &st, 0, NULL) == 1 &&
+		    strcmp(st, "skip") == 0;
+		jv_free(outcome);
+		outcome = jv_null();
+		if (ok) {
+			out->result = MI_HOOK_PROGRESS;
+			jv_free(d);
+			return jv_null();
 		}
 	}
 	jv_free(d);

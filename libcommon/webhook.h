@@ -21,7 +21,8 @@
  * The signature and timestamp (within 5 minutes) are checked before the
  * body is parsed where the scheme signs the body; where it does not
  * (hmac, none) the body is checked to be well-formed JSON before it is
- * parsed, and what it says is only a hint: the job is polled at once.
+ * parsed, and what it says is only a hint: the job is polled at once,
+ * unless the definition's `webhook` calls it a progress note ("skip").
  * A verified delivery is one row of app.webhook_deliveries (its id: a
  * second one is a replay) holding the outcome the definition's `webhook`
  * made of it, written with a NOTIFY on MI_WEBHOOK_CHANNEL (payload: the
@@ -47,6 +48,7 @@ enum mi_hook_result {
 	MI_HOOK_ACCEPTED,	/* recorded, the worker woken */
 	MI_HOOK_HINT,		/* recorded as "poll now" */
 	MI_HOOK_IGNORED,	/* the job is already final */
+	MI_HOOK_PROGRESS,	/* unsigned, and only a progress note: no poll */
 	MI_HOOK_SIGNATURE,	/* missing or bad signature */
 	MI_HOOK_STALE,		/* timestamp outside MI_WEBHOOK_SKEW_S */
 	MI_HOOK_REPLAY,

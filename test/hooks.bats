@@ -235,6 +235,16 @@ metric() {
 	    2>"$BATS_TEST_TMPDIR/hint.err" 3>&- &
 	pid=$!
 	sleep 2
+	# Progress notes are taken (200) but make no poll.
+	run -0 deliver "$suno" progress "$MI_WEBHOOK_URL/hooks/suno"
+	[ "$output" = 200 ]
+	run -0 deliver "$meshy" progress "$MI_WEBHOOK_URL/hooks/meshy"
+	[ "$output" = 200 ]
+	sleep 0.5
+	run -0 jq -s --arg s "$suno" --arg m "$meshy" '[.[] | select(.job_id == $s
+	    or .job_id == $m)] | (map(.mode == "progress") | index(true)) as $p
+	    | [.[$p:][] | select(.event == "poll")] | length' "$FAKE_LOG"
+	[ "$output" = 0 ]
 	run -0 deliver "$suno" bad_signature "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 401 ]
 	run -0 deliver "$suno" ok "$MI_WEBHOOK_URL/hooks/suno"
@@ -247,6 +257,7 @@ metric() {
 	run -0 jq -s -c 'map(.status)' "$BATS_TEST_TMPDIR/hint.out"
 	[ "$output" = '["completed","completed"]' ]
 	[ "$(metric 'mi_hook_webhooks_total{result="hint"}')" -ge 2 ]
+	[ "$(metric 'mi_hook_webhooks_total{result="progress"}')" -ge 2 ]
 	unset MI_SUNO_POLL_INTERVAL_MS MI_MESHY_POLL_INTERVAL_MS
 }
 

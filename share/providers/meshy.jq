@@ -200,9 +200,14 @@ def lost_create:
    reason: "meshy: the task list did not settle the create; one more task costs at most $0.60"};
 
 # Webhooks and cancel (mi-providers(5)).  Meshy's webhooks are set per
-# account and unsigned: a delivery only makes mi poll the task at once.
+# account, unsigned, and sent at every status update: one that says the
+# task ended makes mi poll it at once (a progress update does not).
 def webhooks: {scheme: "none", per_request: false};
 def webhook_job: .delivery.body.id;
+def webhook:
+  (.delivery.body | if type == "object" then .status else null end) as $s
+  | if $s == "PENDING" or $s == "IN_PROGRESS" then {status: "skip"}
+    else {status: "poll"} end;
 def cancel:
   if .job.provider_job_id then
     {method: "DELETE", path: "\(task_path)/\(.job.provider_job_id)"}

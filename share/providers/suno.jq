@@ -116,9 +116,15 @@ def lost_create:
 
 # Webhooks (mi-providers(5)).  The callback kie.ai signs is an HMAC of
 # the task id and timestamp only: the body is not signed, so a delivery
-# makes mi poll the task at once.  No cancel endpoint.
+# makes mi poll the task at once, unless it is the lyrics' or the first
+# track's (a job ends at SUCCESS only).  No cancel endpoint.
 def webhooks: {scheme: "hmac", per_request: true};
 def with_webhook($url): .json.callBackUrl = $url;
 def webhook_job:
   .delivery.body | objects | (.data.task_id // .data.taskId // .taskId)
   | strings;
+def webhook:
+  (.delivery.body | if type == "object" then .data else null end
+   | if type == "object" then .callbackType else null end) as $t
+  | if $t == "text" or $t == "first" then {status: "skip"}
+    else {status: "poll"} end;

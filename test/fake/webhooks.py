@@ -25,7 +25,8 @@ A prompt with ``[nohook]`` gets no delivery.  ``POST /_fake/deliver``
 ``{"job": ID, "mode": M, "url"?: URL}`` sends one now and answers
 ``{"status": <the receiver's HTTP status>}``; modes: ``ok``, ``again``
 (the last delivery of the job, byte for byte: a replay), ``bad_signature``,
-``stale`` (timestamp 10 minutes old), ``oversize`` (a 2 MiB body).  Each
+``stale`` (timestamp 10 minutes old), ``oversize`` (a 2 MiB body),
+``progress`` (Suno's ``text`` callback, Meshy's task ``IN_PROGRESS``).  Each
 delivery is logged as an event ``webhook`` with the receiver's status.
 """
 
@@ -144,11 +145,18 @@ def build(mod, fake, job, mode="ok"):
         body = _veo_body(job)
     elif job.provider == "suno":
         # sunoapi.org's callback; kie.ai signs the task id, not the body.
-        body = json.dumps({"code": 200, "msg": "All generated successfully.",
-                           "data": {"callbackType": "complete", "task_id": job.id,
-                                    "data": []}}, separators=(",", ":")).encode()
+        if mode == "progress":
+            body = json.dumps({"code": 200, "msg": "Text generation completed.",
+                               "data": {"callbackType": "text", "task_id": job.id,
+                                        "data": []}}, separators=(",", ":")).encode()
+        else:
+            body = json.dumps({"code": 200, "msg": "All generated successfully.",
+                               "data": {"callbackType": "complete", "task_id": job.id,
+                                        "data": []}}, separators=(",", ":")).encode()
     elif job.provider == "meshy":
-        body = json.dumps({"id": job.id, "status": "SUCCEEDED"},
+        body = json.dumps({"id": job.id, "status": "IN_PROGRESS", "progress": 40}
+                          if mode == "progress" else {"id": job.id, "status": "SUCCEEDED",
+                                                      "progress": 100},
                           separators=(",", ":")).encode()
     elif job.provider == "replicate":
         body = _replicate_body(mod, fake, job, job.extra["webhook_host"])

@@ -126,7 +126,9 @@ def with_webhook($url): .;
 # The provider's id of the job a delivery (.delivery) is about, or null.
 def webhook_job: null;
 # The outcome of a delivery, as polled's of an answer; {status: "poll"}
-# asks for a poll now (a delivery whose content is not signed).
+# asks for a poll now.  Where the scheme signs no content (hmac, none)
+# only {status: "skip"} is heeded: a progress note, not worth a poll;
+# anything else makes mi poll the job now.
 def webhook: {status: "poll"};
 # The request that cancels the job at the provider, or null.
 def cancel: null;
