@@ -482,91 +482,6 @@ open_asset(const struct server *s, const struct mi_asset_path *p)
 	return fd;
 }
 
-/* Whether If-None-Match lists the entity tag (weak comparison). */
-static int
-none_match(const char *v, const char *etag)
-{
-	size_t n = strlen(etag), k;
-
-	while (*v) {
-		while (*v == ' ' || *v == '\t' || *v == ',')
-			v++;
-		if (*v == '*')
-			return 1;
-		if (strncmp(v, "W/", 2) == 0)
-			v += 2;
-		k = strcspn(v, ",");
-		while (k > 0 && (v[k - 1] == ' ' || v[k - 1] == '\t'))
-			k--;
-		if (k == n && strncmp(v, etag, n) == 0)
-			return 1;
-		v += strcspn(v, ",");
-	}
-	return 0;
-}
-
-static int
-digits(const char **p, long long *out)
-{
-	const char *s = *p;
-	long long n = 0;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	for (; *s >= '0' && *s <= '9'; s++) {
-		if (n > (LLONG_MAX - 9) / 10)
-			return -1;
-		n = n * 10 + (*s - '0');
-	}
-	*p = s;
-	*out = n;
-	return 0;
-}
-
-/*
- * One "bytes=" range against size.  Returns 1 with [*from, *to] for a
- * satisfiable range, 0 when the header is to be ignored (malformed, or
- * several ranges: the whole file is sent), -1 when unsatisfiable.
- */
-static int
-parse_range(const char *v, long long size, long long *from, long long *to)
-{
-	long long a, b;
-
-	if (strncasecmp(v, "bytes", 5) != 0)
-		return 0;
-	v += 5;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	if (*v++ != '=')
-		return 0;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	if (strchr(v, ',') != NULL)
-		return 0;
-	if (*v == '-') {
-		v++;
-		if (digits(&v, &b) == -1 || *v != '\0')
-			return 0;
-		if (b == 0 || size == 0)
-			return -1;
-		*from = b >= size ? 0 : size - b;
-		*to = size - 1;
-		return 1;
-	}
-	if (digits(&v, &a) == -1 || *v++ != '-')
-		return 0;
-	if (*v == '\0')
-		b = LLONG_MAX;
-	else if (digits(&v, &b) == -1 || *v != '\0' || b < a)
-		return 0;
-	if (a >= size)
-		return -1;
-	*from = a;
-	*to = b >= size ? size - 1 : b;
-	return 1;
-}
-
 /*
  * Authorises the request for tenant; -1 with *why when refused.  *exp_out
  * is the signed URL's expiry, or 0 for a Bearer token.  A signature is
@@ -655,10 +570,10 @@ send_entity(struct server *s, const struct mi_http_req *req,
 	/* A Range is ignored when malformed or when If-Range differs. */
 	k = 0;
 	if ((v = mi_http_header(req, "If-None-Match")) != NULL &&
-	    none_match(v, etag))
+	    mi_http_none_match(v, etag))
 		k = 304;
 	else if ((v = mi_http_header(req, "Range")) != NULL) {
-		k = parse_range(v, size, &from, &to);
+		k = mi_http_range(v, size, &from, &to);
 		if ((v = mi_http_header(req, "If-Range")) != NULL &&
 		    strcmp(v, etag) != 0)
 			k = 0;

@@ -75,6 +75,15 @@ int mi_http_parse(char *buf, size_t len, struct mi_http_req *req);
 
 /* The value of the first header called name (case-insensitive), or NULL. */
 const char *mi_http_header(const struct mi_http_req *req, const char *name);
+/* Whether an If-None-Match value lists etag (weak comparison; "*"). */
+int mi_http_none_match(const char *value, const char *etag);
+/*
+ * One "bytes=" Range value against size: 1 with [*from, *to] for a
+ * satisfiable range, 0 when the header is to be ignored (malformed, or
+ * several ranges: the whole entity is sent), -1 when unsatisfiable.
+ */
+int mi_http_range(const char *value, long long size, long long *from,
+    long long *to);
 
 /* The response being built by a handler; owned by the server. */
 struct mi_http_resp;

@@ -8,6 +8,7 @@
  *
  * It depends on nothing but libc so that test/fuzz can build it alone.
  */
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 
@@ -249,4 +250,89 @@ mi_http_header(const struct mi_http_req *req, const char *name)
 		if (strcasecmp(req->headers[i].name, name) == 0)
 			return req->headers[i].value;
 	return NULL;
+}
+
+/* Whether If-None-Match lists the entity tag (weak comparison). */
+int
+mi_http_none_match(const char *v, const char *etag)
+{
+	size_t n = strlen(etag), k;
+
+	while (*v) {
+		while (*v == ' ' || *v == '\t' || *v == ',')
+			v++;
+		if (*v == '*')
+			return 1;
+		if (strncmp(v, "W/", 2) == 0)
+			v += 2;
+		k = strcspn(v, ",");
+		while (k > 0 && (v[k - 1] == ' ' || v[k - 1] == '\t'))
+			k--;
+		if (k == n && strncmp(v, etag, n) == 0)
+			return 1;
+		v += strcspn(v, ",");
+	}
+	return 0;
+}
+
+static int
+digits(const char **p, long long *out)
+{
+	const char *s = *p;
+	long long n = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (n > (LLONG_MAX - 9) / 10)
+			return -1;
+		n = n * 10 + (*s - '0');
+	}
+	*p = s;
+	*out = n;
+	return 0;
+}
+
+/*
+ * One "bytes=" range against size.  Returns 1 with [*from, *to] for a
+ * satisfiable range, 0 when the header is to be ignored (malformed, or
+ * several ranges: the whole file is sent), -1 when unsatisfiable.
+ */
+int
+mi_http_range(const char *v, long long size, long long *from, long long *to)
+{
+	long long a, b;
+
+	if (strncasecmp(v, "bytes", 5) != 0)
+		return 0;
+	v += 5;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (*v++ != '=')
+		return 0;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strchr(v, ',') != NULL)
+		return 0;
+	if (*v == '-') {
+		v++;
+		if (digits(&v, &b) == -1 || *v != '\0')
+			return 0;
+		if (b == 0 || size == 0)
+			return -1;
+		*from = b >= size ? 0 : size - b;
+		*to = size - 1;
+		return 1;
+	}
+	if (digits(&v, &a) == -1 || *v++ != '-')
+		return 0;
+	if (*v == '\0')
+		b = LLONG_MAX;
+	else if (digits(&v, &b) == -1 || *v != '\0' || b < a)
+		return 0;
+	if (a >= size)
+		return -1;
+	*from = a;
+	*to = b >= size ? size - 1 : b;
+	return 1;
 }

@@ -450,7 +450,8 @@ manifest_with() {
 	q=$(bundle_query)
 	run curl -s -o /dev/null -w '%{http_code}' "$u/index.html"
 	[ "$output" = 404 ]
-	bad=${q%?}0
+	# The signature's last digit changed (a 0 becomes a 1, anything else 0).
+	if [ "${q: -1}" = 0 ]; then bad=${q%?}1; else bad=${q%?}0; fi
 	[ "$bad" != "$q" ]
 	run curl -s -o /dev/null -w '%{http_code}' "$u/index.html?$bad"
 	[ "$output" = 404 ]

@@ -257,7 +257,7 @@ teardown_file() {
 }
 
 @test "SIGTERM releases the jobs in hand at once and exits 75" {
-	local pid job rc
+	local pid job rc i
 	mkfifo "$BATS_TEST_TMPDIR/in"
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'long [never]' '{"refine":false}')"
 	job=$output
@@ -266,7 +266,10 @@ teardown_file() {
 	pid=$!
 	exec 7>"$BATS_TEST_TMPDIR/in"
 	echo "$job" >&7
-	sleep 0.5
+	for i in $(seq 100); do
+		[ "$(job_sql "lease_owner LIKE 'mi-poll@%'" 'long [never]')" = t ] && break
+		sleep 0.1
+	done
 	run -0 job_sql "lease_owner LIKE 'mi-poll@%'" 'long [never]'
 	assert_output t
 	kill -TERM $pid

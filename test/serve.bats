@@ -221,10 +221,10 @@ B() {
 	exp=${exp%%&*}
 	[ "$exp" -le $(($(date +%s) + 31536000)) ]
 	# mi-store with such a TTL gives no signed_url rather than a bad one
-	run -0 env MI_URL_SIGNING_KEY="$SIGNKEY" MI_URL_TTL=9223372036854775807 \
+	run -0 --separate-stderr env MI_URL_SIGNING_KEY="$SIGNKEY" MI_URL_TTL=9223372036854775807 \
 	    mi-store --tenant org_a --run "$R" --type model_3d "$BATS_FILE_TMPDIR/m.glb"
 	[ "$(jq -r .signed_url <<<"$output")" = null ]
-	run -0 env MI_URL_SIGNING_KEY="$SIGNKEY" MI_URL_TTL=60 \
+	run -0 --separate-stderr env MI_URL_SIGNING_KEY="$SIGNKEY" MI_URL_TTL=60 \
 	    mi-store --tenant org_a --run "$R" --type model_3d "$BATS_FILE_TMPDIR/m.glb"
 	url=$(jq -r .signed_url <<<"$output")
 	exp=${url#*exp=}

@@ -13,6 +13,7 @@
 #include "bundle/manifest.h"
 #include "bundle/serve.h"
 #include "bundle/zipread.h"
+#include "httpd.h"
 #include "banned.h"
 
 struct slot {
@@ -321,86 +322,6 @@ body_keep(struct body *b, const char *key)
 		body_unref(drop[--n]);
 }
 
-/* Whether If-None-Match lists etag (weak comparison). */
-static int
-none_match(const char *v, const char *etag)
-{
-	size_t n = strlen(etag), k;
-
-	while (*v) {
-		while (*v == ' ' || *v == '\t' || *v == ',')
-			v++;
-		if (*v == '*')
-			return 1;
-		if (strncmp(v, "W/", 2) == 0)
-			v += 2;
-		k = strcspn(v, ",");
-		while (k > 0 && (v[k - 1] == ' ' || v[k - 1] == '\t'))
-			k--;
-		if (k == n && strncmp(v, etag, n) == 0)
-			return 1;
-		v += strcspn(v, ",");
-	}
-	return 0;
-}
-
-static int
-digits(const char **p, long long *out)
-{
-	const char *s = *p;
-	long long n = 0;
-
-	if (*s < '0' || *s > '9')
-		return -1;
-	for (; *s >= '0' && *s <= '9'; s++) {
-		if (n > (LLONG_MAX - 9) / 10)
-			return -1;
-		n = n * 10 + (*s - '0');
-	}
-	*p = s;
-	*out = n;
-	return 0;
-}
-
-/* 1 with [from, to], 0 to ignore the header, -1 when unsatisfiable. */
-static int
-parse_range(const char *v, long long size, long long *from, long long *to)
-{
-	long long a, b;
-
-	if (strncasecmp(v, "bytes", 5) != 0)
-		return 0;
-	for (v += 5; *v == ' ' || *v == '\t'; v++)
-		;
-	if (*v++ != '=')
-		return 0;
-	while (*v == ' ' || *v == '\t')
-		v++;
-	if (strchr(v, ',') != NULL)
-		return 0;
-	if (*v == '-') {
-		v++;
-		if (digits(&v, &b) == -1 || *v != '\0')
-			return 0;
-		if (b == 0 || size == 0)
-			return -1;
-		*from = b >= size ? 0 : size - b;
-		*to = size - 1;
-		return 1;
-	}
-	if (digits(&v, &a) == -1 || *v++ != '-')
-		return 0;
-	if (*v == '\0')
-		b = LLONG_MAX;
-	else if (digits(&v, &b) == -1 || *v != '\0' || b < a)
-		return 0;
-	if (a >= size)
-		return -1;
-	*from = a;
-	*to = b >= size ? size - 1 : b;
-	return 1;
-}
-
 /* e inflated: a cached body, or a new one (then kept). NULL with *why. */
 static struct body *
 inflate_entry(const struct mi_zip_entry *e, int fd, const char *key,
@@ -457,14 +378,14 @@ mi_bundle_answer(int fd, long long size, const struct mi_bundle_url *u,
 	snprintf(a->etag, sizeof(a->etag), "\"%s/%s\"", u->asset.hash,
 	    u->entry);
 	usize = (long long)e->usize;
-	if (inm != NULL && none_match(inm, a->etag)) {
+	if (inm != NULL && mi_http_none_match(inm, a->etag)) {
 		dir_release(s);
 		close(fd);
 		a->status = 304;
 		return;
 	}
 	if (range != NULL) {
-		k = parse_range(range, usize, &from, &to);
+		k = mi_http_range(range, usize, &from, &to);
 		if (if_range != NULL && strcmp(if_range, a->etag) != 0)
 			k = 0;
 	}

@@ -20,48 +20,19 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-. "$top/test/lib/pg.sh"
+. "$top/test/bench/lib.sh"
 n=${1:-10000}
 workers=${2:-1}
 tenants=${TENANTS:-one}
 mix=${MIX:-both}
-bin=${MI_BIN_DIR:-$top/bin}
 
-tmp=$(mktemp -d /tmp/mi-bench-pipeline.XXXXXX)
-chmod 755 "$tmp"
-pids=
-cleanup() {
-	for p in $pids; do kill "$p" 2>/dev/null || true; done
-	pg_stop "$tmp/pg"
-	if [ -n "${MI_BENCH_KEEP:-}" ]; then echo "kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT INT TERM
-
-port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-pgport=$(port)
-pg_start "$tmp/pg" "$pgport"
-base="postgresql://postgres@127.0.0.1:$pgport"
-"$PGBIN/psql" -q -X "$base/postgres" -c "CREATE DATABASE bench" >/dev/null
-export DATABASE_URL="$base/bench"
-MI_MIGRATIONS_DIR=$top/migrations "$bin/mi-migrate" -q >/dev/null
+bench_init pipeline
+bench_pg
 psql() {
 	"$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"
 }
 export MI_SHAREDIR=$top/share ASSET_STORAGE_DIR=$tmp/store
-
-python3 "$top/test/fake/provider.py" --port 0 --log /dev/null --job-ms 0 \
-    --no-log-polls --key bench-key >"$tmp/fake.out" 2>"$tmp/fake.err" &
-pids="$pids $!"
-i=0
-until grep -q '^ready ' "$tmp/fake.out" 2>/dev/null; do
-	i=$((i + 1))
-	[ $i -lt 100 ] || { cat "$tmp/fake.err" >&2; exit 1; }
-	sleep 0.1
-done
-url="http://127.0.0.1:$(awk '/^ready /{print $2}' "$tmp/fake.out")"
+bench_fake --log /dev/null --job-ms 0 --no-log-polls --key bench-key
 export ELEVENLABS_API_KEY=bench-key FAL_KEY=bench-key
 export MI_ELEVENLABS_SFX_BASE_URL=$url/elevenlabs MI_FAL_BASE_URL=$url/fal
 for id in ELEVENLABS_SFX FAL; do
