@@ -27,6 +27,10 @@
 
 /* Creates whose outcome is unknown. */
 
+/* How long a lookup waits for its answer before the jobs in hand get a
+ * turn. */
+#define PUMP_MS 20
+
 static void
 got_outcome(void *arg, jv outcome)
 {
@@ -71,7 +75,13 @@ lookup_input(jv row, jv next)
 	return jv_object_set(in, jv_string("lookup"), next);
 }
 
-/* One lookup exchange, waited for; the outcome. */
+/*
+ * One lookup exchange, waited for; the outcome.  The jobs in hand go on
+ * meanwhile, a slice at a time: an answer to a synchronous create that
+ * has come is recorded now, not once every page of the lookup is read
+ * (a worker killed in between would leave that create unknown, and it
+ * would be sent again).
+ */
 static jv
 exchange(struct mi_recover *c, struct mi_provider *p, jv req, jv in)
 {
@@ -82,9 +92,13 @@ exchange(struct mi_recover *c, struct mi_provider *p, jv req, jv in)
 	    got_outcome, &out, &err) == -1)
 		return mi_outcome_error("retry", "PROVIDER_UNAVAILABLE",
 		    err.msg, 1);
-	while (!jv_is_valid(out) && mi_loop_busy(c->loop) > 0)
-		if (mi_loop_wait(c->loop, NULL, 0, 1000, &err) == -1)
+	while (!jv_is_valid(out) && mi_loop_busy(c->loop) > 0) {
+		if (mi_loop_wait(c->loop, NULL, 0, PUMP_MS, &err) == -1)
 			break;
+		if (!jv_is_valid(out) &&
+		    mi_runner_run(c->r, NULL, 0, 0, &err) == -1)
+			rec_die(c, &err);
+	}
 	if (!jv_is_valid(out)) {
 		jv_free(out);
 		out = mi_outcome_error("retry", "PROVIDER_UNAVAILABLE",
