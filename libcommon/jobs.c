@@ -183,6 +183,17 @@ static const char take_slot_sql[] =
     " WHERE j.id = $1::uuid AND j.lease_owner = $2"
     " RETURNING to_jsonb(j)";
 
+/* The same for many jobs (no budget applies), in the claim's order. */
+static const char take_slots_sql[] =
+    "WITH u AS (UPDATE app.generation_jobs j SET status = 'processing',"
+    "  started_at = clock_timestamp(), cost_source = 'estimate',"
+    "  lease_expires_at = now() + $3::int * interval '1 ms',"
+    "  updated_at = now()"
+    "  FROM unnest($1::uuid[]) WITH ORDINALITY AS c(id, k)"
+    "  WHERE j.id = c.id AND j.lease_owner = $2"
+    "  RETURNING to_jsonb(j) AS r, c.k)"
+    " SELECT r FROM u ORDER BY k";
+
 static const char over_budget_sql[] =
     "UPDATE app.generation_jobs j SET status = 'failed',"
     " error_code = 'BUDGET_EXCEEDED', error_message = $3,"
@@ -198,7 +209,7 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 	const char *params[4];
 	char lim[16], lease[32];
 	jv cand, out = jv_array();
-	int i, n;
+	int i, n, budgets = 0;
 
 	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
@@ -214,6 +225,38 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 	if (!jv_is_valid(cand))
 		goto fail;
 	n = jv_array_length(jv_copy(cand));
+	/* The budget rows are locked once for the whole claim. */
+	if (n > 0 && (budgets = mi_budget_lock(db, tenant, provider,
+	    err)) == -1)
+		goto fail;
+	if (n > 0 && budgets == 0) {
+		/* No budget applies: every slot in one statement. */
+		struct mi_buf ids = MI_BUF_INIT;
+		jv rows;
+
+		mi_buf_add(&ids, "{", 1);
+		for (i = 0; i < n; i++) {
+			jv c = jv_array_get(jv_copy(cand), i);
+			const char *id = "";
+
+			mi_json_str(c, "id", &id, 1, NULL);
+			if (i)
+				mi_buf_add(&ids, ",", 1);
+			mi_buf_add(&ids, id, strlen(id));
+			jv_free(c);
+		}
+		mi_buf_add(&ids, "}", 2);
+		params[0] = ids.buf;
+		params[1] = mi_jobs_owner();
+		params[2] = lease;
+		rows = mi_db_json(db, take_slots_sql, 3, params, err);
+		mi_buf_release(&ids);
+		if (!jv_is_valid(rows))
+			goto fail;
+		jv_free(out);
+		out = rows;
+		n = 0;
+	}
 	for (i = 0; i < n; i++) {
 		jv c = jv_array_get(jv_copy(cand), i), row;
 		struct mi_err berr = MI_ERR_INIT;
@@ -223,7 +266,8 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 
 		mi_json_str(c, "id", &id, 1, NULL);
 		mi_json_num(c, "estimate", &est, 0, NULL);
-		b = mi_budget_check(db, tenant, provider, est, id, &berr);
+		b = mi_budget_check_locked(db, tenant, provider, est, id,
+		    &berr);
 		if (b == -1) {
 			*err = berr;
 			jv_free(c);
