@@ -299,47 +299,58 @@ fail:
 	return jv_invalid();
 }
 
-static const char patch_sql[] =
-    "UPDATE app.generation_jobs j SET"
-    " status = coalesce(p->>'status', j.status),"
-    " provider_job_id = CASE WHEN p ? 'provider_job_id'"
-    "  THEN p->>'provider_job_id' ELSE j.provider_job_id END,"
-    " provider_state = CASE WHEN jsonb_typeof(p->'provider_state') ="
-    "  'object' THEN j.provider_state || (p->'provider_state')"
-    "  ELSE j.provider_state END,"
-    " progress = coalesce((p->>'progress')::int, j.progress),"
-    " attempts = coalesce((p->>'attempts')::int, j.attempts),"
-    " result_uri = coalesce(p->>'result_uri', j.result_uri),"
-    " result_expires_at = CASE WHEN p ? 'result_expires_ms' THEN"
-    "  to_timestamp((p->>'result_expires_ms')::double precision / 1000)"
-    "  ELSE j.result_expires_at END,"
-    " cost_usd = CASE WHEN p ? 'cost_usd' THEN (p->>'cost_usd')::numeric"
-    "  ELSE j.cost_usd END,"
-    " cost_source = coalesce(p->>'cost_source', j.cost_source),"
-    " error_code = CASE WHEN p ? 'error_code' THEN p->>'error_code'"
-    "  ELSE j.error_code END,"
-    " error_message = CASE WHEN p ? 'error_message'"
-    "  THEN p->>'error_message' ELSE j.error_message END,"
-    " submit_unknown = coalesce((p->>'submit_unknown')::boolean,"
-    "  j.submit_unknown),"
-    " submit_count = j.submit_count + coalesce((p->>'submit_add')::int, 0),"
-    " started_at = CASE WHEN p ? 'started' THEN coalesce(j.started_at,"
-    "  now()) ELSE j.started_at END,"
-    " completed_at = CASE WHEN p->>'status' IN ('completed', 'failed',"
-    "  'timed_out') THEN now() ELSE j.completed_at END,"
-    " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN"
-    "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)"
-    "  ELSE j.next_poll_at END,"
-    " late = coalesce((p->>'late')::boolean, j.late),"
-    " artifact_id = CASE WHEN p ? 'artifact_id'"
-    "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END,"
-    " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL"
-    "  ELSE j.lease_owner END,"
-    " lease_expires_at = CASE WHEN (p->>'release')::boolean THEN NULL"
-    "  ELSE now() + $3::int * interval '1 ms' END,"
+#define PATCH_SET \
+    "UPDATE app.generation_jobs j SET" \
+    " status = coalesce(p->>'status', j.status)," \
+    " provider_job_id = CASE WHEN p ? 'provider_job_id'" \
+    "  THEN p->>'provider_job_id' ELSE j.provider_job_id END," \
+    " provider_state = CASE WHEN jsonb_typeof(p->'provider_state') =" \
+    "  'object' THEN j.provider_state || (p->'provider_state')" \
+    "  ELSE j.provider_state END," \
+    " progress = coalesce((p->>'progress')::int, j.progress)," \
+    " attempts = coalesce((p->>'attempts')::int, j.attempts)," \
+    " result_uri = coalesce(p->>'result_uri', j.result_uri)," \
+    " result_expires_at = CASE WHEN p ? 'result_expires_ms' THEN" \
+    "  to_timestamp((p->>'result_expires_ms')::double precision / 1000)" \
+    "  ELSE j.result_expires_at END," \
+    " cost_usd = CASE WHEN p ? 'cost_usd' THEN (p->>'cost_usd')::numeric" \
+    "  ELSE j.cost_usd END," \
+    " cost_source = coalesce(p->>'cost_source', j.cost_source)," \
+    " error_code = CASE WHEN p ? 'error_code' THEN p->>'error_code'" \
+    "  ELSE j.error_code END," \
+    " error_message = CASE WHEN p ? 'error_message'" \
+    "  THEN p->>'error_message' ELSE j.error_message END," \
+    " submit_unknown = coalesce((p->>'submit_unknown')::boolean," \
+    "  j.submit_unknown)," \
+    " submit_count = j.submit_count + coalesce((p->>'submit_add')::int, 0)," \
+    " started_at = CASE WHEN p ? 'started' THEN coalesce(j.started_at," \
+    "  now()) ELSE j.started_at END," \
+    " completed_at = CASE WHEN p->>'status' IN ('completed', 'failed'," \
+    "  'timed_out') THEN now() ELSE j.completed_at END," \
+    " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN" \
+    "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)" \
+    "  ELSE j.next_poll_at END," \
+    " late = coalesce((p->>'late')::boolean, j.late)," \
+    " artifact_id = CASE WHEN p ? 'artifact_id'" \
+    "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END," \
+    " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL" \
+    "  ELSE j.lease_owner END," \
+    " lease_expires_at = CASE WHEN (p->>'release')::boolean THEN NULL" \
+    "  ELSE now() + $3::int * interval '1 ms' END," \
     " updated_at = now()"
+
+static const char patch_sql[] =
+    PATCH_SET
     " FROM (SELECT $2::jsonb AS p) x"
     " WHERE j.id = $1::uuid AND j.lease_owner = $4"
+    " RETURNING to_jsonb(j)";
+
+/* The same for many jobs: $2 is [{"id", "p"}, ...] ($1 unused). */
+static const char patch_many_sql[] =
+    PATCH_SET
+    " FROM (SELECT (e->>'id')::uuid AS id, e->'p' AS p"
+    "  FROM jsonb_array_elements($2::jsonb) e) x"
+    " WHERE j.id = x.id AND j.lease_owner = $4 AND $1 = ''"
     " RETURNING to_jsonb(j)";
 
 jv
@@ -362,6 +373,47 @@ mi_jobs_patch(struct mi_db *db, const char *id, jv patch, struct mi_err *err)
 	row = mi_db_json1(db, patch_sql, 4, params, err);
 	free(text);
 	return row;
+}
+
+jv
+mi_jobs_patch_many(struct mi_db *db, jv items, struct mi_err *err)
+{
+	const char *params[4];
+	char lease[32], *text = mi_json_dump(items);
+	jv rows, out = jv_object();
+	int i, n;
+
+	jv_free(items);
+	if (text == NULL) {
+		jv_free(out);
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = "";
+	params[1] = text;
+	params[2] = lease;
+	params[3] = mi_jobs_owner();
+	rows = mi_db_json(db, patch_many_sql, 4, params, err);
+	free(text);
+	if (!jv_is_valid(rows)) {
+		jv_free(out);
+		return rows;
+	}
+	n = jv_array_length(jv_copy(rows));
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(rows), i);
+		jv id = jv_object_get(jv_copy(row), jv_string("id"));
+
+		if (jv_get_kind(id) == JV_KIND_STRING)
+			out = jv_object_set(out, id, row);
+		else {
+			jv_free(id);
+			jv_free(row);
+		}
+	}
+	jv_free(rows);
+	return out;
 }
 
 static const char take_sql[] =
