@@ -386,10 +386,10 @@ print("SUMMARY %d %d %d %d %d %d %s %d %d" % (exact, unknown, wrong, found,
 # job's recovery log names the process that lost the create (the owner
 # of the last takeover before the create was sent again) and chaos.sh
 # when it killed that process.
-kill_at = {}
+kills_of = {}
 for line in open(work + "/kills"):
     ts, pid, comm = line.split()
-    kill_at[pid] = (int(ts), comm)
+    kills_of.setdefault(pid, []).append(int(ts))
 first = {}
 for line in open(work + "/fake.log"):
     try:
@@ -429,19 +429,26 @@ for p, (want, tag) in expect.items():
     for i, e in enumerate(log):
         if e.get("event") != "create re-sent":
             continue
-        owner = ""
-        for t in reversed(log[:i]):
-            if t.get("event") == "taken over":
-                owner = t.get("from") or ""
-                break
+        # The process that lost the create: the one the first takeover
+        # of the job processing since the last decision about it took
+        # the job from (a pending job's owner had sent nothing; workers
+        # killed while they waited to look it up come after).
+        owner, j = "", i - 1
+        while j >= 0 and log[j].get("event") not in (
+                "create re-sent", "create absent", "create found",
+                "create again", "create answered"):
+            if log[j].get("event") == "taken over" and \
+                    log[j].get("status") == "processing":
+                owner = log[j].get("from") or ""
+            j -= 1
         pid = owner.split(":")[1] if owner.count(":") >= 2 else ""
         comm = owner.split("@")[0] or "?"
+        ts, d = first.get(p, (0, 0))
+        k = min([t for t in kills_of.get(pid, []) if t >= ts] or [0])
         if p in netlost:
             cause = ("re-sent by policy: the answer was lost to the fault "
                      "proxy (%s)" % netlost[p])
-        elif p in first and pid in kill_at:
-            ts, d = first[p]
-            k = kill_at[pid][0]
+        elif p in first and k:
             if k < ts + d:
                 cause = ("re-sent by policy: %s killed while the provider "
                          "worked on the create" % comm)
