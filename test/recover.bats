@@ -85,6 +85,37 @@ creates() {
 	assert_output 'taken over mi-poll@gone:1:dead processing'
 }
 
+@test "a follow-up create recorded but never sent is sent by the takeover, once; the preview is not taken for the refine" {
+	local p='r1 [slow:100]' pid i
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d "$p" '{"refine":true}')"
+	pid=$(jq -r .provider_job_id <<<"$output")
+	for i in $(seq 100); do
+		curl -sS "$FAKE_URL/_fake/jobs" |
+		    jq -e --arg id "$pid" 'any(.[]; .id == $id and .done)' >/dev/null && break
+		sleep 0.1
+	done
+	# What an owner killed between the preview's success and the refine
+	# leaves: the refine recorded with the state that asked for it, and
+	# not marked as sent.
+	sql "UPDATE app.generation_jobs SET provider_state = provider_state
+	    || jsonb_build_object('stage', 'refine', 'preview_task_id', '$pid',
+	       'followup', jsonb_build_object('method', 'POST',
+	         'path', '/openapi/v2/text-to-3d', 'json', jsonb_build_object(
+	         'mode', 'refine', 'preview_task_id', '$pid', 'enable_pbr', true,
+	         'ai_model', 'latest', 'texture_prompt', '$p')))
+	    WHERE request->>'prompt' = '$p'"
+	orphan "$p"
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "model_3d"' "$output"
+	# The preview and the refine, each once; the result is the refine's.
+	[ "$(creates "$p")" -eq 2 ]
+	run -0 job_sql "provider_job_id <> '$pid' AND provider_state->'followup' = 'null'
+	    AND submit_count = 2 AND NOT submit_unknown" "$p"
+	assert_output t
+	run -0 curl -sS "$FAKE_URL/_fake/jobs"
+	jqok '[.[] | select(.prompt == "r1 [slow:100]") | .kind] | sort == ["text-to-3d-preview", "text-to-3d-refine"]' "$output"
+}
+
 @test "a completed job not yet stored is fetched and stored; a synchronous result is taken from the spool, which is then cleaned" {
 	local a b
 	run -0 --separate-stderr bash -c 'mi-submit | mi-poll' <<<"$(req fal image 'c1')"

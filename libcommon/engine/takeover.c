@@ -193,6 +193,7 @@ adopt(struct mi_runner *r, jv row)
 	double sc = 0;
 	const char *up = NULL;
 	long long last = 0, due;
+	jv fu;
 
 	mi_json_str(row, "status", &st, 0, NULL);
 	if (mi_json_str(row, "updated_at", &up, 0, NULL) == 1)
@@ -210,7 +211,28 @@ adopt(struct mi_runner *r, jv row)
 	}
 	mi_json_bool(row, "submit_unknown", &unknown, 0, NULL);
 	mi_json_num(row, "submit_count", &sc, 0, NULL);
+	fu = jv_object_get(jv_copy(row), jv_string("provider_state"));
+	if (jv_get_kind(fu) == JV_KIND_OBJECT)
+		fu = jv_object_get(fu, jv_string("followup"));
 	jv_free(row);
+	if (jv_get_kind(fu) == JV_KIND_OBJECT && !unknown) {
+		/*
+		 * A follow-up create was recorded and never went out (a
+		 * create is marked submit_unknown before it is sent): it
+		 * is sent now, not the last task polled again.
+		 */
+		free(j->followup);
+		j->followup = mi_json_dump(fu);
+		jv_free(fu);
+		if (j->followup) {
+			eng_note(r, MI_NOTE_VERBOSE, "job %s: its recorded "
+			    "follow-up create was never sent; sending it",
+			    j->id);
+			eng_schedule(r, j, P_CREATE, mi_now_ms());
+			return;
+		}
+	} else
+		jv_free(fu);
 	if (j->pjid && !unknown && j->t->polled) {
 		due = mi_now_ms();
 		if (j->hooked) {
