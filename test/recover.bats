@@ -251,7 +251,11 @@ creates() {
 	    >"$BATS_TEST_TMPDIR/k1" 2>/dev/null
 	mi-poll <"$BATS_TEST_TMPDIR/k1" >/dev/null 2>&1 &
 	p=$!
-	sleep 0.5
+	t0=$(date +%s%3N)
+	until [[ $(job_sql lease_owner 'k1 [never]') == mi-poll@* ]]; do
+		sleep 0.05
+		[ $(($(date +%s%3N) - t0)) -lt 30000 ]
+	done
 	run -0 job_sql "lease_owner" 'k1 [never]'
 	[[ $output == mi-poll@* ]]
 	kill -9 $p
@@ -298,10 +302,26 @@ creates() {
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE request->>'prompt' = 'h2'"
 	# A live worker: the slot stays with the orphan, the newcomer waits.
+	# The orphan's slot is held for two of the worker's leases after its
+	# own lapsed: a worker of the default lease (30 s), so that however
+	# slow the machine, the newcomer's claim comes within that time.
 	sql "INSERT INTO app.recovery_workers (owner, lease_ms, expires_at)
-	    VALUES ('mi-recover@x:3:alive', 1000, now() + interval '1 minute')"
+	    VALUES ('mi-recover@x:3:alive', 30000, now() + interval '1 minute')"
 	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h3' '{"refine":false}')"
 	jqok '.status == "pending"' "$output"
+	# A worker whose heartbeat is late (its row lapsed a second ago, less
+	# than one of its leases) still runs: the newcomer waits.
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'h3'"
+	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '1 second'"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h4' '{"refine":false}')"
+	jqok '.status == "pending"' "$output"
+	# Not seen for longer than its lease: gone, the slot is free.
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'h4'"
+	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '31 seconds'"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h5' '{"refine":false}')"
+	jqok '.status == "processing"' "$output"
 	sql "DELETE FROM app.recovery_workers"
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE tenant_id = 'th'"
