@@ -7,8 +7,9 @@
  * at once; a retryable one is retried with backoff, a failure falls back
  * to the next provider of the chain when eligible, a job past its
  * deadline gets one last poll and then times out (cancelled at the
- * provider when it can be).  Only the per-poll counters wait for the
- * batched flush (takeover.c).  An outcome that comes while the database
+ * provider when it can be).  Only the per-poll counters wait: for the
+ * batched flush when progress changed, else for the lease renewal
+ * (takeover.c).  An outcome that comes while the database
  * is away is held, and written once it is back.
  */
 #include <stdio.h>
@@ -999,8 +1000,10 @@ eng_do_poll(struct mi_runner *r, struct rjob *j)
 	}
 	j->phase = P_POLLING;
 	j->busy = 1;
+	/* Written with the next lease renewal (eng_renew): a poll that
+	 * changes nothing costs no write of its own. */
 	j->attempts++;
-	j->dirty = 1;
+	r->polls++;
 	/* The definition's input is built only if the definition runs. */
 	if (j->t->poll(r->loop, j->p, jv_invalid(), &j->memo, eng_on_polled, j,
 	    &err) == -1) {
