@@ -1030,10 +1030,16 @@ crashed_since(struct mi_db *db, struct mi_err *err)
 int
 mi_db_durable(struct mi_db *db, struct mi_err *err)
 {
+	/*
+	 * Inside a transaction the writes are not committed yet: no barrier
+	 * can make them durable, and whatever the caller is about to let out
+	 * would report writes that a rollback can still undo.
+	 */
+	if (db->in_tx)
+		return mi_err_set(err, EX_SOFTWARE, "database: a durability "
+		    "barrier inside an open transaction (commit it first)");
 	if (!db->async || !db->unflushed)
 		return 0;
-	if (db->in_tx)
-		return 0;	/* the transaction's commit comes first */
 	if (strcmp(db->server_start, db->unflushed_start) != 0 &&
 	    crashed_since(db, err) != 0) {
 		db->unflushed = 0;

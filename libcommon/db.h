@@ -95,7 +95,9 @@ int mi_db_notified(struct mi_db *db, const char *channel);
  * every earlier one durable.  It fails (75) when the server went through
  * crash recovery after writes it had not made durable, since whether
  * they survived is unknown (a clean restart flushes them all: the
- * barrier then holds).  mi_db_unflushed tells whether a barrier is due.
+ * barrier then holds).  Inside an open transaction it refuses (70):
+ * the transaction's writes are not committed, so nothing can be let out
+ * on their account yet.  mi_db_unflushed tells whether a barrier is due.
  */
 int mi_db_group_commit(struct mi_db *db, struct mi_err *err);
 int mi_db_durable(struct mi_db *db, struct mi_err *err);

@@ -454,6 +454,33 @@ mi_http_multi_new(int max_per_host, struct mi_err *err)
 }
 
 void
+mi_http_multi_stop(struct mi_http_multi *m)
+{
+	struct xfer *x;
+	curl_off_t reqsize;
+
+	if (m == NULL)
+		return;
+	while ((x = m->live) != NULL) {
+		struct mi_http_resp *r = &x->resp;
+
+		m->live = x->live;
+		x->live = NULL;
+		reqsize = 0;
+		curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &reqsize);
+		if (reqsize > 0)
+			r->sent = 1;
+		curl_multi_remove_handle(m->multi, x->easy);
+		m->count--;
+		r->net_error = 1;
+		mi_err_set(&r->err, EX_TEMPFAIL, "stopped");
+		if (x->done)
+			x->done(x->arg, r);
+		xfer_put(m, x);
+	}
+}
+
+void
 mi_http_multi_free(struct mi_http_multi *m)
 {
 	struct xfer *x;

@@ -93,6 +93,9 @@ typedef void (*mi_http_done)(void *arg, struct mi_http_resp *resp);
 struct mi_http_multi *mi_http_multi_new(int max_per_host,
     struct mi_err *err);
 void mi_http_multi_free(struct mi_http_multi *m);
+/* Ends every exchange still under way: its done runs with net_error set
+ * and the error "stopped" (what it owned is freed there). */
+void mi_http_multi_stop(struct mi_http_multi *m);
 int mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
     mi_http_done done, void *arg, struct mi_err *err);
 /* Exchanges under way. */

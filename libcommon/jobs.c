@@ -569,15 +569,17 @@ add_int(struct mi_buf *b, long long v)
 
 int
 mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
-    struct mi_err *err)
+    jv *kept, struct mi_err *err)
 {
 	struct mi_buf ids = MI_BUF_INIT, att = MI_BUF_INIT, prog = MI_BUF_INIT,
 	    next = MI_BUF_INIT;
-	const char *params[6];
-	char lease[32];
+	const char *params[6], *sql;
+	char lease[32], sqlk[1024];
 	size_t i;
 	int r;
 
+	if (kept)
+		*kept = jv_array();
 	if (n == 0)
 		return 0;
 	for (i = 0; i < n; i++) {
@@ -609,7 +611,9 @@ mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
 	params[3] = next.buf;
 	params[4] = mi_jobs_owner();
 	params[5] = lease;
-	r = mi_db_exec(db, "WITH t AS (SELECT * FROM unnest($1::uuid[],"
+	/* Rows are locked in the order claims lock them (created_at, id),
+	 * so this and another worker's claim never deadlock. */
+	sql = "WITH t AS (SELECT * FROM unnest($1::uuid[],"
 	    "  $2::int[], $3::int[], $4::bigint[])"
 	    "  AS t(id, attempts, progress, next_ms)),"
 	    " l AS (SELECT j.id FROM app.generation_jobs j JOIN t ON t.id = j.id"
@@ -621,7 +625,15 @@ mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
 	    " lease_expires_at = now() + $6::int * interval '1 ms',"
 	    " updated_at = now()"
 	    " FROM t, l WHERE j.id = t.id AND j.id = l.id"
-	    " AND j.lease_owner = $5", 6, params, NULL, err);
+	    " AND j.lease_owner = $5";
+	if (kept == NULL) {
+		r = mi_db_exec(db, sql, 6, params, NULL, err);
+		goto out;
+	}
+	snprintf(sqlk, sizeof(sqlk), "%s RETURNING to_jsonb(j.id)", sql);
+	jv_free(*kept);
+	*kept = mi_db_json(db, sqlk, 6, params, err);
+	r = jv_is_valid(*kept) ? 0 : -1;
 out:
 	mi_buf_release(&ids);
 	mi_buf_release(&att);

@@ -99,9 +99,9 @@ struct mi_jobs_tick {
 	long long next_ms;		/* next poll, epoch ms */
 };
 /* Writes the bookkeeping of n jobs in one statement, renewing their
- * leases. */
+ * leases; kept (unless NULL) gets the ids of those still held. */
 int mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
-    struct mi_err *err);
+    jv *kept, struct mi_err *err);
 
 /*
  * Leases up to n queued jobs nobody holds (pending without a live lease),

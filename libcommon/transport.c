@@ -104,6 +104,9 @@ mi_loop_free(struct mi_loop *l)
 	if (l == NULL)
 		return;
 	reap(l, 1);
+	/* Exchanges still under way end now, so that whoever waits for one
+	 * frees what it holds (a runner's jobs given up at its end). */
+	mi_http_multi_stop(l->http);
 	mi_http_multi_free(l->http);
 	close(l->pipe[0]);
 	close(l->pipe[1]);

@@ -23,14 +23,16 @@
 #
 # With CHAOS_RESEND=1, while the kills go on, batches already sent are
 # sent again in new pipelines (the same steps: no new job, no new
-# create; off by default: a re-sent step's pipeline can still take the
-# job over from the live one and make a follow-up create twice).  With
+# create; a follow-up create is recorded before it is sent, so that
+# whichever process takes the job over sends it once).  With
 # CHAOS_FAULT_RATE (e.g. 0.2) every provider sits behind the fault proxy
 # (test/fake/faultproxy.py), which fails that share of the creates, polls
 # and downloads (500, reset, hang, truncated).  Creates are counted by
 # the fake itself: no step may be created twice without a recorded
 # decision (a "create re-sent" with its reason), and the share created
-# twice at all is reported.
+# twice at all is reported, by provider and cause: for each step created
+# twice, when the provider had answered its first create (from the
+# fake's log) against when the process that held it was killed.
 #
 # Runs inside make check's cluster (MI_PG_BASE, a database cloned from
 # mi_template) or, by hand, starts its own throwaway PostgreSQL cluster.
@@ -216,18 +218,16 @@ feeder_pid=$!
 # The kills: at random moments, a process of a random kind (mi-submit,
 # mi-poll, mi-fetch, mi-recover, among the kinds still running) of the
 # pipelines' and the workers' (with their mi-fetch children).
+# One ps for all of them: a ps per pipeline took seconds under load, and
+# with a thousand jobs the kills then missed the pipelines altogether.
 target() {
-	local p
-	for p in $(cat "$work"/pipe*.pid "$work"/worker*.pid 2>/dev/null); do
-		kill -0 "$p" 2>/dev/null || continue
-		echo "$p"
-		ps -o pid= --ppid "$p" 2>/dev/null
-	done | while read -r p; do
-		c=$(cat /proc/$p/comm 2>/dev/null) || continue
-		case $c in
-		mi-submit|mi-poll|mi-fetch|mi-recover) echo "$c $p" ;;
-		esac
-	done | shuf | sort -s -u -k1,1 | shuf -n 1 | awk '{print $2}'
+	local pids
+	pids=" $(cat "$work"/pipe*.pid "$work"/worker*.pid 2>/dev/null |
+	    tr '\n' ' ') "
+	ps -e -o pid=,ppid=,comm= | awk -v set="$pids" '
+	    (index(set, " " $1 " ") || index(set, " " $2 " ")) &&
+	    $3 ~ /^mi-(submit|poll|fetch|recover)$/ { print $3, $1 }' |
+	    shuf | sort -s -u -k1,1 | shuf -n 1 | awk '{print $2}'
 }
 kills=0
 : >"$work/kills"
@@ -306,13 +306,13 @@ steps=$(q "SELECT count(DISTINCT run_step_id) FROM app.generation_jobs")
 [ "$total" -eq "$N" ] || bad "$total jobs for $N requests (fallbacks?)"
 # A job whose create went unknown again after it was sent again fails
 # (a create is sent again once, never twice): the only failure allowed.
-twice=$(q "SELECT count(*) FROM app.generation_jobs WHERE status = 'failed'
+unknown2=$(q "SELECT count(*) FROM app.generation_jobs WHERE status = 'failed'
     AND recovery @> '[{\"event\": \"create unknown twice\"}]'")
-if [ "$failed" -gt "$twice" ] || [ "$timedout" -gt 0 ]; then
+if [ "$failed" -gt "$unknown2" ] || [ "$timedout" -gt 0 ]; then
 	q "SELECT status, error_code, error_message, count(*)
 	    FROM app.generation_jobs WHERE status <> 'completed'
 	    GROUP BY 1, 2, 3" | sed 's/^/chaos:   /'
-	bad "$((failed - twice)) failed and $timedout timed out"
+	bad "$((failed - unknown2)) failed and $timedout timed out"
 fi
 
 # Creates per job against the fake's count per prompt.
@@ -324,6 +324,8 @@ q "SELECT request->>'prompt', (SELECT count(*) FROM
      WHERE e->>'event' = 'create absent'),
     status
     FROM app.generation_jobs" | tr '|' '\t' >"$work/jobs"
+q "SELECT jsonb_build_object('prompt', request->>'prompt',
+    'recovery', recovery) FROM app.generation_jobs" >"$work/recovery"
 curl -sS "$FAKE_URL/_fake/stats" >"$work/stats"
 python3 - "$work" >"$work/creates" <<'EOF'
 import json, re, sys
@@ -378,6 +380,90 @@ for tag, m in sorted(stats["max_concurrent_by_tag"].items()):
 peak = max(stats["max_concurrent_by_tag"].values() or [0])
 print("SUMMARY %d %d %d %d %d %d %s %d %d" % (exact, unknown, wrong, found,
       absent, peak, ";".join(over) or "-", twice, unexplained))
+
+# Steps created twice, by provider and cause.  The fake logs each create
+# when it arrives (ts) and how long it took to answer (delay_ms); the
+# job's recovery log names the process that lost the create (the owner
+# of the last takeover before the create was sent again) and chaos.sh
+# when it killed that process.
+kills_of = {}
+for line in open(work + "/kills"):
+    ts, pid, comm = line.split()
+    kills_of.setdefault(pid, []).append(int(ts))
+first = {}
+for line in open(work + "/fake.log"):
+    try:
+        e = json.loads(line)
+    except ValueError:
+        continue
+    if e.get("event") != "create" or not e.get("accepted"):
+        continue
+    b = e.get("body") if isinstance(e.get("body"), dict) else {}
+    p = b.get("prompt") or b.get("text") or b.get("texture_prompt") or ""
+    p = re.sub(r" \(game UI sound: [^)]*\)$", "", p)
+    if p not in first:
+        first[p] = (e["ts"], e.get("delay_ms", 0))
+# Creates whose answer the fault proxy lost after passing them on.
+netlost = {}
+try:
+    for line in open(work + "/proxy.log"):
+        e = json.loads(line)
+        if e.get("kind") == "create" and e.get("fault") in ("reset", "hang",
+                                                           "truncate"):
+            for p in expect:
+                if json.dumps(p)[1:-1] in e.get("body", ""):
+                    netlost.setdefault(p, e["fault"])
+except (OSError, ValueError):
+    pass
+logs = {}
+for line in open(work + "/recovery"):
+    r = json.loads(line)
+    logs[r["prompt"]] = r["recovery"] or []
+causes = {}
+for p, (want, tag) in expect.items():
+    if by_prompt.get(p, 0) <= want:
+        continue
+    prov = tag.split("-", 1)[1]
+    log = logs.get(p, [])
+    cause = "no recorded decision"
+    for i, e in enumerate(log):
+        if e.get("event") != "create re-sent":
+            continue
+        # The process that lost the create: the one the first takeover
+        # of the job processing since the last decision about it took
+        # the job from (a pending job's owner had sent nothing; workers
+        # killed while they waited to look it up come after).
+        owner, j = "", i - 1
+        while j >= 0 and log[j].get("event") not in (
+                "create re-sent", "create absent", "create found",
+                "create again", "create answered"):
+            if log[j].get("event") == "taken over" and \
+                    log[j].get("status") == "processing":
+                owner = log[j].get("from") or ""
+            j -= 1
+        pid = owner.split(":")[1] if owner.count(":") >= 2 else ""
+        comm = owner.split("@")[0] or "?"
+        ts, d = first.get(p, (0, 0))
+        k = min([t for t in kills_of.get(pid, []) if t >= ts] or [0])
+        if p in netlost:
+            cause = ("re-sent by policy: the answer was lost to the fault "
+                     "proxy (%s)" % netlost[p])
+        elif p in first and k:
+            if k < ts + d:
+                cause = ("re-sent by policy: %s killed while the provider "
+                         "worked on the create" % comm)
+            else:
+                cause = ("re-sent by policy: the answer was sent, %s killed "
+                         "before it was recorded" % comm)
+        elif pid:
+            cause = "re-sent by policy: %s lost the create unkilled" % comm
+        else:
+            cause = "re-sent by policy"
+        break
+    k = (prov, cause)
+    causes[k] = causes.get(k, 0) + 1
+for (prov, cause), n in sorted(causes.items()):
+    print("TWICE %s %d %s" % (prov, n, cause))
 EOF
 grep -E '^(WRONG|UNEXPLAINED)' "$work/creates" | head -20 | sed 's/^/chaos:   /'
 read -r _ exact unknown wrong found absent peak over twice unexplained \
@@ -453,9 +539,12 @@ EOF
 # The figures.
 by_comm=$(awk '{c[$3]++} END {for (k in c) printf "%s%s %d", s++ ? ", " : "", k, c[k]}' "$work/kills")
 say "$N jobs, $kills kills ($by_comm) over $(((t_kills - t0) / 1000)).$(((t_kills - t0) % 1000 / 100)) s; all final after $(((t_done - t0) / 1000)).$(((t_done - t0) % 1000 / 100)) s"
-say "jobs: $completed completed, $failed failed ($twice of them because a create sent again went unknown again), $timedout timed out, $open open"
+say "jobs: $completed completed, $failed failed ($unknown2 of them because a create sent again went unknown again), $timedout timed out, $open open"
 say "creates: $exact jobs with exactly the creates they need; lost creates looked up: $found found, $absent absent (sent again); $unknown jobs whose create's outcome was unknown and was sent again blindly; $wrong wrong"
 say "store: $arts artifacts, $files files, $objects objects, $others temporary or stray files; spool: $(find "$ASSET_STORAGE_DIR/.spool" -type f 2>/dev/null | wc -l) files"
+grep '^TWICE' "$work/creates" | while read -r _ prov n cause; do
+	say "  created twice: $prov: $n ($cause)"
+done
 say "created twice at the provider: $twice of $N steps ($(awk -v a="$twice" -v n="$N" 'BEGIN {printf "%.1f", 100 * a / n}') %), $unexplained without a recorded decision; batches sent again: $(cat "$work/resent" 2>/dev/null | wc -l)"
 if [ -n "$proxy_pid" ]; then
 	say "fault proxy at $RATE: $(curl -sS "$BASE/_faultproxy/stats" | jq -c '.faults')"

@@ -42,7 +42,8 @@ creates() {
 }
 
 setup_file() {
-	jobs_setup_file
+	# Two Replicate predictions a page, so that a lookup turns pages.
+	jobs_setup_file --replicate-page-size 2
 	own_pg_start
 	proxy_start --hang-ms 8000
 	# Every provider behind the proxy.
@@ -107,6 +108,41 @@ teardown_file() {
 	assert_equal "$(creates "$p")" 2
 	[ "$(job_sql "status" "$p")" = completed ]
 	[ "$(job_sql "recovery @> '[{\"event\": \"create found\"}]'" "$p")" = t ]
+}
+
+@test "a lost Replicate create is found in the prediction list, pages back, and not sent again; a refused one is sent again once" {
+	export MI_REPLICATE_BASE_URL=$PROXY_URL/replicate
+	p="replicate lost $(uuid)"
+	plan create truncate "$p"
+	req replicate image "$p" | pipeline || true
+	assert_equal "$(creates "$p")" 1
+	[ "$(job_sql "submit_unknown" "$p")" = t ]
+	# Newer predictions put the lost one pages back in the list.
+	for i in 1 2 3 4; do
+		req replicate image "replicate newer $i $(uuid)"
+	done | pipeline >/dev/null
+	run -0 --separate-stderr mi-recover --once
+	assert_equal "$(creates "$p")" 1
+	[ "$(job_sql "status" "$p")" = completed ]
+	[ "$(job_sql "artifact_id IS NOT NULL" "$p")" = t ]
+	[ "$(job_sql "submit_count" "$p")" -eq 1 ]
+	run -0 job_sql "jsonb_path_query_first(recovery, '\$[*] ? (@.event == \"create found\").provider_job_id') = to_jsonb(provider_job_id)" "$p"
+	assert_output t
+	# The list was read with Replicate's cursor, past the first page.
+	run -0 jq -sc '[.[] | select(.provider == "replicate" and .event == "list")]
+	    | (length > 1) and any(.query.cursor != null)' "$FAKE_LOG"
+	assert_output true
+	# A create refused (500) whose answer was lost: no prediction of its
+	# input to the list's end, so it is sent again, and made once.
+	q="replicate refused $(uuid) [500x2]"
+	plan create truncate "$q"
+	req replicate image "$q" | pipeline || true
+	[ "$(job_sql "submit_unknown" "$q")" = t ]
+	assert_equal "$(creates "$q")" 0
+	run -0 --separate-stderr mi-recover --once
+	assert_equal "$(creates "$q")" 1
+	[ "$(job_sql "status" "$q")" = completed ]
+	[ "$(job_sql "recovery @> '[{\"event\": \"create absent\"}]'" "$q")" = t ]
 }
 
 @test "hold: a lost create the provider cannot be asked about is left to an operator, with the reason" {

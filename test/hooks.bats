@@ -219,34 +219,60 @@ metric() {
 }
 
 @test "hmac (Suno) and unsigned (Meshy) deliveries are hints: the worker polls at once" {
-	local suno meshy t0 t1
+	local suno meshy bar t0 t1 i
 	export MI_SUNO_POLL_INTERVAL_MS=600000 MI_MESHY_POLL_INTERVAL_MS=600000
 	{
 		req suno audio_bgm 'hook suno' '{"duration_sec":30}'
 		req meshy model_3d 'hook meshy' '{"refine":false}'
+		req meshy model_3d 'hook barrier' '{"refine":false}'
 	} | mi-submit >"$BATS_TEST_TMPDIR/hint.jobs" 2>/dev/null
 	suno=$(job_sql provider_job_id 'hook suno')
 	meshy=$(job_sql provider_job_id 'hook meshy')
+	bar=$(job_sql provider_job_id 'hook barrier')
 	# The callback URL went with Suno's create.
 	run -0 jq -c --arg id "$suno" 'select(.job_id == $id and .event == "create")' "$FAKE_LOG"
 	jqok '.body.callBackUrl | startswith(env.MI_WEBHOOK_URL + "/hooks/suno?job=")' "$output"
-	t0=$(date +%s)
 	mi-poll <"$BATS_TEST_TMPDIR/hint.jobs" >"$BATS_TEST_TMPDIR/hint.out" \
 	    2>"$BATS_TEST_TMPDIR/hint.err" 3>&- &
 	pid=$!
-	sleep 2
+	# Until mi-poll holds the three jobs and the fake has finished them
+	# (a hint's poll then finds each one done).
+	for i in $(seq 600); do
+		[ "$(sql "SELECT count(*) FROM app.generation_jobs
+		    WHERE lease_owner LIKE 'mi-poll@%' AND status = 'processing'
+		    AND request->>'prompt' IN ('hook suno', 'hook meshy',
+		    'hook barrier')")" = 3 ] &&
+		    [ "$(curl -sS "$FAKE_URL/_fake/jobs" | jq --arg s "$suno" \
+		    --arg m "$meshy" --arg b "$bar" '[.[] | select(.id == $s or
+		    .id == $m or .id == $b) | select(.done)] | length')" = 3 ] &&
+		    break
+		sleep 0.1
+	done
+	run -0 job_sql "lease_owner LIKE 'mi-poll@%'" 'hook barrier'
+	assert_output t
 	# Progress notes are taken (200) but make no poll.
 	run -0 deliver "$suno" progress "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 200 ]
 	run -0 deliver "$meshy" progress "$MI_WEBHOOK_URL/hooks/meshy"
 	[ "$output" = 200 ]
-	sleep 0.5
+	# A hint for the third job, sent after them, is the barrier: once the
+	# worker has polled it and completed it, it has seen everything that
+	# the progress notes could have woken it for.
+	run -0 deliver "$bar" ok "$MI_WEBHOOK_URL/hooks/meshy"
+	[ "$output" = 200 ]
+	for i in $(seq 600); do
+		[ "$(job_sql status 'hook barrier')" = completed ] && break
+		sleep 0.1
+	done
+	run -0 job_sql status 'hook barrier'
+	assert_output completed
 	run -0 jq -s --arg s "$suno" --arg m "$meshy" '[.[] | select(.job_id == $s
 	    or .job_id == $m)] | (map(.mode == "progress") | index(true)) as $p
 	    | [.[$p:][] | select(.event == "poll")] | length' "$FAKE_LOG"
 	[ "$output" = 0 ]
 	run -0 deliver "$suno" bad_signature "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 401 ]
+	t0=$(date +%s)
 	run -0 deliver "$suno" ok "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 200 ]
 	run -0 deliver "$meshy" ok "$MI_WEBHOOK_URL/hooks/meshy"
@@ -255,8 +281,8 @@ metric() {
 	t1=$(date +%s)
 	[ $((t1 - t0)) -lt 10 ]
 	run -0 jq -s -c 'map(.status)' "$BATS_TEST_TMPDIR/hint.out"
-	[ "$output" = '["completed","completed"]' ]
-	[ "$(metric 'mi_hook_webhooks_total{result="hint"}')" -ge 2 ]
+	[ "$output" = '["completed","completed","completed"]' ]
+	[ "$(metric 'mi_hook_webhooks_total{result="hint"}')" -ge 3 ]
 	[ "$(metric 'mi_hook_webhooks_total{result="progress"}')" -ge 2 ]
 	unset MI_SUNO_POLL_INTERVAL_MS MI_MESHY_POLL_INTERVAL_MS
 }

@@ -85,6 +85,37 @@ creates() {
 	assert_output 'taken over mi-poll@gone:1:dead processing'
 }
 
+@test "a follow-up create recorded but never sent is sent by the takeover, once; the preview is not taken for the refine" {
+	local p='r1 [slow:100]' pid i
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d "$p" '{"refine":true}')"
+	pid=$(jq -r .provider_job_id <<<"$output")
+	for i in $(seq 100); do
+		curl -sS "$FAKE_URL/_fake/jobs" |
+		    jq -e --arg id "$pid" 'any(.[]; .id == $id and .done)' >/dev/null && break
+		sleep 0.1
+	done
+	# What an owner killed between the preview's success and the refine
+	# leaves: the refine recorded with the state that asked for it, and
+	# not marked as sent.
+	sql "UPDATE app.generation_jobs SET provider_state = provider_state
+	    || jsonb_build_object('stage', 'refine', 'preview_task_id', '$pid',
+	       'followup', jsonb_build_object('method', 'POST',
+	         'path', '/openapi/v2/text-to-3d', 'json', jsonb_build_object(
+	         'mode', 'refine', 'preview_task_id', '$pid', 'enable_pbr', true,
+	         'ai_model', 'latest', 'texture_prompt', '$p')))
+	    WHERE request->>'prompt' = '$p'"
+	orphan "$p"
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "model_3d"' "$output"
+	# The preview and the refine, each once; the result is the refine's.
+	[ "$(creates "$p")" -eq 2 ]
+	run -0 job_sql "provider_job_id <> '$pid' AND provider_state->'followup' = 'null'
+	    AND submit_count = 2 AND NOT submit_unknown" "$p"
+	assert_output t
+	run -0 curl -sS "$FAKE_URL/_fake/jobs"
+	jqok '[.[] | select(.prompt == "r1 [slow:100]") | .kind] | sort == ["text-to-3d-preview", "text-to-3d-refine"]' "$output"
+}
+
 @test "a completed job not yet stored is fetched and stored; a synchronous result is taken from the spool, which is then cleaned" {
 	local a b
 	run -0 --separate-stderr bash -c 'mi-submit | mi-poll' <<<"$(req fal image 'c1')"
@@ -220,7 +251,11 @@ creates() {
 	    >"$BATS_TEST_TMPDIR/k1" 2>/dev/null
 	mi-poll <"$BATS_TEST_TMPDIR/k1" >/dev/null 2>&1 &
 	p=$!
-	sleep 0.5
+	t0=$(date +%s%3N)
+	until [[ $(job_sql lease_owner 'k1 [never]') == mi-poll@* ]]; do
+		sleep 0.05
+		[ $(($(date +%s%3N) - t0)) -lt 30000 ]
+	done
 	run -0 job_sql "lease_owner" 'k1 [never]'
 	[[ $output == mi-poll@* ]]
 	kill -9 $p
@@ -267,10 +302,26 @@ creates() {
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE request->>'prompt' = 'h2'"
 	# A live worker: the slot stays with the orphan, the newcomer waits.
+	# The orphan's slot is held for two of the worker's leases after its
+	# own lapsed: a worker of the default lease (30 s), so that however
+	# slow the machine, the newcomer's claim comes within that time.
 	sql "INSERT INTO app.recovery_workers (owner, lease_ms, expires_at)
-	    VALUES ('mi-recover@x:3:alive', 1000, now() + interval '1 minute')"
+	    VALUES ('mi-recover@x:3:alive', 30000, now() + interval '1 minute')"
 	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h3' '{"refine":false}')"
 	jqok '.status == "pending"' "$output"
+	# A worker whose heartbeat is late (its row lapsed a second ago, less
+	# than one of its leases) still runs: the newcomer waits.
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'h3'"
+	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '1 second'"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h4' '{"refine":false}')"
+	jqok '.status == "pending"' "$output"
+	# Not seen for longer than its lease: gone, the slot is free.
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'h4'"
+	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '31 seconds'"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h5' '{"refine":false}')"
+	jqok '.status == "processing"' "$output"
 	sql "DELETE FROM app.recovery_workers"
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE tenant_id = 'th'"

@@ -132,6 +132,7 @@ struct mi_runner {
 	int input_ready;
 	jv routing;
 	long finished;
+	long polls, polls_read;	/* polls made; answers the definitions read */
 	int fatal, eof;
 	struct mi_err ferr;
 };
@@ -200,7 +201,9 @@ long long eng_next_poll(struct mi_runner *r, struct rjob *j);
 /* takeover.c */
 void eng_check_follow(struct mi_runner *r);
 void eng_take_over(struct mi_runner *r);
-void eng_flush(struct mi_runner *r);
+/* The per-poll counters of the jobs whose progress changed (all: of
+ * every job); a renewal carries every job's. */
+void eng_flush(struct mi_runner *r, int all);
 void eng_renew(struct mi_runner *r);
 void eng_notified(struct mi_runner *r);
 void eng_take_hooks(struct mi_runner *r);

@@ -211,6 +211,8 @@ mi_runner_stats(const struct mi_runner *r, struct mi_runner_stats *s)
 	}
 	s->avg_progress = s->polling ? (int)(sum / s->polling) : 0;
 	s->finished = r->finished;
+	s->polls = r->polls;
+	s->polls_read = r->polls_read;
 }
 
 void
@@ -220,7 +222,7 @@ mi_runner_release(struct mi_runner *r)
 	jv ids = jv_array();
 	size_t i;
 
-	eng_flush(r);
+	eng_flush(r, 1);
 	for (i = 0; i < r->nbuck; i++) {
 		struct rjob *j, *nx;
 
@@ -298,7 +300,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	if (ncreate > 0 && !r->fatal)
 		eng_do_creates(r, creates, ncreate);
 	if (!r->fatal && now >= r->next_flush) {
-		eng_flush(r);
+		eng_flush(r, 0);
 		r->next_flush = now + 1000;
 	}
 	if (!r->fatal && now >= r->next_renew) {

@@ -7,8 +7,9 @@
  * at once; a retryable one is retried with backoff, a failure falls back
  * to the next provider of the chain when eligible, a job past its
  * deadline gets one last poll and then times out (cancelled at the
- * provider when it can be).  Only the per-poll counters wait for the
- * batched flush (takeover.c).  An outcome that comes while the database
+ * provider when it can be).  Only the per-poll counters wait: for the
+ * batched flush when progress changed, else for the lease renewal
+ * (takeover.c).  An outcome that comes while the database
  * is away is held, and written once it is back.
  */
 #include <stdio.h>
@@ -475,7 +476,23 @@ on_created(void *arg, jv out)
 	}
 	mi_json_str(out, "status", &st, 0, NULL);
 	if (strcmp(st, "processing") == 0) {
+		int sent_followup = j->followup != NULL;
 		int follow = take_followup(j, out) == 0;
+		jv ns;
+
+		if (sent_followup || follow) {
+			/* The recorded follow-up is done with (or the next one
+			 * recorded) in the write that keeps its answer. */
+			ns = jv_object_get(jv_copy(out), jv_string("state"));
+			if (jv_get_kind(ns) != JV_KIND_OBJECT) {
+				jv_free(ns);
+				ns = jv_object();
+			}
+			ns = jv_object_set(ns, jv_string("followup"), follow ?
+			    jv_object_get(jv_copy(out), jv_string("create")) :
+			    jv_null());
+			out = jv_object_set(out, jv_string("state"), ns);
+		}
 
 		if (!follow) {
 			free(j->followup);
@@ -584,7 +601,27 @@ eng_on_polled(void *arg, jv out)
 		return;
 	}
 	if (strcmp(st, "processing") == 0) {
+		jv c = jv_object_get(jv_copy(out), jv_string("create"));
+
 		j->tries = 0;
+		if (jv_get_kind(c) == JV_KIND_OBJECT) {
+			/*
+			 * The follow-up create is recorded with the state that
+			 * asks for it, before it is sent: a process that takes
+			 * the job over sends it (it never went out) or, once it
+			 * was sent (submit_unknown), has it looked up, and
+			 * never polls the last task as if it were the new one.
+			 */
+			jv ns = jv_object_get(jv_copy(out), jv_string("state"));
+
+			if (jv_get_kind(ns) != JV_KIND_OBJECT) {
+				jv_free(ns);
+				ns = jv_object();
+			}
+			out = jv_object_set(out, jv_string("state"),
+			    jv_object_set(ns, jv_string("followup"), c));
+		} else
+			jv_free(c);
 		if (keep_processing(r, j, out, 0) != 0) {
 			jv_free(out);
 			return;
@@ -1036,8 +1073,10 @@ eng_do_poll(struct mi_runner *r, struct rjob *j)
 	}
 	j->phase = P_POLLING;
 	j->busy = 1;
+	/* Written with the next lease renewal (eng_renew): a poll that
+	 * changes nothing costs no write of its own. */
 	j->attempts++;
-	j->dirty = 1;
+	r->polls++;
 	/* The definition's input is built only if the definition runs. */
 	if (j->t->poll(r->loop, j->p, jv_invalid(), &j->memo, eng_on_polled, j,
 	    &err) == -1) {

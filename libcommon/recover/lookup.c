@@ -27,6 +27,10 @@
 
 /* Creates whose outcome is unknown. */
 
+/* How long a lookup waits for its answer before the jobs in hand get a
+ * turn. */
+#define PUMP_MS 20
+
 static void
 got_outcome(void *arg, jv outcome)
 {
@@ -36,9 +40,13 @@ got_outcome(void *arg, jv outcome)
 	*out = outcome;
 }
 
-/* The input of a definition's lookup for row (borrowed), page. */
+/*
+ * The input of a definition's lookup for row (borrowed): .lookup is the
+ * last answer's next (consumed; its page, and whatever else the
+ * definition keeps there, such as a provider's cursor), or page 1.
+ */
 static jv
-lookup_input(jv row, int page)
+lookup_input(jv row, jv next)
 {
 	jv job = jv_object(), in = jv_object(), v;
 	static const char *const keys[] = { "id", "media_type",
@@ -59,11 +67,21 @@ lookup_input(jv row, int page)
 	in = jv_object_set(in, jv_string("request"), jv_is_valid(v) ? v :
 	    (jv_free(v), jv_object()));
 	in = jv_object_set(in, jv_string("job"), job);
-	return jv_object_set(in, jv_string("lookup"), jv_object_set(
-	    jv_object(), jv_string("page"), jv_number(page)));
+	if (jv_get_kind(next) != JV_KIND_OBJECT) {
+		jv_free(next);
+		next = jv_object_set(jv_object(), jv_string("page"),
+		    jv_number(1));
+	}
+	return jv_object_set(in, jv_string("lookup"), next);
 }
 
-/* One lookup exchange, waited for; the outcome. */
+/*
+ * One lookup exchange, waited for; the outcome.  The jobs in hand go on
+ * meanwhile, a slice at a time: an answer to a synchronous create that
+ * has come is recorded now, not once every page of the lookup is read
+ * (a worker killed in between would leave that create unknown, and it
+ * would be sent again).
+ */
 static jv
 exchange(struct mi_recover *c, struct mi_provider *p, jv req, jv in)
 {
@@ -74,9 +92,13 @@ exchange(struct mi_recover *c, struct mi_provider *p, jv req, jv in)
 	    got_outcome, &out, &err) == -1)
 		return mi_outcome_error("retry", "PROVIDER_UNAVAILABLE",
 		    err.msg, 1);
-	while (!jv_is_valid(out) && mi_loop_busy(c->loop) > 0)
-		if (mi_loop_wait(c->loop, NULL, 0, 1000, &err) == -1)
+	while (!jv_is_valid(out) && mi_loop_busy(c->loop) > 0) {
+		if (mi_loop_wait(c->loop, NULL, 0, PUMP_MS, &err) == -1)
 			break;
+		if (!jv_is_valid(out) &&
+		    mi_runner_run(c->r, NULL, 0, 0, &err) == -1)
+			rec_die(c, &err);
+	}
 	if (!jv_is_valid(out)) {
 		jv_free(out);
 		out = mi_outcome_error("retry", "PROVIDER_UNAVAILABLE",
@@ -158,10 +180,13 @@ found(struct mi_recover *c, const char *id, const char *tid, jv out)
 
 	st = jv_object_get(jv_copy(out), jv_string("state"));
 	p = jv_object_set(p, jv_string("provider_job_id"), jv_string(tid));
-	if (jv_get_kind(st) == JV_KIND_OBJECT)
-		p = jv_object_set(p, jv_string("provider_state"), st);
-	else
+	if (jv_get_kind(st) != JV_KIND_OBJECT) {
 		jv_free(st);
+		st = jv_object();
+	}
+	/* A recorded follow-up create is the task found: done with. */
+	p = jv_object_set(p, jv_string("provider_state"), jv_object_set(st,
+	    jv_string("followup"), jv_null()));
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_false());
 	p = jv_object_set(p, jv_string("status"), jv_string("processing"));
 	row = rec_patch(c, id, p);
@@ -257,10 +282,13 @@ absent_create(struct mi_recover *c, jv row, jv out)
 	p = jv_object_set(jv_object(), jv_string("provider_job_id"),
 	    jv_string(tid));
 	st = jv_object_get(jv_copy(res), jv_string("state"));
-	if (jv_get_kind(st) == JV_KIND_OBJECT)
-		p = jv_object_set(p, jv_string("provider_state"), st);
-	else
+	if (jv_get_kind(st) != JV_KIND_OBJECT) {
 		jv_free(st);
+		st = jv_object();
+	}
+	/* Polled from there, the last task asks for its follow-up again. */
+	p = jv_object_set(p, jv_string("provider_state"), jv_object_set(st,
+	    jv_string("followup"), jv_null()));
 	jv_free(res);
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_false());
 	r = rec_patch(c, idbuf, p);
@@ -292,7 +320,8 @@ by_policy(struct mi_recover *c, struct mi_provider *p, jv row)
 
 	mi_json_str(row, "id", &id, 0, NULL);
 	snprintf(idbuf, sizeof(idbuf), "%s", id);
-	v = mi_provider_call(p, "lost_create", lookup_input(row, 1), &err);
+	v = mi_provider_call(p, "lost_create", lookup_input(row,
+	    jv_null()), &err);
 	if (jv_get_kind(v) == JV_KIND_OBJECT) {
 		mi_json_str(v, "policy", &pol, 0, NULL);
 		mi_json_str(v, "reason", &why, 0, NULL);
@@ -529,6 +558,7 @@ rec_unknown_create(struct mi_recover *c, jv row)
 	char idbuf[40], msg[300];
 	struct mi_provider *p;
 	double timeout = 0;
+	jv cursor = jv_null();
 	int page;
 
 	mi_json_str(row, "id", &id, 0, NULL);
@@ -559,10 +589,15 @@ rec_unknown_create(struct mi_recover *c, jv row)
 		return;
 	}
 	for (page = 1; page <= LOOKUP_PAGES; ) {
-		jv in = lookup_input(row, page), req, out, cands;
+		jv in, req, out, cands;
 		const char *st = NULL, *code = NULL, *tid;
 		double next = 0;
 
+		if (jv_get_kind(cursor) != JV_KIND_OBJECT)
+			cursor = jv_object();
+		in = lookup_input(row, jv_object_set(cursor, jv_string("page"),
+		    jv_number(page)));
+		cursor = jv_null();
 		req = mi_provider_call(p, "lookup", jv_copy(in), &err);
 		if (!jv_is_valid(req) || jv_get_kind(req) != JV_KIND_OBJECT) {
 			/* The provider cannot be asked. */
@@ -581,9 +616,16 @@ rec_unknown_create(struct mi_recover *c, jv row)
 				jv_free(out);
 				return;
 			}
+			/* Every match is another job's: the next page (and
+			 * its cursor, when the outcome names one). */
 			jv_free(cands);
+			cursor = jv_object_get(jv_copy(out), jv_string("next"));
+			if (jv_get_kind(cursor) != JV_KIND_OBJECT) {
+				jv_free(cursor);
+				cursor = jv_null();
+			}
 			jv_free(out);
-			page++;		/* every match is another job's */
+			page++;
 			continue;
 		}
 		if (st && strcmp(st, "failed") == 0) {
@@ -612,7 +654,8 @@ rec_unknown_create(struct mi_recover *c, jv row)
 			if (jv_get_kind(nx) == JV_KIND_OBJECT &&
 			    mi_json_num(nx, "page", &next, 0, NULL) == 1 &&
 			    next > page) {
-				jv_free(nx);
+				/* The rest of next (a cursor) goes along. */
+				cursor = nx;
 				jv_free(out);
 				page = (int)next;
 				continue;
@@ -622,5 +665,6 @@ rec_unknown_create(struct mi_recover *c, jv row)
 		jv_free(out);
 		break;
 	}
+	jv_free(cursor);
 	by_policy(c, p, row);
 }

@@ -134,6 +134,60 @@ def polled:
   elif json_answer | not then unreadable
   else prediction end;
 
+# Lost creates (mi-recover(1)).  Replicate lists the account's
+# predictions, newest first, a page at a time (GET /v1/predictions:
+# {previous, next, results}; next is the URL of the following page, or
+# null).  A create whose answer was lost is the prediction of the job's
+# model (its version, for a model named by version) and input made
+# since the job's create went out (a minute of clock skew allowed); a
+# reference image is not compared (the lookup has the request, not the
+# image sent).  The pages end at the first prediction older than that,
+# or where next is null.  next's query (Replicate's cursor) is asked of
+# the base URL itself, so that the key goes nowhere else.
+def lookup:
+  ((.job.started_ms // 0) - 60000) as $since
+  | (.lookup.page // 1) as $page
+  | if .response == null then
+      {method: "GET",
+       path: ("/v1/predictions"
+              + (if $page > 1 and (.lookup.query | type) == "string"
+                 then "?" + .lookup.query else "" end))}
+    elif ok | not then http_failure
+    elif json_answer | not then unreadable
+    elif (.response.body.results | type) != "array" then unreadable
+    else
+      .response.body as $b
+      | model as $m
+      | (input | del(.image, .first_frame_image)) as $want
+      | [$b.results[] | objects
+         | . + {ms: ((.created_at // "") | iso_ms // 0)}] as $all
+      | [$all[]
+         | select(.ms >= $since)
+         | select(if $m | test(":") then
+                    .version == ($m | split(":") | .[1])
+                    and (.model // ($m | split(":") | .[0]))
+                        == ($m | split(":") | .[0])
+                  else .model == $m end)
+         | select((.input // {} | del(.image, .first_frame_image)) == $want)]
+        as $found
+      | ($b.next | if type == "string" then
+           (capture("\\?(?<q>[^#]+)").q // null) else null end) as $q
+      | if ($found | length) > 0 then
+          {status: "processing",
+           candidates: ($found | sort_by(.ms) | map(.id)),
+           state: {get: ($found | sort_by(.ms) | .[0].urls.get)}}
+          + (if $q then {next: {page: ($page + 1), query: $q}} else {} end)
+        elif $q != null and ($all | length) > 0 and
+             ([$all[] | .ms] | min) >= $since then
+          {status: "unknown", next: {page: ($page + 1), query: $q}}
+        else
+          failed("NOT_FOUND"; "replicate: no prediction of this model and input since the job started"; false)
+        end
+    end;
+def lost_create:
+  {policy: "resend",
+   reason: "replicate: the prediction list did not settle the create; another prediction costs about $\(cost)"};
+
 # Webhooks and cancel (mi-providers(5)).  Replicate signs deliveries with
 # Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature:
 # HMAC-SHA256 over "id.timestamp.body" with the account's whsec_ secret,

@@ -12,6 +12,7 @@ README.md next to this file for the full behaviour.
 
 import argparse
 import base64
+import binascii
 import hashlib
 import json
 import os
@@ -31,7 +32,7 @@ import uuid
 import zlib
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import webhooks  # noqa: E402  (test/fake/webhooks.py)
 
@@ -455,6 +456,7 @@ class Job:
         else:
             self.duration = marker_int(markers, "slow", fake.job_ms)
         self.in_flight = False
+        self.seq = 0
         self.gen = 0
         self.expired_gen = None
         self.truncated_left = (marker_int(markers, "truncated", 1 << 30)
@@ -483,8 +485,9 @@ class Job:
 
 
 class Fake:
-    def __init__(self, key, job_ms, log_path, log_polls, media):
+    def __init__(self, key, job_ms, log_path, log_polls, media, rep_page=100):
         self.key = key
+        self.rep_page = rep_page
         self.job_ms = job_ms
         self.media = media
         self.log_polls = log_polls
@@ -512,7 +515,10 @@ class Fake:
             self.downloads_with_key = {}
             self.downloads_max = 0
             self.requests = 0
+            self.polls = 0
+            self.connections = 0
             self.blockade_seq = 8442285
+            self.seq = 0
 
     def log(self, entry):
         if self.logf is None:
@@ -533,6 +539,8 @@ class Fake:
 
     def add(self, job, alias=None):
         with self.lock:
+            self.seq += 1
+            job.seq = self.seq
             self.jobs[job.id] = job
             if alias:
                 self.alias[alias] = job.id
@@ -591,6 +599,8 @@ class Fake:
                 "downloads_max_at_once": self.downloads_max,
                 "jobs": len(self.jobs),
                 "requests": self.requests,
+                "polls": self.polls,
+                "connections": self.connections,
             }
 
 
@@ -2079,8 +2089,12 @@ def route_replicate(ctx, parts):
         ctx.accepted = False
     elif len(parts) >= 3 and parts[:2] == ["v1", "predictions"]:
         ctx.event = "poll" if ctx.method == "GET" else "other"
+    elif parts == ["v1", "predictions"] and ctx.method == "GET":
+        ctx.event = "list"
     if ctx.bearer() != fake.key:
         return rep_err(401, "Unauthenticated", "You did not pass a valid authentication token")
+    if parts == ["v1", "predictions"] and ctx.method == "GET":
+        return rep_list(ctx)
     if len(parts) == 5 and parts[:2] == ["v1", "models"] and parts[4] == "predictions" \
             and ctx.method == "POST":
         return rep_create(ctx, parts[2] + "/" + parts[3], None)
@@ -2148,7 +2162,44 @@ def rep_create(ctx, model, version):
     return Resp(201, rep_obj(ctx, job), delay=delay)
 
 
-def rep_obj(ctx, job, done=False):
+def rep_cursor(seq):
+    return base64.urlsafe_b64encode(("s=%d" % seq).encode()).decode()
+
+
+def rep_list(ctx):
+    """GET /v1/predictions: the account's predictions, newest first, a
+    page at a time ({previous, next, results}); next is the URL of the
+    following page (its cursor query), or null on the last page."""
+    fake = ctx.fake
+    before = None
+    cur = ctx.q.get("cursor")
+    if cur is not None:
+        try:
+            t = base64.urlsafe_b64decode(cur.encode()).decode()
+            if not t.startswith("s="):
+                raise ValueError(t)
+            before = int(t[2:])
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            return rep_err(400, "Invalid cursor", "The cursor is not valid.")
+    with fake.lock:
+        jobs = [j for j in fake.jobs.values() if j.provider == "replicate"
+                and (before is None or j.seq < before)]
+    jobs.sort(key=lambda j: j.seq, reverse=True)
+    sel = jobs[:fake.rep_page]
+    url = ctx.base() + "/replicate/v1/predictions"
+    nxt = None
+    if len(jobs) > len(sel):
+        nxt = url + "?cursor=" + quote(rep_cursor(sel[-1].seq), safe="")
+    prev = None
+    if before is not None and sel:
+        prev = url + "?cursor=" + quote(rep_cursor(sel[0].seq + fake.rep_page + 1), safe="")
+    return J(200, {"previous": prev, "next": nxt,
+                   "results": [rep_obj(ctx, j, peek=True) for j in sel]})
+
+
+def rep_obj(ctx, job, done=False, peek=False):
+    """A prediction object.  peek: as a list shows it, changing nothing
+    (no new file URL generation, the job not counted as reported)."""
     fake = ctx.fake
     frac, fin = job.phase()
     fin = fin or done
@@ -2162,7 +2213,8 @@ def rep_obj(ctx, job, done=False):
     if job.extra.get("canceled") or (cm is not None and not fin and el > cm) or \
             (cm is not None and job.duration is not None and job.duration > cm and el > cm):
         o["status"] = "canceled"
-        fake.final(job)
+        if not peek:
+            fake.final(job)
         return o
     if not fin:
         o["status"] = "starting" if frac < 0.3 else "processing"
@@ -2174,11 +2226,12 @@ def rep_obj(ctx, job, done=False):
         o["error"] = "NSFW content detected." if "blocked" in job.markers else \
             "Prediction failed: CUDA out of memory."
     else:
-        g = fake.bump(job)
+        g = job.gen if peek else fake.bump(job)
         o["status"] = "succeeded"
         url = ctx.file_url(job, job.extra["files"][0], g)
         o["output"] = url if job.kind == "video" else [url]
-    fake.final(job)
+    if not peek:
+        fake.final(job)
     return o
 
 
@@ -2196,6 +2249,11 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "fake-provider/1"
     sys_version = ""
     timeout = 120
+
+    def setup(self):
+        super().setup()
+        with self.server.fake.lock:
+            self.server.fake.connections += 1
 
     def log_message(self, fmt, *args):
         pass
@@ -2274,6 +2332,9 @@ class Handler(BaseHTTPRequestHandler):
                 fake.downloads_now += 1
                 at_once = fake.downloads_now
                 fake.downloads_max = max(fake.downloads_max, at_once)
+        if ctx.event == "poll":
+            with fake.lock:
+                fake.polls += 1
         if fake.log_polls or ctx.event != "poll":
             entry = {"ts": int(time.time() * 1000), "provider": ctx.provider,
                      "method": method, "path": ctx.path, "query": ctx.q,
@@ -2366,9 +2427,12 @@ def main():
     ap.add_argument("--job-ms", type=int, default=300)
     ap.add_argument("--key", default="test-key-123")
     ap.add_argument("--no-log-polls", action="store_true")
+    ap.add_argument("--replicate-page-size", type=int, default=100,
+                    help="predictions per page of Replicate's list")
     a = ap.parse_args()
     media = Media()
-    fake = Fake(a.key, a.job_ms, a.log, not a.no_log_polls, media)
+    fake = Fake(a.key, a.job_ms, a.log, not a.no_log_polls, media,
+                max(1, a.replicate_page_size))
     srv = Server(("127.0.0.1", a.port), Handler)
     srv.fake = fake
     fake.port = srv.server_address[1]

@@ -109,7 +109,8 @@ def iso_ms: (sub("\\.[0-9]+"; "") | sub("\\+00:00$"; "Z") | fromdateiso8601 * 10
 # lost (input .lookup.page, 1 first) and, given .response, reads it:
 # processing with candidates (task ids, best first) and state when found,
 # failed with code NOT_FOUND when surely absent (resume: where to poll
-# from instead), unknown with next.page to read another page; null when
+# from instead), unknown with next.page to read another page (next as a
+# whole is that page's .lookup, a cursor in it kept); null when
 # the provider cannot be asked.  lost_create says what to do when the
 # lookup cannot settle it: {policy: "resend" (once) or "hold" (the job
 # fails, left to an operator), reason}.
