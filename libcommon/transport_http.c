@@ -30,6 +30,7 @@ struct mi_built {
 	const char *authv[2];
 	char method[16];	/* the request's own: r may be freed */
 	int nhdr;
+	struct mi_http_prep *prep;	/* a poll's, sent many times */
 };
 
 static void
@@ -45,6 +46,9 @@ built_release(struct mi_built *b)
 	for (i = 0; i < b->nhdr; i++)
 		free(b->hdr[i]);
 	b->nhdr = 0;
+	mi_http_prep_free(b->prep);
+	b->prep = NULL;
+	b->req.prep = NULL;
 }
 
 static int
@@ -718,6 +722,10 @@ mi_transport_call_send(struct mi_loop *l, struct mi_provider *p, jv input,
 			return -1;
 		}
 		jv_free(req);
+		/* Prepared once for all the job's polls (without, it goes
+		 * out all the same). */
+		b->prep = mi_http_prep_new(&b->req);
+		b->req.prep = b->prep;
 		memo->req = b;
 		rot = jv_object_get(mi_provider_meta(p),
 		    jv_string("rotating_urls"));

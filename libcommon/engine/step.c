@@ -516,12 +516,14 @@ on_created(void *arg, jv out)
 		jv_free(out);
 		return;
 	}
-	free(j->followup);
-	j->followup = NULL;
 	if (strcmp(st, "completed") == 0) {
+		free(j->followup);
+		j->followup = NULL;
 		finish_completed(r, j, out);
 		return;
 	}
+	/* A follow-up refused for now is tried again as itself (never as
+	 * the job's first create: that would make the first task again). */
 	if (strcmp(st, "retry") == 0) {
 		if (++j->tries > r->create_retries) {
 			finish_failed(r, j, out, "failed");
@@ -563,6 +565,8 @@ on_created(void *arg, jv out)
 		eng_emit(r, mi_json_error(row, "TIMEOUT", full, 1));
 		return;
 	}
+	free(j->followup);
+	j->followup = NULL;
 	finish_failed(r, j, out, "failed");
 }
 
