@@ -148,6 +148,14 @@ main(int argc, char **argv)
 	while (!stop && (k = mi_runner_pump(r, q, 1, 1000, &err)) == 1)
 		progress(&c, r);
 	clear_progress(&c);
+	if (mi_verbosity > 0) {
+		struct mi_runner_stats s;
+
+		mi_runner_stats(r, &s);
+		fprintf(stderr, "mi-poll: %ld polls, %ld answers read by the "
+		    "definitions, %ld unchanged\n", s.polls, s.polls_read,
+		    s.polls - s.polls_read);
+	}
 	if (stop) {
 		mi_runner_release(r);
 		fprintf(stderr, "mi-poll: stopped by signal %d; jobs in hand "

@@ -25,11 +25,19 @@
 #define DEFAULT_MAX	(16 * 1024 * 1024)
 #define MAX_HEADERS	64
 
+struct mi_http_prep {
+	char *url;
+	CURLU *uh;			/* url parsed; NULL if curl cannot */
+	struct curl_slist *plain;	/* headers for any origin */
+	struct curl_slist *all;		/* plus auth headers: first origin */
+};
+
 struct xfer {
 	struct mi_http_multi *m;
 	CURL *easy;
 	struct curl_slist *plain;	/* headers for any origin */
 	struct curl_slist *all;		/* plus auth headers: first origin */
+	const struct mi_http_prep *prep;	/* the lists are its own */
 	char *url;
 	char *first;			/* the URL asked for */
 	char *origin;			/* its origin, once a redirect needs it */
@@ -74,11 +82,21 @@ struct mi_http_multi {
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static int init_rc;
+static int proxy_env;		/* a proxy is named in the environment */
 
 static void
 global_init(void)
 {
+	static const char *const vars[] = {
+		"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY",
+		"all_proxy", "ALL_PROXY"
+	};
+	size_t i;
+
 	init_rc = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -1;
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		if (getenv(vars[i]) && *getenv(vars[i]))
+			proxy_env = 1;
 }
 
 void
@@ -264,10 +282,78 @@ slist_add(struct curl_slist *l, const char *s, int *ok)
 }
 
 static void
+slist_free(struct curl_slist *l)
+{
+	struct curl_slist *n;
+
+	for (n = l; n; n = n->next)
+		explicit_bzero(n->data, strlen(n->data));
+	curl_slist_free_all(l);
+}
+
+/* The header lists of a request: "Expect:" (no 100-continue) first. */
+static int
+slists_of(const struct mi_http_req *req, struct curl_slist **plain,
+    struct curl_slist **all)
+{
+	size_t i;
+	int ok = 1;
+
+	*plain = slist_add(NULL, "Expect:", &ok);
+	*all = slist_add(NULL, "Expect:", &ok);
+	for (i = 0; req->headers && req->headers[i]; i++) {
+		*plain = slist_add(*plain, req->headers[i], &ok);
+		*all = slist_add(*all, req->headers[i], &ok);
+	}
+	for (i = 0; req->auth_headers && req->auth_headers[i]; i++)
+		*all = slist_add(*all, req->auth_headers[i], &ok);
+	return ok ? 0 : -1;
+}
+
+struct mi_http_prep *
+mi_http_prep_new(const struct mi_http_req *req)
+{
+	struct mi_http_prep *p;
+
+	pthread_once(&init_once, global_init);
+	if ((p = calloc(1, sizeof(*p))) == NULL)
+		return NULL;
+	if ((p->url = strdup(req->url)) == NULL ||
+	    slists_of(req, &p->plain, &p->all) == -1) {
+		mi_http_prep_free(p);
+		return NULL;
+	}
+	/* Parsed as libcurl parses a URL it is given; one it refuses is
+	 * left to it, to fail the exchange with its own words. */
+	if ((p->uh = curl_url()) != NULL && curl_url_set(p->uh,
+	    CURLUPART_URL, p->url, CURLU_GUESS_SCHEME |
+	    CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK) {
+		curl_url_cleanup(p->uh);
+		p->uh = NULL;
+	}
+	return p;
+}
+
+void
+mi_http_prep_free(struct mi_http_prep *p)
+{
+	if (p == NULL)
+		return;
+	free(p->url);
+	curl_url_cleanup(p->uh);
+	slist_free(p->plain);
+	slist_free(p->all);
+	free(p);
+}
+
+static void
 xfer_clear(struct xfer *x)
 {
-	curl_slist_free_all(x->plain);
-	curl_slist_free_all(x->all);
+	if (x->prep == NULL) {
+		curl_slist_free_all(x->plain);
+		curl_slist_free_all(x->all);
+	}
+	x->prep = NULL;
 	free(x->url);
 	free(x->first);
 	free(x->origin);
@@ -299,7 +385,10 @@ xfer_setup(struct xfer *x)
 		free(o);
 	}
 	/* The handle keeps its fixed options (xfer_get): only what differs
-	 * between exchanges is set, every time. */
+	 * between exchanges is set, every time.  A prepared URL is not
+	 * parsed again (the URL string, the same, is what curl reports). */
+	curl_easy_setopt(e, CURLOPT_CURLU, x->prep && x->redirs == 0 ?
+	    x->prep->uh : NULL);
 	curl_easy_setopt(e, CURLOPT_URL, x->url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, same ? x->all : x->plain);
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
@@ -345,6 +434,9 @@ xfer_setup(struct xfer *x)
 static void
 xfer_put(struct mi_http_multi *m, struct xfer *x)
 {
+	/* Nothing of a prepared request stays with an idle handle. */
+	curl_easy_setopt(x->easy, CURLOPT_CURLU, NULL);
+	curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
 	xfer_clear(x);
 	x->next = m->free;
 	m->free = x;
@@ -380,6 +472,10 @@ xfer_get(struct mi_http_multi *m, struct mi_err *err)
 	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+	/* What libcurl would find in the environment on every exchange:
+	 * no proxy is named, so none is used. */
+	if (!proxy_env)
+		curl_easy_setopt(x->easy, CURLOPT_PROXY, "");
 	return x;
 }
 
@@ -515,14 +611,13 @@ int
 mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
     mi_http_done done, void *arg, struct mi_err *err)
 {
+	const char *url = req->prep ? req->prep->url : req->url;
 	struct xfer *x;
-	size_t i;
-	int ok = 1;
 
 	if ((x = xfer_get(m, err)) == NULL)
 		return -1;
-	x->url = strdup(req->url);
-	x->first = strdup(req->url);
+	x->url = strdup(url);
+	x->first = strdup(url);
 	x->method = strdup(req->method ? req->method : "GET");
 	if (req->body && req->bodylen > 0) {
 		if ((x->body = malloc(req->bodylen)) != NULL)
@@ -535,15 +630,11 @@ mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 		xfer_put(m, x);
 		return mi_err_set(err, EX_OSERR, "out of memory");
 	}
-	x->plain = slist_add(NULL, "Expect:", &ok);
-	x->all = slist_add(NULL, "Expect:", &ok);
-	for (i = 0; req->headers && req->headers[i]; i++) {
-		x->plain = slist_add(x->plain, req->headers[i], &ok);
-		x->all = slist_add(x->all, req->headers[i], &ok);
-	}
-	for (i = 0; req->auth_headers && req->auth_headers[i]; i++)
-		x->all = slist_add(x->all, req->auth_headers[i], &ok);
-	if (!ok) {
+	if (req->prep) {
+		x->prep = req->prep;
+		x->plain = req->prep->plain;
+		x->all = req->prep->all;
+	} else if (slists_of(req, &x->plain, &x->all) == -1) {
 		xfer_put(m, x);
 		return mi_err_set(err, EX_OSERR, "out of memory");
 	}

@@ -22,6 +22,7 @@
 #include "err.h"
 
 struct mi_http_resp;
+struct mi_http_prep;
 
 /* Gets the 2xx body in chunks; returns 0, or -1 with err to abort. */
 typedef int (*mi_http_sink)(void *arg, const struct mi_http_resp *resp,
@@ -55,7 +56,17 @@ struct mi_http_req {
 	 * (err "stopped") within 200 ms of *cancel becoming nonzero. */
 	void (*tick)(void *arg);
 	volatile sig_atomic_t *cancel;
+	/* The same request prepared before (mi_http_prep_new): its URL
+	 * parsed and its headers laid out once; it must outlive the
+	 * exchange.  url, headers and auth_headers are then not read. */
+	const struct mi_http_prep *prep;
 };
+
+/* A request that goes out many times the same (a job's polls),
+ * prepared once: its URL and headers are copied.  NULL when out of
+ * memory. */
+struct mi_http_prep *mi_http_prep_new(const struct mi_http_req *req);
+void mi_http_prep_free(struct mi_http_prep *p);
 
 struct mi_http_resp {
 	long status;			/* 0: no answer */

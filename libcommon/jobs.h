@@ -68,6 +68,12 @@ jv mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
  */
 jv mi_jobs_patch(struct mi_db *db, const char *id, jv patch,
     struct mi_err *err);
+/*
+ * mi_jobs_patch for many jobs in one statement: items (consumed) is an
+ * array of {"id", "p": patch}; returns an object from each job id to its
+ * row (a job whose lease is lost is missing), or invalid with err.
+ */
+jv mi_jobs_patch_many(struct mi_db *db, jv items, struct mi_err *err);
 
 /*
  * Takes over the jobs of handed-over records: pairs (consumed) is an
@@ -93,9 +99,9 @@ struct mi_jobs_tick {
 	long long next_ms;		/* next poll, epoch ms */
 };
 /* Writes the bookkeeping of n jobs in one statement, renewing their
- * leases. */
+ * leases; kept (unless NULL) gets the ids of those still held. */
 int mi_jobs_flush(struct mi_db *db, const struct mi_jobs_tick *t, size_t n,
-    struct mi_err *err);
+    jv *kept, struct mi_err *err);
 
 /*
  * Leases up to n queued jobs nobody holds (pending without a live lease),

@@ -46,6 +46,8 @@ struct mi_runner_stats {
 	int polling;
 	int avg_progress;
 	long finished;
+	long polls;		/* made */
+	long polls_read;	/* whose answer the definition read */
 };
 
 struct mi_runner;

@@ -49,15 +49,20 @@ struct mi_loop;
  * answer that meant "still processing, nothing new": the same answer
  * again means the same, without running the definition.  input builds
  * the definition's input for the job; a poll given jv_invalid() as its
- * input calls it only when the definition has to run.
+ * input calls it only when the definition has to run.  A definition whose
+ * metadata says rotating_urls (its answers sign their links afresh each
+ * time) has the URLs in an answer count by their presence only.  read,
+ * unless NULL, counts the answers the definition had to read.
  */
 struct mi_built;
 struct mi_poll_memo {
 	struct mi_built *req;
 	unsigned long long answer;
 	int progress;
+	int urls_aside;
 	jv (*input)(void *arg);
 	void *input_arg;
+	long *read;
 };
 void mi_poll_memo_clear(struct mi_poll_memo *m);
 

@@ -30,6 +30,7 @@ struct mi_built {
 	const char *authv[2];
 	char method[16];	/* the request's own: r may be freed */
 	int nhdr;
+	struct mi_http_prep *prep;	/* a poll's, sent many times */
 };
 
 static void
@@ -45,6 +46,9 @@ built_release(struct mi_built *b)
 	for (i = 0; i < b->nhdr; i++)
 		free(b->hdr[i]);
 	b->nhdr = 0;
+	mi_http_prep_free(b->prep);
+	b->prep = NULL;
+	b->req.prep = NULL;
 }
 
 static int
@@ -425,16 +429,64 @@ mi_poll_memo_clear(struct mi_poll_memo *m)
 	m->progress = -1;
 }
 
-/* FNV-1a of the status and body; never 0. */
+#define FNV(h, c) (((h) ^ (unsigned char)(c)) * 1099511628211ULL)
+
+/* Whether a JSON string starting at s (after its quote) is a URL. */
+static int
+url_string(const char *s, size_t n)
+{
+	static const char *const pre[] = {
+		"http://", "https://", "http:\\/\\/", "https:\\/\\/"
+	};
+	size_t i, k;
+
+	for (i = 0; i < sizeof(pre) / sizeof(pre[0]); i++) {
+		k = strlen(pre[i]);
+		if (n >= k && memcmp(s, pre[i], k) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * FNV-1a of the status and body; never 0.  urls_aside: a string that is
+ * a URL counts as one mark, whatever it says (signatures and expiry
+ * times change from one answer to the next, the state does not).
+ */
 static unsigned long long
-fingerprint(const struct mi_http_resp *r)
+fingerprint(const struct mi_http_resp *r, int urls_aside)
 {
 	unsigned long long h = 14695981039346656037ULL;
-	size_t i;
+	const char *b = r->body.buf;
+	size_t i, n = r->body.len;
+	int in = 0;		/* inside a JSON string */
 
-	h = (h ^ (unsigned long long)r->status) * 1099511628211ULL;
-	for (i = 0; i < r->body.len; i++)
-		h = (h ^ (unsigned char)r->body.buf[i]) * 1099511628211ULL;
+	h = FNV(h, r->status & 0xff);
+	h = FNV(h, r->status >> 8);
+	if (!urls_aside) {
+		for (i = 0; i < n; i++)
+			h = FNV(h, b[i]);
+		return h ? h : 1;
+	}
+	for (i = 0; i < n; i++) {
+		h = FNV(h, b[i]);
+		if (in && b[i] == '\\' && i + 1 < n) {
+			i++;
+			h = FNV(h, b[i]);
+		} else if (b[i] == '"' && in)
+			in = 0;
+		else if (b[i] == '"' && !url_string(b + i + 1, n - i - 1))
+			in = 1;
+		else if (b[i] == '"') {
+			/* To the closing quote, which is hashed as usual. */
+			for (i++; i < n && b[i] != '"'; i++)
+				if (b[i] == '\\')
+					i++;
+			h = FNV(h, 'U');
+			i--;
+			in = 1;
+		}
+	}
 	return h ? h : 1;
 }
 
@@ -460,7 +512,7 @@ remember(struct mi_poll_memo *m, const struct mi_http_resp *r, jv out)
 	if (n > 0 || mi_json_num(out, "progress", &d, 0, NULL) == -1)
 		return;
 	m->progress = d >= 0 ? (int)d : -1;
-	m->answer = fingerprint(r);
+	m->answer = fingerprint(r, m->urls_aside);
 }
 
 static void
@@ -508,7 +560,7 @@ sent(void *arg, struct mi_http_resp *r)
 		out = mi_outcome_error("unknown", "TIMEOUT", msg, 1);
 		jv_free(x->input);
 	} else if (x->memo && x->memo->answer &&
-	    x->memo->answer == fingerprint(r)) {
+	    x->memo->answer == fingerprint(r, x->memo->urls_aside)) {
 		/* The same answer as last time: the same outcome. */
 		jv_free(x->input);
 		out = jv_object_set(jv_object(), jv_string("status"),
@@ -521,6 +573,8 @@ sent(void *arg, struct mi_http_resp *r)
 		jv resp = response_json(r);
 		jv file;
 
+		if (x->memo && x->memo->read)
+			(*x->memo->read)++;
 		if (!jv_is_valid(x->input) && x->memo && x->memo->input) {
 			jv_free(x->input);
 			x->input = x->memo->input(x->memo->input_arg);
@@ -626,7 +680,7 @@ mi_transport_call_send(struct mi_loop *l, struct mi_provider *p, jv input,
     struct mi_poll_memo *memo, mi_outcome_cb cb, void *arg,
     struct mi_err *err)
 {
-	jv req;
+	jv req, rot;
 
 	/* A poll the definition built before goes out as it was. */
 	if (memo && memo->req)
@@ -668,7 +722,15 @@ mi_transport_call_send(struct mi_loop *l, struct mi_provider *p, jv input,
 			return -1;
 		}
 		jv_free(req);
+		/* Prepared once for all the job's polls (without, it goes
+		 * out all the same). */
+		b->prep = mi_http_prep_new(&b->req);
+		b->req.prep = b->prep;
 		memo->req = b;
+		rot = jv_object_get(mi_provider_meta(p),
+		    jv_string("rotating_urls"));
+		memo->urls_aside = jv_get_kind(rot) == JV_KIND_TRUE;
+		jv_free(rot);
 		return send_built(l, p, b, input, after, create, spool, memo,
 		    cb, arg, err);
 	}

@@ -218,18 +218,16 @@ feeder_pid=$!
 # The kills: at random moments, a process of a random kind (mi-submit,
 # mi-poll, mi-fetch, mi-recover, among the kinds still running) of the
 # pipelines' and the workers' (with their mi-fetch children).
+# One ps for all of them: a ps per pipeline took seconds under load, and
+# with a thousand jobs the kills then missed the pipelines altogether.
 target() {
-	local p
-	for p in $(cat "$work"/pipe*.pid "$work"/worker*.pid 2>/dev/null); do
-		kill -0 "$p" 2>/dev/null || continue
-		echo "$p"
-		ps -o pid= --ppid "$p" 2>/dev/null
-	done | while read -r p; do
-		c=$(cat /proc/$p/comm 2>/dev/null) || continue
-		case $c in
-		mi-submit|mi-poll|mi-fetch|mi-recover) echo "$c $p" ;;
-		esac
-	done | shuf | sort -s -u -k1,1 | shuf -n 1 | awk '{print $2}'
+	local pids
+	pids=" $(cat "$work"/pipe*.pid "$work"/worker*.pid 2>/dev/null |
+	    tr '\n' ' ') "
+	ps -e -o pid=,ppid=,comm= | awk -v set="$pids" '
+	    (index(set, " " $1 " ") || index(set, " " $2 " ")) &&
+	    $3 ~ /^mi-(submit|poll|fetch|recover)$/ { print $3, $1 }' |
+	    shuf | sort -s -u -k1,1 | shuf -n 1 | awk '{print $2}'
 }
 kills=0
 : >"$work/kills"
@@ -388,10 +386,10 @@ print("SUMMARY %d %d %d %d %d %d %s %d %d" % (exact, unknown, wrong, found,
 # job's recovery log names the process that lost the create (the owner
 # of the last takeover before the create was sent again) and chaos.sh
 # when it killed that process.
-kill_at = {}
+kills_of = {}
 for line in open(work + "/kills"):
     ts, pid, comm = line.split()
-    kill_at[pid] = (int(ts), comm)
+    kills_of.setdefault(pid, []).append(int(ts))
 first = {}
 for line in open(work + "/fake.log"):
     try:
@@ -405,6 +403,18 @@ for line in open(work + "/fake.log"):
     p = re.sub(r" \(game UI sound: [^)]*\)$", "", p)
     if p not in first:
         first[p] = (e["ts"], e.get("delay_ms", 0))
+# Creates whose answer the fault proxy lost after passing them on.
+netlost = {}
+try:
+    for line in open(work + "/proxy.log"):
+        e = json.loads(line)
+        if e.get("kind") == "create" and e.get("fault") in ("reset", "hang",
+                                                           "truncate"):
+            for p in expect:
+                if json.dumps(p)[1:-1] in e.get("body", ""):
+                    netlost.setdefault(p, e["fault"])
+except (OSError, ValueError):
+    pass
 logs = {}
 for line in open(work + "/recovery"):
     r = json.loads(line)
@@ -419,16 +429,26 @@ for p, (want, tag) in expect.items():
     for i, e in enumerate(log):
         if e.get("event") != "create re-sent":
             continue
-        owner = ""
-        for t in reversed(log[:i]):
-            if t.get("event") == "taken over":
-                owner = t.get("from") or ""
-                break
+        # The process that lost the create: the one the first takeover
+        # of the job processing since the last decision about it took
+        # the job from (a pending job's owner had sent nothing; workers
+        # killed while they waited to look it up come after).
+        owner, j = "", i - 1
+        while j >= 0 and log[j].get("event") not in (
+                "create re-sent", "create absent", "create found",
+                "create again", "create answered"):
+            if log[j].get("event") == "taken over" and \
+                    log[j].get("status") == "processing":
+                owner = log[j].get("from") or ""
+            j -= 1
         pid = owner.split(":")[1] if owner.count(":") >= 2 else ""
         comm = owner.split("@")[0] or "?"
-        if p in first and pid in kill_at:
-            ts, d = first[p]
-            k = kill_at[pid][0]
+        ts, d = first.get(p, (0, 0))
+        k = min([t for t in kills_of.get(pid, []) if t >= ts] or [0])
+        if p in netlost:
+            cause = ("re-sent by policy: the answer was lost to the fault "
+                     "proxy (%s)" % netlost[p])
+        elif p in first and k:
             if k < ts + d:
                 cause = ("re-sent by policy: %s killed while the provider "
                          "worked on the create" % comm)

@@ -283,6 +283,61 @@ teardown_file() {
 	assert_output 'processing true'
 }
 
+# polls_line FILE: "POLLS READ" from mi-poll -v's last words in FILE.
+polls_line() {
+	sed -n 's/^mi-poll: \([0-9]*\) polls, \([0-9]*\) answers read.*/\1 \2/p' "$1"
+}
+
+@test "an unchanged answer runs no definition and writes no row; the counters go with the lease renewal or the release" {
+	local pid job i u0 u1 polls read
+	export MI_LEASE_MS=60000
+	mkfifo "$BATS_TEST_TMPDIR/in"
+	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'still [never]' '{"refine":false}')"
+	job=$output
+	mi-poll -v <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" \
+	    2>"$BATS_TEST_TMPDIR/err" &
+	pid=$!
+	exec 7>"$BATS_TEST_TMPDIR/in"
+	echo "$job" >&7
+	# The fake's progress stops at 45 for a job that never ends.
+	for i in $(seq 100); do
+		[ "$(job_sql "lease_owner LIKE 'mi-poll@%' AND progress = 45" 'still [never]')" = t ] && break
+		sleep 0.1
+	done
+	run -0 job_sql "lease_owner LIKE 'mi-poll@%' AND progress = 45" 'still [never]'
+	assert_output t
+	u0=$(job_sql "updated_at || ' ' || attempts" 'still [never]')
+	sleep 1
+	u1=$(job_sql "updated_at || ' ' || attempts" 'still [never]')
+	[ "$u0" = "$u1" ]
+	kill -TERM $pid
+	wait $pid || true
+	exec 7>&-
+	read -r polls read <<<"$(polls_line "$BATS_TEST_TMPDIR/err")"
+	[ "$read" -le 5 ]
+	[ "$polls" -gt $((read + 5)) ]
+	# Released with every poll counted.
+	run -0 job_sql "attempts || ' ' || (lease_owner IS NULL)" 'still [never]'
+	assert_output "$polls true"
+}
+
+@test "suno: answers that differ only in freshly signed links are the same answer" {
+	local polls read
+	run -0 --separate-stderr mi-submit <<<"$(req suno audio_bgm 'links [slow:2000]')"
+	run -0 --separate-stderr mi-poll -v <<<"$output"
+	jqok '.status == "completed" and
+	    (.result_uri | test("/files/suno/.*\\.mp3\\?Expires="))' "$output"
+	printf '%s\n' "$stderr" >"$BATS_TEST_TMPDIR/err"
+	read -r polls read <<<"$(polls_line "$BATS_TEST_TMPDIR/err")"
+	# PENDING, TEXT_SUCCESS, FIRST_SUCCESS, SUCCESS: one read each,
+	# however many polls each took.
+	[ "$read" -le 6 ]
+	[ "$polls" -gt $((read + 5)) ]
+	# The link taken is one the fake still serves.
+	run -0 curl -sf -o /dev/null -w '%{http_code}' "$(jq -r .result_uri <<<"$output")"
+	assert_output 200
+}
+
 @test "group commit: the pipeline's writes share WAL writes and flushes (MI_GROUP_COMMIT=0: each its own); every job is stored once, created once" {
 	local tag=$(uuid) i w0 w1 w2 w3 w4 group plain
 	export MI_ELEVENLABS_SFX_CONCURRENCY=100

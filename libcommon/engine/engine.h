@@ -132,6 +132,7 @@ struct mi_runner {
 	int input_ready;
 	jv routing;
 	long finished;
+	long polls, polls_read;	/* polls made; answers the definitions read */
 	int fatal, eof;
 	struct mi_err ferr;
 };
@@ -188,6 +189,10 @@ int eng_enqueue(struct mi_runner *r, jv req, struct choice *c,
 void eng_release_held(struct mi_runner *r);
 void eng_on_polled(void *arg, jv out);
 void eng_do_create(struct mi_runner *r, struct rjob *j);
+/* The creates of js[0..n-1] (n <= ENG_CREATE_BATCH), their intents
+ * written in one statement. */
+#define ENG_CREATE_BATCH 64
+void eng_do_creates(struct mi_runner *r, struct rjob **js, int n);
 void eng_do_poll(struct mi_runner *r, struct rjob *j);
 /* The wait before j's next poll (ms): its interval, or the backstop
  * interval while it waits for a webhook. */
@@ -196,7 +201,9 @@ long long eng_next_poll(struct mi_runner *r, struct rjob *j);
 /* takeover.c */
 void eng_check_follow(struct mi_runner *r);
 void eng_take_over(struct mi_runner *r);
-void eng_flush(struct mi_runner *r);
+/* The per-poll counters of the jobs whose progress changed (all: of
+ * every job); a renewal carries every job's. */
+void eng_flush(struct mi_runner *r, int all);
 void eng_renew(struct mi_runner *r);
 void eng_notified(struct mi_runner *r);
 void eng_take_hooks(struct mi_runner *r);

@@ -92,6 +92,7 @@ eng_job_new(struct mi_runner *r, jv row, struct mi_err *err)
 	j->memo.progress = -1;
 	j->memo.input = memo_input;
 	j->memo.input_arg = j;
+	j->memo.read = &r->polls_read;
 	snprintf(j->id, sizeof(j->id), "%s", id);
 	snprintf(j->media, sizeof(j->media), "%s", media);
 	if ((j->p = mi_provider_get(prov, err)) == NULL) {

@@ -6,9 +6,10 @@
  * free; a step's job that another worker runs is followed until it ends
  * (follow maps id -> answers owed).  A webhook delivery for a job in
  * hand is taken as its poll's outcome, or, when it carries none, makes
- * the poll due at once.  flush writes the batched per-poll counters; renew
- * extends the lease of every job in hand, and drops the ones whose
- * lease another worker took.
+ * the poll due at once.  flush writes the per-poll counters of jobs
+ * whose progress changed; renew extends the lease of every job in hand,
+ * writes every job's counters with it, and drops the ones whose lease
+ * another worker took.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,21 +338,28 @@ eng_take_over(struct mi_runner *r)
 
 /* Bookkeeping. */
 
-void
-eng_flush(struct mi_runner *r)
+/*
+ * Writes the per-poll counters (attempts, progress, the next poll) of
+ * the jobs whose progress changed, or with all of every job in hand,
+ * renewing their leases; kept (unless NULL) gets the ids still held.
+ * A poll whose answer changed nothing marks nothing: its counters go
+ * with the next renewal, which is written whatever the polls do.
+ */
+static int
+flush(struct mi_runner *r, int all, jv *kept, struct mi_err *err)
 {
-	struct mi_err err = MI_ERR_INIT;
 	struct mi_jobs_tick *t;
 	long long skew = mi_wall_ms() - mi_now_ms();
 	size_t i, n = 0;
+	int rc;
 
 	if ((t = calloc(r->n ? r->n : 1, sizeof(*t))) == NULL)
-		return;
+		return mi_err_set(err, EX_OSERR, "out of memory");
 	for (i = 0; i < r->nbuck; i++) {
 		struct rjob *j;
 
 		for (j = r->tab[i]; j && n < r->n; j = j->hnext) {
-			if (!j->dirty)
+			if (!j->dirty && !all)
 				continue;
 			j->dirty = 0;
 			t[n].id = j->id;
@@ -362,62 +370,61 @@ eng_flush(struct mi_runner *r)
 			n++;
 		}
 	}
-	if (mi_jobs_flush(r->db, t, n, &err) == -1)
-		eng_fatal(r, &err);
+	rc = mi_jobs_flush(r->db, t, n, kept, err);
 	free(t);
+	return rc;
 }
 
+void
+eng_flush(struct mi_runner *r, int all)
+{
+	struct mi_err err = MI_ERR_INIT;
+
+	if (flush(r, all, NULL, &err) == -1)
+		eng_fatal(r, &err);
+}
+
+/* Every lease in hand renewed, with the counters of every job. */
 void
 eng_renew(struct mi_runner *r)
 {
 	struct mi_err err = MI_ERR_INIT;
-	jv ids = jv_array(), kept;
+	jv kept, held;
 	size_t i;
-	int n = 0, k;
+	int k;
 
-	for (i = 0; i < r->nbuck; i++) {
-		struct rjob *j;
-
-		for (j = r->tab[i]; j; j = j->hnext) {
-			ids = jv_array_append(ids, jv_string(j->id));
-			n++;
-		}
-	}
-	if (n == 0) {
-		jv_free(ids);
+	if (r->n == 0)
 		return;
-	}
-	kept = mi_jobs_renew(r->db, jv_copy(ids), &err);
-	if (!jv_is_valid(kept)) {
-		jv_free(ids);
+	if (flush(r, 1, &kept, &err) == -1) {
+		jv_free(kept);
 		eng_fatal(r, &err);
 		return;
 	}
-	if (jv_array_length(jv_copy(kept)) < n) {
-		jv held = jv_object();
-
+	if ((size_t)jv_array_length(jv_copy(kept)) < r->n) {
+		held = jv_object();
 		k = jv_array_length(jv_copy(kept));
 		for (i = 0; i < (size_t)k; i++)
 			held = jv_object_set(held, jv_array_get(jv_copy(kept),
 			    (int)i), jv_true());
-		for (i = 0; i < (size_t)n; i++) {
-			jv id = jv_array_get(jv_copy(ids), (int)i);
-			jv h = jv_object_get(jv_copy(held), jv_copy(id));
-			struct rjob *j;
+		for (i = 0; i < r->nbuck; i++) {
+			struct rjob *j, *nx;
 
-			if (!jv_is_valid(h) &&
-			    (j = eng_find(r, jv_string_value(id))) != NULL) {
-				eng_note(r, MI_NOTE_WARN, "job %s: lease lost "
-				    "to another worker", j->id);
-				eng_drop(r, j);
+			for (j = r->tab[i]; j; j = nx) {
+				jv h = jv_object_get(jv_copy(held),
+				    jv_string(j->id));
+
+				nx = j->hnext;
+				if (!jv_is_valid(h)) {
+					eng_note(r, MI_NOTE_WARN, "job %s: lease "
+					    "lost to another worker", j->id);
+					eng_drop(r, j);
+				}
+				jv_free(h);
 			}
-			jv_free(h);
-			jv_free(id);
 		}
 		jv_free(held);
 	}
 	jv_free(kept);
-	jv_free(ids);
 }
 
 /* Freed slots wake the claims; deliveries for jobs in hand are taken. */

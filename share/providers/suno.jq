@@ -22,6 +22,9 @@ def provider: {
   timeout_ms: 300000,
   concurrency: 2,
   result_ttl_s: 1296000,
+  # A running task's answers carry links signed afresh each time: only
+  # whether a link is there tells anything while it runs.
+  rotating_urls: true,
   prices: {per_generation: 0.06}
 };
 

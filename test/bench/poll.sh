@@ -3,10 +3,14 @@
 # provider server.  Submits JOBS jobs that never finish (Meshy, Suno, Veo
 # and fal, a quarter each) with a 5 s poll interval, hands them all to one
 # mi-poll, lets it settle, then measures it for SECONDS: peak RSS, CPU
-# seconds per minute, and the polls per second the fake answered.
+# seconds per minute, the polls the fake answered (and the connections
+# it was asked to open meanwhile), and mi-poll's CPU per poll, which is
+# what holds when the fake cannot answer every poll in time.
 # Goal: <= 64 MB and <= 3 CPU-seconds per minute for 10,000 jobs.
 #
 # usage: sh test/bench/poll.sh [jobs] [seconds]
+# MI_BENCH_PERF=FILE records mi-poll with perf during the measurement
+# (MI_BENCH_PERF_HZ samples a second, 999 unless set).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -60,23 +64,38 @@ cat "$tmp/jobs" >&9
 cpu() {
 	awk '{print $14 + $15}' "/proc/$poll/stat"
 }
-requests() {
-	curl -s "$url/_fake/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'
+stats() {
+	curl -s "$url/_fake/stats" | python3 -c 'import json,sys
+s = json.load(sys.stdin)
+print(s["polls"], s["connections"])'
 }
 # Settle: every job taken over and polled once.
 sleep $(( (interval / 1000) * 2 + 2 ))
 c0=$(cpu)
-r0=$(requests)
-sleep "$secs"
+set -- $(stats)
+p0=$1 k0=$2
+if [ -n "${MI_BENCH_PERF:-}" ]; then
+	perf record -q -F "${MI_BENCH_PERF_HZ:-999}" --call-graph dwarf,16384 \
+	    -o "$MI_BENCH_PERF" -p "$poll" -- sleep "$secs" 2>/dev/null
+else
+	sleep "$secs"
+fi
 c1=$(cpu)
-r1=$(requests)
+set -- $(stats)
+p1=$1 k1=$2
 hz=$(getconf CLK_TCK)
 rss=$(awk '/VmHWM/{print $2}' "/proc/$poll/status")
-cpum=$(echo "scale=2; ($c1 - $c0) / $hz * 60 / $secs" | bc)
-pps=$(echo "scale=0; ($r1 - $r0) / $secs" | bc)
-fcpu=$(awk -v hz="$hz" -v s="$secs" '{print $14 + $15}' "/proc/$fakepid/stat")
-echo "mi-poll with $n jobs in flight, polled every $((interval / 1000)) s:"
+ticks=$((c1 - c0))
+polls=$((p1 - p0))
+cpum=$(echo "scale=2; $ticks / $hz * 60 / $secs" | bc)
+pps=$(echo "scale=0; $polls / $secs" | bc)
+us=$( [ "$polls" -gt 0 ] && echo "scale=1; $ticks * 1000000 / $hz / $polls" | bc || echo "-")
+ideal=$((n * 1000 / interval))
+# At the ideal rate, what the CPU per poll measured here comes to.
+proj=$( [ "$polls" -gt 0 ] && echo "scale=2; $ticks * $ideal * 60 / $hz / $polls" | bc || echo "-")
+echo "mi-poll with $n jobs in flight, polled every $((interval / 1000)) s, measured for $secs s:"
 echo "  peak RSS $((rss / 1024)) MB (goal <= 64)"
 echo "  CPU $cpum s per minute (goal <= 3)"
-echo "  $pps polls/s answered by the fake (ideal $((n * 1000 / interval)))"
+echo "  $polls polls made, $pps/s (ideal $ideal/s); $((k1 - k0)) new connections"
+echo "  CPU $us us per poll; $proj s per minute at the ideal rate"
 exec 9>&-

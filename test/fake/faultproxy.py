@@ -189,8 +189,12 @@ class Handler(socketserver.StreamRequestHandler):
             kind = kind_of(method, path)
             fault = None if path.startswith("/_fake/") else st.draw(kind, body)
             if fault:
-                st.log({"ts": int(time.time() * 1000), "kind": kind,
-                        "fault": fault, "method": method, "path": path})
+                e = {"ts": int(time.time() * 1000), "kind": kind,
+                     "fault": fault, "method": method, "path": path}
+                if kind == "create":
+                    # Which request it was (a create's prompt is in it).
+                    e["body"] = body[:4096].decode("utf-8", "replace")
+                st.log(e)
             if fault == "500":
                 self.wfile.write(head_bytes(500, "Internal Server Error",
                                             [("Content-Type", "text/html")],

@@ -515,6 +515,8 @@ class Fake:
             self.downloads_with_key = {}
             self.downloads_max = 0
             self.requests = 0
+            self.polls = 0
+            self.connections = 0
             self.blockade_seq = 8442285
             self.seq = 0
 
@@ -597,6 +599,8 @@ class Fake:
                 "downloads_max_at_once": self.downloads_max,
                 "jobs": len(self.jobs),
                 "requests": self.requests,
+                "polls": self.polls,
+                "connections": self.connections,
             }
 
 
@@ -2246,6 +2250,11 @@ class Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = 120
 
+    def setup(self):
+        super().setup()
+        with self.server.fake.lock:
+            self.server.fake.connections += 1
+
     def log_message(self, fmt, *args):
         pass
 
@@ -2323,6 +2332,9 @@ class Handler(BaseHTTPRequestHandler):
                 fake.downloads_now += 1
                 at_once = fake.downloads_now
                 fake.downloads_max = max(fake.downloads_max, at_once)
+        if ctx.event == "poll":
+            with fake.lock:
+                fake.polls += 1
         if fake.log_polls or ctx.event != "poll":
             entry = {"ts": int(time.time() * 1000), "provider": ctx.provider,
                      "method": method, "path": ctx.path, "query": ctx.q,
