@@ -850,13 +850,14 @@ eng_do_creates(struct mi_runner *r, struct rjob **js, int n)
 {
 	struct mi_err err = MI_ERR_INIT;
 	char *hooks[ENG_CREATE_BATCH];
-	jv items = jv_array(), rows;
+	jv items, rows;
 	int i;
 
 	if (n == 1) {
 		eng_do_create(r, js[0]);
 		return;
 	}
+	items = jv_array();
 	for (i = 0; i < n; i++) {
 		jv it = eng_obj1("id", jv_string(js[i]->id));
 
