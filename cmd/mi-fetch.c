@@ -132,15 +132,20 @@ held_ids(struct ctx *c)
 }
 
 /* Renews every lease held, bytes or not: a slow or stalled transfer (or
- * one waiting while another job is probed) never loses its job. */
+ * one waiting while another job is probed) never loses its job.  soon:
+ * before a probe or a fit, which stops everything else while it lasts;
+ * leases renewed within the last tenth of a lease (at most a second)
+ * still have nearly all of it left. */
 static void
-renew(struct ctx *c, int now_too)
+renew(struct ctx *c, int soon)
 {
 	struct mi_err err = MI_ERR_INIT;
-	long long now = mi_now_ms();
+	long long now = mi_now_ms(), lease = mi_jobs_lease_ms();
+	long long age = soon ? (lease / 10 < 1000 ? lease / 10 : 1000) :
+	    lease / 3;
 	jv ids;
 
-	if (!now_too && now - c->renewed <= mi_jobs_lease_ms() / 3)
+	if (now - c->renewed <= age)
 		return;
 	c->renewed = now;
 	ids = held_ids(c);

@@ -84,8 +84,25 @@ exceeded(jv b, const char *tenant, double estimate, struct mi_err *err)
 }
 
 int
-mi_budget_check(struct mi_db *db, const char *tenant, const char *provider,
-    double estimate_usd, const char *job_id, struct mi_err *err)
+mi_budget_lock(struct mi_db *db, const char *tenant, const char *provider,
+    struct mi_err *err)
+{
+	const char *params[2] = { tenant, provider };
+	jv rows = mi_db_json(db, lock_sql, 2, params, err);
+	int n;
+
+	if (!jv_is_valid(rows)) {
+		jv_free(rows);
+		return mi_err_prefix(err, "budget check");
+	}
+	n = jv_array_length(rows);
+	return n;
+}
+
+int
+mi_budget_check_locked(struct mi_db *db, const char *tenant,
+    const char *provider, double estimate_usd, const char *job_id,
+    struct mi_err *err)
 {
 	const char *params[4];
 	char est[64];
@@ -99,19 +116,6 @@ mi_budget_check(struct mi_db *db, const char *tenant, const char *provider,
 	params[1] = provider;
 	params[2] = job_id;
 	params[3] = est;
-	/*
-	 * The lock comes first, in its own statement: the sum below then
-	 * gets a snapshot taken after the lock was granted, and so sees the
-	 * job of the transaction that held the lock before.
-	 */
-	rows = mi_db_json(db, lock_sql, 2, params, err);
-	if (!jv_is_valid(rows)) {
-		jv_free(rows);
-		return mi_err_prefix(err, "budget check");
-	}
-	n = jv_array_length(rows);
-	if (n == 0)
-		return 0;
 	rows = mi_db_json(db, check_sql, 4, params, err);
 	if (!jv_is_valid(rows)) {
 		jv_free(rows);
@@ -129,6 +133,23 @@ mi_budget_check(struct mi_db *db, const char *tenant, const char *provider,
 	}
 	jv_free(rows);
 	return r;
+}
+
+int
+mi_budget_check(struct mi_db *db, const char *tenant, const char *provider,
+    double estimate_usd, const char *job_id, struct mi_err *err)
+{
+	/*
+	 * The lock comes first, in its own statement: the sum then gets a
+	 * snapshot taken after the lock was granted, and so sees the job of
+	 * the transaction that held the lock before.
+	 */
+	int n = mi_budget_lock(db, tenant, provider, err);
+
+	if (n <= 0)
+		return n;
+	return mi_budget_check_locked(db, tenant, provider, estimate_usd,
+	    job_id, err);
 }
 
 /* Drops the check's "exceeded" from each listed budget. */

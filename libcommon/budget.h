@@ -39,6 +39,17 @@ int mi_budget_check(struct mi_db *db, const char *tenant,
     struct mi_err *err);
 
 /*
+ * mi_budget_check in two parts, for many checks in one transaction: the
+ * lock of the budget rows (their number, 0 when none applies, or -1),
+ * then, after it, any number of checks.
+ */
+int mi_budget_lock(struct mi_db *db, const char *tenant,
+    const char *provider, struct mi_err *err);
+int mi_budget_check_locked(struct mi_db *db, const char *tenant,
+    const char *provider, double estimate_usd, const char *job_id,
+    struct mi_err *err);
+
+/*
  * The budgets of tenant and of provider (either NULL: any), each with this
  * month's spend: an array of {"tenant_id", "provider_id", "monthly_limit_usd",
  * "month", "spent_usd", "remaining_usd"}; jv_invalid on error.

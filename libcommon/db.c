@@ -30,6 +30,7 @@
 
 #define MAX_CHANNELS	4
 #define MAX_TX_LOG	64
+#define MAX_QUEUED	16	/* statements sent with the next one */
 #define MAX_PREPARED	256	/* a power of two */
 #define CONFLICT_TRIES	8	/* deadlocks and serialization failures */
 
@@ -57,6 +58,11 @@ struct logged {
 struct mi_db {
 	struct logged log[MAX_TX_LOG];
 	int nlog, log_full;
+	/* Statements of the transaction whose results nobody waits for
+	 * (its BEGIN, mi_db_defer): sent in one pipeline with the next
+	 * statement, then logged. */
+	struct logged queue[MAX_QUEUED];
+	int nqueue, pipeline;
 	PGconn *conn;
 	int in_tx, tx_lost, generation;
 	char lost[200];		/* why the connection went, seen idle */
@@ -111,6 +117,50 @@ text_hash(const char *s)
 }
 
 /*
+ * The name of sql's prepared statement into name, preparing it on its
+ * first use: 1; 0 when it runs unprepared (a full table), -1 with *res
+ * the error when preparing failed.
+ */
+static int
+prep_name(struct mi_db *db, const char *sql, int n, char name[16],
+    PGresult **res)
+{
+	unsigned long long h = text_hash(sql);
+	unsigned i = (unsigned)h & (MAX_PREPARED - 1), k;
+	PGresult *r;
+
+	*res = NULL;
+	if (n <= 0)
+		return 0;
+	for (k = 0; k < MAX_PREPARED; k++, i = (i + 1) & (MAX_PREPARED - 1)) {
+		struct prepared *p = &db->prep[i];
+
+		if (p->sql == NULL)
+			break;
+		if (p->hash == h && strcmp(p->sql, sql) == 0) {
+			snprintf(name, 16, "mi%u", i);
+			return 1;
+		}
+	}
+	if (k == MAX_PREPARED || db->nprep >= MAX_PREPARED / 2)
+		return 0;
+	if ((db->prep[i].sql = strdup(sql)) == NULL)
+		return 0;
+	snprintf(name, 16, "mi%u", i);
+	r = PQprepare(db->conn, name, sql, n, NULL);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		free(db->prep[i].sql);
+		db->prep[i].sql = NULL;
+		*res = r;	/* the error, as running it would give */
+		return -1;
+	}
+	PQclear(r);
+	db->prep[i].hash = h;
+	db->nprep++;
+	return 1;
+}
+
+/*
  * Runs sql with parameters as a prepared statement, preparing it on its
  * first use; a full table runs it unprepared.  The result, as
  * PQexecParams gives it.
@@ -119,39 +169,15 @@ static PGresult *
 exec_prepared(struct mi_db *db, const char *sql, int n,
     const char *const *params)
 {
-	unsigned long long h = text_hash(sql);
-	unsigned i = (unsigned)h & (MAX_PREPARED - 1), k;
 	char name[16];
 	PGresult *res;
+	int k = prep_name(db, sql, n, name, &res);
 
-	for (k = 0; k < MAX_PREPARED; k++, i = (i + 1) & (MAX_PREPARED - 1)) {
-		struct prepared *p = &db->prep[i];
-
-		if (p->sql == NULL)
-			break;
-		if (p->hash == h && strcmp(p->sql, sql) == 0) {
-			snprintf(name, sizeof(name), "mi%u", i);
-			return PQexecPrepared(db->conn, name, n, params, NULL,
-			    NULL, 0);
-		}
-	}
-	if (k == MAX_PREPARED || db->nprep >= MAX_PREPARED / 2)
-		return PQexecParams(db->conn, sql, n, NULL, params, NULL,
-		    NULL, 0);
-	if ((db->prep[i].sql = strdup(sql)) == NULL)
-		return PQexecParams(db->conn, sql, n, NULL, params, NULL,
-		    NULL, 0);
-	snprintf(name, sizeof(name), "mi%u", i);
-	res = PQprepare(db->conn, name, sql, n, NULL);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-		free(db->prep[i].sql);
-		db->prep[i].sql = NULL;
-		return res;	/* the error, as running it would give */
-	}
-	PQclear(res);
-	db->prep[i].hash = h;
-	db->nprep++;
-	return PQexecPrepared(db->conn, name, n, params, NULL, NULL, 0);
+	if (k == -1)
+		return res;
+	if (k == 1)
+		return PQexecPrepared(db->conn, name, n, params, NULL, NULL, 0);
+	return PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
 }
 
 /* Whether a failed result is a deadlock or a serialization failure. */
@@ -203,6 +229,8 @@ mi_db_open(const char *conninfo, struct mi_err *err)
 		return NULL;
 	}
 	db->retry_ms = 60000;
+	s = getenv("MI_DB_PIPELINE");
+	db->pipeline = s == NULL || strcmp(s, "0") != 0;
 	if ((s = getenv("MI_DB_RETRY_MS")) != NULL &&
 	    mi_parse_uint(s, 0, 86400000ULL, &v) == 0)
 		db->retry_ms = (long)v;
@@ -231,6 +259,7 @@ mi_db_generation(const struct mi_db *db)
 
 static void lost_text(char *out, size_t outsz, const char *s);
 static void log_clear(struct mi_db *db);
+static void queue_clear(struct mi_db *db);
 
 /*
  * Notices are dropped, except the server's last word on a connection it
@@ -256,6 +285,7 @@ mi_db_close(struct mi_db *db)
 		return;
 	PQfinish(db->conn);
 	log_clear(db);
+	queue_clear(db);
 	prep_forget(db);
 	for (i = 0; i < db->nchannels; i++)
 		free(db->channels[i]);
@@ -330,6 +360,7 @@ reconnect(struct mi_db *db, char *why, size_t whysz)
 
 	for (;;) {
 		PQreset(db->conn);
+		PQexitPipelineMode(db->conn);
 		prep_forget(db);
 		if (PQstatus(db->conn) == CONNECTION_OK) {
 			db->generation++;
@@ -480,6 +511,163 @@ replay(struct mi_db *db)
 	return ok ? 0 : -1;
 }
 
+/* A copy of a statement, for the queue: 0, or -1 (out of memory). */
+static int
+stmt_copy(struct logged *l, const char *sql, int n,
+    const char *const *params)
+{
+	int k;
+
+	memset(l, 0, sizeof(*l));
+	if ((l->sql = strdup(sql)) == NULL)
+		return -1;
+	if (n > 0 && (l->params = calloc((size_t)n, sizeof(char *))) == NULL) {
+		free(l->sql);
+		return -1;
+	}
+	l->n = n;
+	for (k = 0; k < n; k++)
+		if (params[k] && (l->params[k] = strdup(params[k])) == NULL) {
+			while (k-- > 0)
+				free(l->params[k]);
+			free(l->params);
+			free(l->sql);
+			return -1;
+		}
+	return 0;
+}
+
+static void
+stmt_free(struct logged *l)
+{
+	int k;
+
+	for (k = 0; k < l->n; k++)
+		free(l->params[k]);
+	free(l->params);
+	free(l->sql);
+	memset(l, 0, sizeof(*l));
+}
+
+static void
+queue_clear(struct mi_db *db)
+{
+	int i;
+
+	for (i = 0; i < db->nqueue; i++)
+		stmt_free(&db->queue[i]);
+	db->nqueue = 0;
+}
+
+static int
+result_ok(PGresult *res)
+{
+	ExecStatusType st = PQresultStatus(res);
+
+	return res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+/*
+ * Sends the queued statements, then sql (when not NULL), in one pipeline
+ * and one round trip.  The queued statements that succeeded are logged
+ * and leave the queue.  Returns the first failed statement's result (the
+ * queue then starts with that statement; the rest were not run), else
+ * sql's result, else the last queued statement's.
+ */
+static PGresult *
+pipe_run(struct mi_db *db, const char *sql, int n, const char *const *params)
+{
+	PGresult *res[MAX_QUEUED + 1], *perr = NULL, *out;
+	char names[MAX_QUEUED + 1][16];
+	int prep[MAX_QUEUED + 1], total, sent = 0, got = 0, bad = -1, i, k;
+
+	total = db->nqueue + (sql != NULL);
+	for (i = 0; i < total; i++) {
+		const struct logged *q = i < db->nqueue ? &db->queue[i] : NULL;
+
+		prep[i] = prep_name(db, q ? q->sql : sql, q ? q->n : n,
+		    names[i], &perr);
+		if (prep[i] == -1)
+			break;
+	}
+	total = i;	/* a statement that cannot be prepared ends it */
+	memset(res, 0, sizeof(res));
+	if (total > 0 && PQenterPipelineMode(db->conn)) {
+		for (sent = 0; sent < total; sent++) {
+			const struct logged *q = sent < db->nqueue ?
+			    &db->queue[sent] : NULL;
+			const char *t = q ? q->sql : sql;
+			const char *const *pv = q ?
+			    (const char *const *)q->params : params;
+			int pn = q ? q->n : n, ok;
+
+			ok = prep[sent] == 1 ? PQsendQueryPrepared(db->conn,
+			    names[sent], pn, pv, NULL, NULL, 0) :
+			    PQsendQueryParams(db->conn, t, pn, NULL, pv, NULL,
+			    NULL, 0);
+			if (!ok)
+				break;
+		}
+		if (PQpipelineSync(db->conn)) {
+			for (got = 0; got < sent; got++) {
+				PGresult *x;
+
+				if ((res[got] = PQgetResult(db->conn)) == NULL)
+					break;
+				while ((x = PQgetResult(db->conn)) != NULL)
+					PQclear(x);
+			}
+			if (got == sent) {
+				PGresult *x = PQgetResult(db->conn);
+
+				PQclear(x);	/* the sync */
+			}
+		}
+		if (!PQexitPipelineMode(db->conn)) {
+			PGresult *x;
+
+			while ((x = PQgetResult(db->conn)) != NULL)
+				PQclear(x);
+			PQexitPipelineMode(db->conn);
+		}
+	}
+	for (i = 0; i < total; i++)
+		if (i >= got || !result_ok(res[i])) {
+			bad = i;
+			break;
+		}
+	if (bad == -1 && total < db->nqueue + (sql != NULL))
+		bad = total;	/* the statement that could not be prepared */
+	k = bad == -1 ? db->nqueue : bad < db->nqueue ? bad : db->nqueue;
+	for (i = 0; i < k; i++) {
+		if (db->async && !db->unflushed) {
+			db->unflushed = 1;
+			memcpy(db->unflushed_start, db->server_start,
+			    sizeof(db->unflushed_start));
+		}
+		log_add(db, db->queue[i].sql, db->queue[i].n,
+		    (const char *const *)db->queue[i].params, 0, res[i]);
+		stmt_free(&db->queue[i]);
+	}
+	memmove(db->queue, db->queue + k, (size_t)(db->nqueue - k) *
+	    sizeof(db->queue[0]));
+	db->nqueue -= k;
+	if (bad == -1)
+		out = res[total - 1];
+	else if (bad == total)
+		out = perr;
+	else if (bad < got && res[bad])
+		out = res[bad];
+	else
+		out = PQmakeEmptyPGresult(db->conn, PGRES_FATAL_ERROR);
+	for (i = 0; i < total; i++)
+		if (res[i] != out)
+			PQclear(res[i]);
+	if (perr != out)
+		PQclear(perr);
+	return out;
+}
+
 /*
  * Runs a statement, making a lost connection again (and running the
  * transaction under way again, see replay).  Returns the result (status
@@ -500,9 +688,20 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 	db->tx_lost = 0;
 	for (;;) {
 		PQsetNoticeProcessor(db->conn, on_notice, db);
-		res = script ? PQexec(db->conn, sql) :
-		    n > 0 ? exec_prepared(db, sql, n, params) :
-		    PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+		res = NULL;
+		if (db->nqueue > 0) {
+			/* The queued statements go first, sql with them. */
+			res = pipe_run(db, script ? NULL : sql, n, params);
+			if (script && result_ok(res)) {
+				PQclear(res);
+				res = NULL;
+			}
+		}
+		if (res == NULL)
+			res = script ? PQexec(db->conn, sql) :
+			    n > 0 ? exec_prepared(db, sql, n, params) :
+			    PQexecParams(db->conn, sql, n, NULL, params, NULL,
+			    NULL, 0);
 		st = PQresultStatus(res);
 		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 			break;
@@ -522,6 +721,7 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 					db->in_tx = 0;
 					db->tx_lost = 1;
 					log_clear(db);
+					queue_clear(db);
 					mi_err_set(err, EX_TEMPFAIL, "database: "
 					    "a deadlock; run again, the "
 					    "transaction is lost");
@@ -531,6 +731,7 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 			continue;
 		}
 		if (!session_lost(db, res)) {
+			queue_clear(db);	/* the transaction failed */
 			fail(db, res, err);
 			return NULL;
 		}
@@ -541,6 +742,7 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 			db->lost[0] = '\0';
 		}
 		if (reconnect(db, why, sizeof(why)) == -1) {
+			queue_clear(db);
 			mi_err_set(err, EX_TEMPFAIL, "%s; no connection again "
 			    "within %.1f s: %s", cause.msg,
 			    db->retry_ms / 1000.0, why);
@@ -550,6 +752,7 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 			db->in_tx = 0;
 			db->tx_lost = 1;
 			log_clear(db);
+			queue_clear(db);
 			mi_err_set(err, EX_TEMPFAIL, "%s; connected again, the "
 			    "transaction is lost", cause.msg);
 			return NULL;
@@ -652,10 +855,42 @@ mi_db_script(struct mi_db *db, const char *sql, struct mi_err *err)
 	return 0;
 }
 
+/* Queues a statement of the transaction under way: 0, or -1 when it
+ * must run at once (no transaction, no pipelining, a full queue). */
+static int
+queue_add(struct mi_db *db, const char *sql, int n,
+    const char *const *params)
+{
+	if (!db->pipeline || db->nqueue >= MAX_QUEUED ||
+	    stmt_copy(&db->queue[db->nqueue], sql, n, params) == -1)
+		return -1;
+	db->nqueue++;
+	return 0;
+}
+
 int
 mi_db_begin(struct mi_db *db, struct mi_err *err)
 {
+	/* Sent with the transaction's first statement. */
+	if (!db->in_tx && db->pipeline) {
+		log_clear(db);
+		queue_clear(db);
+		if (queue_add(db, "BEGIN", 0, NULL) == 0) {
+			db->in_tx = 1;
+			db->tx_lost = 0;
+			return 0;
+		}
+	}
 	return mi_db_exec(db, "BEGIN", 0, NULL, NULL, err);
+}
+
+int
+mi_db_defer(struct mi_db *db, const char *sql, int n,
+    const char *const *params, struct mi_err *err)
+{
+	if (db->in_tx && queue_add(db, sql, n, params) == 0)
+		return 0;
+	return mi_db_exec(db, sql, n, params, NULL, err);
 }
 
 int
@@ -667,9 +902,13 @@ mi_db_commit(struct mi_db *db, struct mi_err *err)
 void
 mi_db_rollback(struct mi_db *db)
 {
+	/* A BEGIN still queued never reached the server. */
+	int begun = !(db->nqueue > 0 && strcmp(db->queue[0].sql, "BEGIN") == 0);
+
 	db->in_tx = 0;
 	log_clear(db);
-	if (PQstatus(db->conn) == CONNECTION_OK)
+	queue_clear(db);
+	if (begun && PQstatus(db->conn) == CONNECTION_OK)
 		PQclear(PQexec(db->conn, "ROLLBACK"));
 }
 

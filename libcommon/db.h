@@ -52,7 +52,19 @@ jv mi_db_json1(struct mi_db *db, const char *sql, int n,
 /* Runs a multi-statement script with no parameters (migrations). */
 int mi_db_script(struct mi_db *db, const char *sql, struct mi_err *err);
 
+/*
+ * mi_db_begin sends nothing: the BEGIN goes with the transaction's first
+ * statement, in one round trip ($MI_DB_PIPELINE=0: at once).
+ */
 int mi_db_begin(struct mi_db *db, struct mi_err *err);
+/*
+ * Runs a statement of the transaction under way whose result is not
+ * needed: it is sent with the next statement, in one round trip, and a
+ * failure of it is that statement's (or the commit's) error.  Outside a
+ * transaction it runs at once.
+ */
+int mi_db_defer(struct mi_db *db, const char *sql, int n,
+    const char *const *params, struct mi_err *err);
 int mi_db_commit(struct mi_db *db, struct mi_err *err);
 void mi_db_rollback(struct mi_db *db);
 

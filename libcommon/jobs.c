@@ -183,6 +183,17 @@ static const char take_slot_sql[] =
     " WHERE j.id = $1::uuid AND j.lease_owner = $2"
     " RETURNING to_jsonb(j)";
 
+/* The same for many jobs (no budget applies), in the claim's order. */
+static const char take_slots_sql[] =
+    "WITH u AS (UPDATE app.generation_jobs j SET status = 'processing',"
+    "  started_at = clock_timestamp(), cost_source = 'estimate',"
+    "  lease_expires_at = now() + $3::int * interval '1 ms',"
+    "  updated_at = now()"
+    "  FROM unnest($1::uuid[]) WITH ORDINALITY AS c(id, k)"
+    "  WHERE j.id = c.id AND j.lease_owner = $2"
+    "  RETURNING to_jsonb(j) AS r, c.k)"
+    " SELECT r FROM u ORDER BY k";
+
 static const char over_budget_sql[] =
     "UPDATE app.generation_jobs j SET status = 'failed',"
     " error_code = 'BUDGET_EXCEEDED', error_message = $3,"
@@ -198,7 +209,7 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 	const char *params[4];
 	char lim[16], lease[32];
 	jv cand, out = jv_array();
-	int i, n;
+	int i, n, budgets = 0;
 
 	snprintf(lim, sizeof(lim), "%d", limit);
 	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
@@ -214,6 +225,38 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 	if (!jv_is_valid(cand))
 		goto fail;
 	n = jv_array_length(jv_copy(cand));
+	/* The budget rows are locked once for the whole claim. */
+	if (n > 0 && (budgets = mi_budget_lock(db, tenant, provider,
+	    err)) == -1)
+		goto fail;
+	if (n > 0 && budgets == 0) {
+		/* No budget applies: every slot in one statement. */
+		struct mi_buf ids = MI_BUF_INIT;
+		jv rows;
+
+		mi_buf_add(&ids, "{", 1);
+		for (i = 0; i < n; i++) {
+			jv c = jv_array_get(jv_copy(cand), i);
+			const char *id = "";
+
+			mi_json_str(c, "id", &id, 1, NULL);
+			if (i)
+				mi_buf_add(&ids, ",", 1);
+			mi_buf_add(&ids, id, strlen(id));
+			jv_free(c);
+		}
+		mi_buf_add(&ids, "}", 2);
+		params[0] = ids.buf;
+		params[1] = mi_jobs_owner();
+		params[2] = lease;
+		rows = mi_db_json(db, take_slots_sql, 3, params, err);
+		mi_buf_release(&ids);
+		if (!jv_is_valid(rows))
+			goto fail;
+		jv_free(out);
+		out = rows;
+		n = 0;
+	}
 	for (i = 0; i < n; i++) {
 		jv c = jv_array_get(jv_copy(cand), i), row;
 		struct mi_err berr = MI_ERR_INIT;
@@ -223,7 +266,8 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 
 		mi_json_str(c, "id", &id, 1, NULL);
 		mi_json_num(c, "estimate", &est, 0, NULL);
-		b = mi_budget_check(db, tenant, provider, est, id, &berr);
+		b = mi_budget_check_locked(db, tenant, provider, est, id,
+		    &berr);
 		if (b == -1) {
 			*err = berr;
 			jv_free(c);
@@ -255,47 +299,58 @@ fail:
 	return jv_invalid();
 }
 
-static const char patch_sql[] =
-    "UPDATE app.generation_jobs j SET"
-    " status = coalesce(p->>'status', j.status),"
-    " provider_job_id = CASE WHEN p ? 'provider_job_id'"
-    "  THEN p->>'provider_job_id' ELSE j.provider_job_id END,"
-    " provider_state = CASE WHEN jsonb_typeof(p->'provider_state') ="
-    "  'object' THEN j.provider_state || (p->'provider_state')"
-    "  ELSE j.provider_state END,"
-    " progress = coalesce((p->>'progress')::int, j.progress),"
-    " attempts = coalesce((p->>'attempts')::int, j.attempts),"
-    " result_uri = coalesce(p->>'result_uri', j.result_uri),"
-    " result_expires_at = CASE WHEN p ? 'result_expires_ms' THEN"
-    "  to_timestamp((p->>'result_expires_ms')::double precision / 1000)"
-    "  ELSE j.result_expires_at END,"
-    " cost_usd = CASE WHEN p ? 'cost_usd' THEN (p->>'cost_usd')::numeric"
-    "  ELSE j.cost_usd END,"
-    " cost_source = coalesce(p->>'cost_source', j.cost_source),"
-    " error_code = CASE WHEN p ? 'error_code' THEN p->>'error_code'"
-    "  ELSE j.error_code END,"
-    " error_message = CASE WHEN p ? 'error_message'"
-    "  THEN p->>'error_message' ELSE j.error_message END,"
-    " submit_unknown = coalesce((p->>'submit_unknown')::boolean,"
-    "  j.submit_unknown),"
-    " submit_count = j.submit_count + coalesce((p->>'submit_add')::int, 0),"
-    " started_at = CASE WHEN p ? 'started' THEN coalesce(j.started_at,"
-    "  now()) ELSE j.started_at END,"
-    " completed_at = CASE WHEN p->>'status' IN ('completed', 'failed',"
-    "  'timed_out') THEN now() ELSE j.completed_at END,"
-    " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN"
-    "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)"
-    "  ELSE j.next_poll_at END,"
-    " late = coalesce((p->>'late')::boolean, j.late),"
-    " artifact_id = CASE WHEN p ? 'artifact_id'"
-    "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END,"
-    " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL"
-    "  ELSE j.lease_owner END,"
-    " lease_expires_at = CASE WHEN (p->>'release')::boolean THEN NULL"
-    "  ELSE now() + $3::int * interval '1 ms' END,"
+#define PATCH_SET \
+    "UPDATE app.generation_jobs j SET" \
+    " status = coalesce(p->>'status', j.status)," \
+    " provider_job_id = CASE WHEN p ? 'provider_job_id'" \
+    "  THEN p->>'provider_job_id' ELSE j.provider_job_id END," \
+    " provider_state = CASE WHEN jsonb_typeof(p->'provider_state') =" \
+    "  'object' THEN j.provider_state || (p->'provider_state')" \
+    "  ELSE j.provider_state END," \
+    " progress = coalesce((p->>'progress')::int, j.progress)," \
+    " attempts = coalesce((p->>'attempts')::int, j.attempts)," \
+    " result_uri = coalesce(p->>'result_uri', j.result_uri)," \
+    " result_expires_at = CASE WHEN p ? 'result_expires_ms' THEN" \
+    "  to_timestamp((p->>'result_expires_ms')::double precision / 1000)" \
+    "  ELSE j.result_expires_at END," \
+    " cost_usd = CASE WHEN p ? 'cost_usd' THEN (p->>'cost_usd')::numeric" \
+    "  ELSE j.cost_usd END," \
+    " cost_source = coalesce(p->>'cost_source', j.cost_source)," \
+    " error_code = CASE WHEN p ? 'error_code' THEN p->>'error_code'" \
+    "  ELSE j.error_code END," \
+    " error_message = CASE WHEN p ? 'error_message'" \
+    "  THEN p->>'error_message' ELSE j.error_message END," \
+    " submit_unknown = coalesce((p->>'submit_unknown')::boolean," \
+    "  j.submit_unknown)," \
+    " submit_count = j.submit_count + coalesce((p->>'submit_add')::int, 0)," \
+    " started_at = CASE WHEN p ? 'started' THEN coalesce(j.started_at," \
+    "  now()) ELSE j.started_at END," \
+    " completed_at = CASE WHEN p->>'status' IN ('completed', 'failed'," \
+    "  'timed_out') THEN now() ELSE j.completed_at END," \
+    " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN" \
+    "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)" \
+    "  ELSE j.next_poll_at END," \
+    " late = coalesce((p->>'late')::boolean, j.late)," \
+    " artifact_id = CASE WHEN p ? 'artifact_id'" \
+    "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END," \
+    " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL" \
+    "  ELSE j.lease_owner END," \
+    " lease_expires_at = CASE WHEN (p->>'release')::boolean THEN NULL" \
+    "  ELSE now() + $3::int * interval '1 ms' END," \
     " updated_at = now()"
+
+static const char patch_sql[] =
+    PATCH_SET
     " FROM (SELECT $2::jsonb AS p) x"
     " WHERE j.id = $1::uuid AND j.lease_owner = $4"
+    " RETURNING to_jsonb(j)";
+
+/* The same for many jobs: $2 is [{"id", "p"}, ...] ($1 unused). */
+static const char patch_many_sql[] =
+    PATCH_SET
+    " FROM (SELECT (e->>'id')::uuid AS id, e->'p' AS p"
+    "  FROM jsonb_array_elements($2::jsonb) e) x"
+    " WHERE j.id = x.id AND j.lease_owner = $4 AND $1 = ''"
     " RETURNING to_jsonb(j)";
 
 jv
@@ -318,6 +373,47 @@ mi_jobs_patch(struct mi_db *db, const char *id, jv patch, struct mi_err *err)
 	row = mi_db_json1(db, patch_sql, 4, params, err);
 	free(text);
 	return row;
+}
+
+jv
+mi_jobs_patch_many(struct mi_db *db, jv items, struct mi_err *err)
+{
+	const char *params[4];
+	char lease[32], *text = mi_json_dump(items);
+	jv rows, out = jv_object();
+	int i, n;
+
+	jv_free(items);
+	if (text == NULL) {
+		jv_free(out);
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = "";
+	params[1] = text;
+	params[2] = lease;
+	params[3] = mi_jobs_owner();
+	rows = mi_db_json(db, patch_many_sql, 4, params, err);
+	free(text);
+	if (!jv_is_valid(rows)) {
+		jv_free(out);
+		return rows;
+	}
+	n = jv_array_length(jv_copy(rows));
+	for (i = 0; i < n; i++) {
+		jv row = jv_array_get(jv_copy(rows), i);
+		jv id = jv_object_get(jv_copy(row), jv_string("id"));
+
+		if (jv_get_kind(id) == JV_KIND_STRING)
+			out = jv_object_set(out, id, row);
+		else {
+			jv_free(id);
+			jv_free(row);
+		}
+	}
+	jv_free(rows);
+	return out;
 }
 
 static const char take_sql[] =

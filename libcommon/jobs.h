@@ -68,6 +68,12 @@ jv mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
  */
 jv mi_jobs_patch(struct mi_db *db, const char *id, jv patch,
     struct mi_err *err);
+/*
+ * mi_jobs_patch for many jobs in one statement: items (consumed) is an
+ * array of {"id", "p": patch}; returns an object from each job id to its
+ * row (a job whose lease is lost is missing), or invalid with err.
+ */
+jv mi_jobs_patch_many(struct mi_db *db, jv items, struct mi_err *err);
 
 /*
  * Takes over the jobs of handed-over records: pairs (consumed) is an

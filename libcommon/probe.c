@@ -3,9 +3,9 @@
  * of helper programs (ffprobe, gltfpack).
  *
  * Audio and video go to ffmpeg's libavformat (probe_av.c), which knows
- * every container and codec a provider may send, in a forked child: it
- * writes ffprobe's JSON, with a 20 s limit and at most 1 MiB of output,
- * and only that JSON is read.  $MI_FFPROBE names a program that prints
+ * every container and codec a provider may send, in a worker process: it
+ * answers with ffprobe's JSON, with a 20 s limit and at most 1 MiB of
+ * output, and only that JSON is read.  $MI_FFPROBE names a program that prints
  * the same JSON (ffprobe itself) to run instead, without a shell.
  */
 #include <errno.h>
@@ -74,43 +74,6 @@ mi_probe_run(const char *const *argv, size_t max_out, long timeout_ms,
 	}
 	return collect(pid, pfd[0], efd[0], argv[0], max_out, timeout_ms,
 	    err);
-}
-
-/*
- * Audio and video facts read by libavformat in a child process: a
- * demuxer's crash, leak or hang on a hostile file stays there, under the
- * same limits as a program's.
- */
-static jv
-probe_av_child(const char *path, size_t max_out, long timeout_ms,
-    struct mi_err *err)
-{
-	int pfd[2], efd[2];
-	pid_t pid;
-
-	if (out_pipes(pfd, efd, err) == -1)
-		return jv_invalid();
-	/*
-	 * No fflush before the fork: another thread may hold a stream's lock
-	 * (a reader blocked on stdin), and the child leaves by _exit, which
-	 * writes none of the buffers it inherits.
-	 */
-	if ((pid = fork()) == -1) {
-		mi_err_set_errno(err, EX_OSERR, "fork");
-		close(pfd[0]);
-		close(pfd[1]);
-		close(efd[0]);
-		close(efd[1]);
-		return jv_invalid();
-	}
-	if (pid == 0) {
-		signal(SIGPIPE, SIG_DFL);
-		_exit(mi_probe_av_write(path, pfd[1], efd[1]));
-	}
-	close(pfd[1]);
-	close(efd[1]);
-	return collect(pid, pfd[0], efd[0], "libavformat", max_out,
-	    timeout_ms, err);
 }
 
 static jv
@@ -277,7 +240,7 @@ av(const char *path, const char *kind, const char *ext)
 	out = jv_object_set(out, jv_string("format"), jv_string(ext));
 	/* $MI_FFPROBE names a program to run instead of the library. */
 	text = ffprobe && *ffprobe ? mi_probe_run(argv, 1 << 20, 20000, &err)
-				   : probe_av_child(path, 1 << 20, 20000, &err);
+				   : mi_probe_av(path, 1 << 20, 20000, &err);
 	if (!jv_is_valid(text)) {
 		jv_free(text);
 		return jv_object_set(out, jv_string("error"),

@@ -1,19 +1,34 @@
 /*
- * probe_av.h - audio and video facts from libavformat, for a child
- * process (see probe.c): the parent forks, the child calls
- * mi_probe_av_write and _exits with its result.
+ * probe_av.h - audio and video facts from libavformat, read in a worker
+ * process (probe_av.c) so that a hostile file's crash, leak or hang stays
+ * out of the caller.
  */
 #ifndef MI_PROBE_AV_H
 #define MI_PROBE_AV_H
 
+#include <stddef.h>
+
+#include <jv.h>
+
+#include "buf.h"
+#include "err.h"
+
 /*
- * Opens path with libavformat and writes to out the JSON ffprobe prints
- * with -show_streams -show_format, reduced to the fields mi reads
- * (codec_type, codec_name, width, height, avg_frame_rate, r_frame_rate,
- * sample_rate, channels, duration, disposition.attached_pic; format
- * duration).  A file it cannot read gives a line on errfd.  Returns the
- * exit status: 0, or 1.
+ * The JSON ffprobe prints with -show_streams -show_format for path,
+ * reduced to the fields mi reads (codec_type, codec_name, width, height,
+ * avg_frame_rate, r_frame_rate, sample_rate, channels, duration,
+ * disposition.attached_pic; format duration), as a string; read by the
+ * worker within timeout_ms and max_out bytes.  Else invalid, err filled.
+ * Thread-safe (one worker per process, one file at a time).
  */
-int mi_probe_av_write(const char *path, int out, int errfd);
+jv mi_probe_av(const char *path, size_t max_out, long timeout_ms,
+    struct mi_err *err);
+
+/*
+ * In this process: appends that JSON to out and returns 0, or writes a
+ * line to msg and returns 1.  Only the worker calls it.
+ */
+int mi_probe_av_json(const char *path, struct mi_buf *out, char *msg,
+    size_t msgsz);
 
 #endif

@@ -236,32 +236,43 @@ static const char lock_name_sql[] =
     " FROM app.run_steps s WHERE s.run_id = $1::uuid AND s.step_id = $2"
     " FOR UPDATE";
 
-/* In a statement of its own, after the lock: it sees every job written
- * by whoever held the lock before. */
-static const char last_job_sql[] =
-    "SELECT to_jsonb(j) FROM app.generation_jobs j"
-    " WHERE j.run_step_id = $1::uuid"
-    " ORDER BY j.created_at DESC, j.id DESC LIMIT 1";
+/* The newest live entry for the key that this run may use, with the
+ * artifact it names and the cost of the job that made the bytes; K, T,
+ * R, S: the parameters of the key, tenant, run and cache scope. */
+#define LOOKUP_SQL(K, T, R, S) \
+    "SELECT jsonb_build_object('artifact', to_jsonb(a)," \
+    "  'job_id', g.id, 'cost_usd', coalesce(g.cost_usd, 0)," \
+    "  'provider_id', g.provider_id, 'model', g.provider_model)" \
+    " FROM app.step_cache c" \
+    " JOIN app.artifacts a ON a.id = (c.artifact_ids->>0)::uuid" \
+    "  AND a.tenant_id = c.tenant_id" \
+    " LEFT JOIN app.generation_jobs g ON g.id = coalesce(a.job_id," \
+    "  CASE WHEN a.metadata->>'job_id' ~ '^[0-9a-f-]{36}$'" \
+    "  THEN (a.metadata->>'job_id')::uuid END)" \
+    " WHERE c.cache_key = " K " AND c.tenant_id = " T \
+    "  AND jsonb_typeof(c.artifact_ids) = 'array'" \
+    "  AND (c.expires_at IS NULL OR c.expires_at > now())" \
+    "  AND (c.run_id = " R "::uuid OR (" S " = 'global'" \
+    "   AND c.scope = 'global'))"
+
+static const char lookup_sql[] = LOOKUP_SQL("$1", "$2", "$3", "$4");
+
+/* In a statement of its own, after the lock (it sees every job written
+ * by whoever held the lock before): the step's last job, its artifact and
+ * the step cache's entry ($2..$5; $6: whether to look), in one round
+ * trip. */
+static const char last_job_cache_sql[] =
+    "WITH j AS (SELECT * FROM app.generation_jobs j"
+    "  WHERE j.run_step_id = $1::uuid"
+    "  ORDER BY j.created_at DESC, j.id DESC LIMIT 1)"
+    " SELECT jsonb_build_object('job', (SELECT to_jsonb(j) FROM j),"
+    "  'artifact', (SELECT to_jsonb(a) FROM j JOIN app.artifacts a"
+    "   ON a.id = j.artifact_id),"
+    "  'cache', CASE WHEN $6::boolean THEN (" LOOKUP_SQL("$2", "$3", "$4",
+    "$5") " LIMIT 1) END)";
 
 static const char artifact_sql[] =
     "SELECT to_jsonb(a) FROM app.artifacts a WHERE a.id = $1::uuid";
-
-/* The newest live entry for the key that this run may use, with the
- * artifact it names and the cost of the job that made the bytes. */
-static const char lookup_sql[] =
-    "SELECT jsonb_build_object('artifact', to_jsonb(a),"
-    "  'job_id', g.id, 'cost_usd', coalesce(g.cost_usd, 0),"
-    "  'provider_id', g.provider_id, 'model', g.provider_model)"
-    " FROM app.step_cache c"
-    " JOIN app.artifacts a ON a.id = (c.artifact_ids->>0)::uuid"
-    "  AND a.tenant_id = c.tenant_id"
-    " LEFT JOIN app.generation_jobs g ON g.id = coalesce(a.job_id,"
-    "  CASE WHEN a.metadata->>'job_id' ~ '^[0-9a-f-]{36}$'"
-    "  THEN (a.metadata->>'job_id')::uuid END)"
-    " WHERE c.cache_key = $1 AND c.tenant_id = $2"
-    "  AND jsonb_typeof(c.artifact_ids) = 'array'"
-    "  AND (c.expires_at IS NULL OR c.expires_at > now())"
-    "  AND (c.run_id = $3::uuid OR ($4 = 'global' AND c.scope = 'global'))";
 
 static const char start_sql[] =
     "UPDATE app.run_steps s SET status = 'pending', cache_hit = false,"
@@ -314,6 +325,19 @@ static const char cache_put_sql[] =
 static struct mi_store *store;
 static int store_tried;
 
+/* The store cache hits are linked in, opened once (NULL: none). */
+static struct mi_store *
+cache_store(void)
+{
+	struct mi_err serr = MI_ERR_INIT;
+
+	if (!store_tried) {
+		store_tried = 1;
+		store = mi_store_open(NULL, &serr);
+	}
+	return store;
+}
+
 static jv
 cache_info(const struct mi_step *s, int hit)
 {
@@ -344,7 +368,7 @@ db_fail(struct mi_db *db, jv v)
  * in the cache), -1 when the database failed.
  */
 static int
-cache_hit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
+cache_hit(struct mi_db *db, struct mi_step *s, jv req, jv pre, jv *out,
     struct mi_err *err)
 {
 	const char *params[8];
@@ -358,21 +382,22 @@ cache_hit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	double saved = 0;
 	int rc = 0;
 
-	if (s->cache == MI_STEP_CACHE_OFF)
+	if (s->cache == MI_STEP_CACHE_OFF || cache_store() == NULL) {
+		jv_free(pre);
 		return 0;
-	if (!store_tried) {
-		store_tried = 1;
-		store = mi_store_open(NULL, &serr);
 	}
-	if (store == NULL)
-		return 0;
-	params[0] = s->cache_key;
-	params[1] = s->tenant;
-	params[2] = s->run;
-	params[3] = cache_names[s->cache];
-	hit = mi_db_json1(db, lookup_sql, 4, params, err);
-	if (!jv_is_valid(hit))
-		return -1;
+	if (jv_is_valid(pre))
+		hit = pre;	/* looked up with the step's last job */
+	else {
+		jv_free(pre);
+		params[0] = s->cache_key;
+		params[1] = s->tenant;
+		params[2] = s->run;
+		params[3] = cache_names[s->cache];
+		hit = mi_db_json1(db, lookup_sql, 4, params, err);
+		if (!jv_is_valid(hit))
+			return -1;
+	}
 	if (jv_get_kind(hit) != JV_KIND_OBJECT) {
 		jv_free(hit);
 		return 0;
@@ -474,9 +499,9 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	const char *params[6];
 	const char *v = NULL, *st = NULL;
 	char att[16], *ci;
-	jv row, step, job, civ;
+	jv row, step, job, civ, jart, pre;
 	double d = 1;
-	int k, retry = 0;
+	int k, retry = 0, look;
 
 	*out = jv_null();
 	msg[0] = '\0';
@@ -488,7 +513,8 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	params[3] = s->step_id;
 	params[4] = s->skill;
 	params[5] = s->workflow;
-	if (mi_db_exec(db, step_sql, 6, params, NULL, err) == -1)
+	/* Sent with the lock below, in one round trip. */
+	if (mi_db_defer(db, step_sql, 6, params, err) == -1)
 		return db_fail(db, jv_null());
 	if (s->given_id || !s->named) {
 		params[0] = s->id;
@@ -544,12 +570,23 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	s->other_inputs = mi_json_str(step, "input_hash", &v, 0, NULL) == 1 &&
 	    strcmp(v, s->input_hash) != 0;
 	jv_free(row);
+	look = s->cache != MI_STEP_CACHE_OFF && cache_store() != NULL;
 	params[0] = s->id;
-	job = mi_db_json1(db, last_job_sql, 1, params, err);
-	if (!jv_is_valid(job)) {
+	params[1] = s->cache_key;
+	params[2] = s->tenant;
+	params[3] = s->run;
+	params[4] = cache_names[s->cache];
+	params[5] = look ? "true" : "false";
+	row = mi_db_json1(db, last_job_cache_sql, 6, params, err);
+	if (!jv_is_valid(row)) {
 		jv_free(step);
-		return db_fail(db, job);
+		return db_fail(db, row);
 	}
+	job = jv_object_get(jv_copy(row), jv_string("job"));
+	jart = jv_object_get(jv_copy(row), jv_string("artifact"));
+	pre = look ? jv_object_get(jv_copy(row), jv_string("cache")) :
+	    jv_invalid();
+	jv_free(row);
 	if (jv_get_kind(job) == JV_KIND_OBJECT) {
 		mi_json_str(job, "status", &st, 1, NULL);
 		if (st && (strcmp(st, "pending") == 0 ||
@@ -558,23 +595,15 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 			const char *aid = NULL;
 
 			jv_free(step);
+			jv_free(pre);
 			if (mi_json_str(job, "artifact_id", &aid, 0, NULL) ==
-			    1) {
-				params[0] = aid;
-				row = mi_db_json1(db, artifact_sql, 1, params,
-				    err);
-				if (!jv_is_valid(row)) {
-					jv_free(job);
-					return db_fail(db, row);
-				}
-				if (jv_get_kind(row) == JV_KIND_OBJECT) {
-					jv_free(job);
-					*out = mi_artifact_again(row);
-					return mi_step_end(db, 1, err) == -1 ?
-					    -1 : MI_STEP_ARTIFACT;
-				}
-				jv_free(row);
+			    1 && jv_get_kind(jart) == JV_KIND_OBJECT) {
+				jv_free(job);
+				*out = mi_artifact_again(jart);
+				return mi_step_end(db, 1, err) == -1 ?
+				    -1 : MI_STEP_ARTIFACT;
 			}
+			jv_free(jart);
 			/* The next program must not take the lease from its
 			 * live owner: it waits for the job instead. */
 			job = jv_object_set(job, jv_string("lease_owner"),
@@ -583,10 +612,12 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 			    jv_true());
 			return mi_step_end(db, 1, err) == -1 ? -1 : MI_STEP_JOB;
 		}
+		jv_free(jart);
 		retry = 1;
 	} else {
 		const char *sst = NULL;
 
+		jv_free(jart);
 		/* No job: a cache hit of this step answers again; a step
 		 * that failed before any job gets a new attempt. */
 		mi_json_str(step, "status", &sst, 0, NULL);
@@ -606,11 +637,13 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 				if (!jv_is_valid(row)) {
 					jv_free(job);
 					jv_free(step);
+					jv_free(pre);
 					return db_fail(db, row);
 				}
 				if (jv_get_kind(row) == JV_KIND_OBJECT) {
 					jv_free(job);
 					jv_free(step);
+					jv_free(pre);
 					*out = mi_artifact_again(row);
 					return mi_step_end(db, 1, err) == -1 ?
 					    -1 : MI_STEP_ARTIFACT;
@@ -626,7 +659,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	jv_free(step);
 	if (retry)
 		s->attempt++;
-	if ((k = cache_hit(db, s, req, out, err)) != 0)
+	if ((k = cache_hit(db, s, req, pre, out, err)) != 0)
 		return k == -1 ? db_fail(db, jv_null()) :
 		    mi_step_end(db, 1, err) == -1 ? -1 : MI_STEP_ARTIFACT;
 	civ = cache_info(s, 0);
@@ -639,7 +672,8 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	params[3] = s->workflow;
 	params[4] = s->skill;
 	params[5] = ci ? ci : "{}";
-	k = mi_db_exec(db, start_sql, 6, params, NULL, err);
+	/* Sent with the job's insert (or the step's failure). */
+	k = mi_db_defer(db, start_sql, 6, params, err);
 	free(ci);
 	if (k == -1)
 		return db_fail(db, jv_null());

@@ -110,6 +110,18 @@ teardown_file() {
 	[ "$(job_sql "recovery @> '[{\"event\": \"create found\"}]'" "$p")" = t ]
 }
 
+@test "a refine refused for now (500) is tried again as the refine, not as a second preview" {
+	p="refine refused $(uuid) [slow:100]"
+	plan create 500 "texture_prompt\":\"$p"
+	run -0 --separate-stderr pipeline < <(req meshy model_3d "$p" '{"refine":true}')
+	jqok '.uri' "$output"
+	assert_equal "$(creates "$p")" 2
+	run -0 curl -sS "$FAKE_URL/_fake/jobs"
+	assert_equal "$(jq -c --arg p "$p" '[.[] | select(.prompt == $p) | .kind] | sort' <<<"$output")" '["text-to-3d-preview","text-to-3d-refine"]'
+	# The proxy's 500 answered one refine; the next one was made.
+	[ "$(job_sql "submit_count" "$p")" -eq 3 ]
+}
+
 @test "a lost Replicate create is found in the prediction list, pages back, and not sent again; a refused one is sent again once" {
 	export MI_REPLICATE_BASE_URL=$PROXY_URL/replicate
 	p="replicate lost $(uuid)"

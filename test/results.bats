@@ -312,3 +312,49 @@ EOF
 	jqok '.metadata.media.sample_rate == 22050' "$output"
 	jqok '.metadata.media.codec == "mp3"' "$output"
 }
+
+@test "one libavformat worker serves file after file; a dead worker is replaced and none is left behind" {
+	[ -z "${MI_FFPROBE:-}" ] || skip "MI_FFPROBE runs a program instead of the worker"
+	local d="$BATS_TEST_TMPDIR/avw"
+	mkdir -p "$d"
+	local i
+	for i in 1 2 3; do
+		ffmpeg -v error -f lavfi -i "sine=frequency=${i}00:duration=0.$i" \
+		    -ar 22050 "$d/t$i.mp3"
+	done
+	mkfifo "$d/in"
+	mi-store <"$d/in" >"$d/out" 2>"$d/err" 3>&- &
+	local store=$!
+	exec 7>"$d/in"
+	rec() {
+		printf '{"path":"%s","tenant_id":"org_s","run_id":"%s","type":"audio_sfx"}\n' \
+		    "$d/t$1.mp3" "$RUN_ID" >&7
+		local k=0
+		until [ "$(wc -l <"$d/out")" -ge "$2" ]; do
+			k=$((k + 1))
+			[ $k -lt 200 ] || return 1
+			sleep 0.05
+		done
+	}
+	rec 1 1
+	local w1 w2 w3
+	w1=$(pgrep -P "$store")
+	[ -n "$w1" ]
+	kill -KILL "$w1"
+	rec 2 2
+	w2=$(pgrep -P "$store")
+	[ -n "$w2" ]
+	[ "$w2" != "$w1" ]
+	rec 3 3
+	w3=$(pgrep -P "$store")
+	[ "$w3" = "$w2" ]
+	exec 7>&-
+	wait "$store"
+	run pgrep -P "$store"
+	[ "$status" -eq 1 ]
+	! kill -0 "$w3" 2>/dev/null
+	local n
+	n=$(jq -s '[.[] | select(.metadata.media.codec == "mp3")] | length' "$d/out")
+	[ "$n" -eq 3 ]
+	jq -e -s '.[1].metadata.media.duration_sec > 0.15' "$d/out"
+}

@@ -50,7 +50,7 @@ run_step() {
 
 # inode of an artifact record's file.
 inode() {
-	stat -c %i "$(stored_path "$1")"
+	command stat -c %i "$(stored_path "$1")"
 }
 
 @test "the same request in two pipelines at once: one job, one create, the same artifact" {

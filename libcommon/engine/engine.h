@@ -189,6 +189,10 @@ int eng_enqueue(struct mi_runner *r, jv req, struct choice *c,
 void eng_release_held(struct mi_runner *r);
 void eng_on_polled(void *arg, jv out);
 void eng_do_create(struct mi_runner *r, struct rjob *j);
+/* The creates of js[0..n-1] (n <= ENG_CREATE_BATCH), their intents
+ * written in one statement. */
+#define ENG_CREATE_BATCH 64
+void eng_do_creates(struct mi_runner *r, struct rjob **js, int n);
 void eng_do_poll(struct mi_runner *r, struct rjob *j);
 /* The wait before j's next poll (ms): its interval, or the backstop
  * interval while it waits for a webhook. */

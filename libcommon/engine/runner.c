@@ -254,7 +254,8 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 {
 	long long now = mi_now_ms(), until = now + timeout_ms, wake;
 	struct group *g;
-	int all[8], i, n = 0, started = 0, ready;
+	struct rjob *creates[ENG_CREATE_BATCH];
+	int all[8], i, n = 0, started = 0, ready, ncreate = 0;
 
 	/* Back from an outage: the leases first, then what came meanwhile. */
 	if (mi_db_generation(r->db) != r->dbgen) {
@@ -279,17 +280,25 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	 * for every poll spends far less on waking up.
 	 */
 	while (!r->fatal && r->hn > 0 && r->heap[0]->due <= now +
-	    early(r, r->heap[0]) && mi_loop_busy(r->loop) < r->parallel &&
-	    started < 1000) {
+	    early(r, r->heap[0]) && mi_loop_busy(r->loop) + ncreate <
+	    r->parallel && started < 1000) {
 		struct rjob *j = r->heap[0];
 
 		eng_heap_remove(r, j);
-		if (j->phase == P_CREATE)
-			eng_do_create(r, j);
-		else
+		if (j->phase == P_CREATE) {
+			/* Creates go together: their intents in one
+			 * statement. */
+			creates[ncreate++] = j;
+			if (ncreate == ENG_CREATE_BATCH) {
+				eng_do_creates(r, creates, ncreate);
+				ncreate = 0;
+			}
+		} else
 			eng_do_poll(r, j);
 		started++;
 	}
+	if (ncreate > 0 && !r->fatal)
+		eng_do_creates(r, creates, ncreate);
 	if (!r->fatal && now >= r->next_flush) {
 		eng_flush(r, 0);
 		r->next_flush = now + 1000;

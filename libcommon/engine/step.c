@@ -516,12 +516,14 @@ on_created(void *arg, jv out)
 		jv_free(out);
 		return;
 	}
-	free(j->followup);
-	j->followup = NULL;
 	if (strcmp(st, "completed") == 0) {
+		free(j->followup);
+		j->followup = NULL;
 		finish_completed(r, j, out);
 		return;
 	}
+	/* A follow-up refused for now is tried again as itself (never as
+	 * the job's first create: that would make the first task again). */
 	if (strcmp(st, "retry") == 0) {
 		if (++j->tries > r->create_retries) {
 			finish_failed(r, j, out, "failed");
@@ -563,6 +565,8 @@ on_created(void *arg, jv out)
 		eng_emit(r, mi_json_error(row, "TIMEOUT", full, 1));
 		return;
 	}
+	free(j->followup);
+	j->followup = NULL;
 	finish_failed(r, j, out, "failed");
 }
 
@@ -805,26 +809,99 @@ more_references(jv req, char *msg, size_t msgsz)
 	return out;
 }
 
-void
-eng_do_create(struct mi_runner *r, struct rjob *j)
+/*
+ * The patch that records j's create as sent, its outcome unknown, before
+ * it leaves; *hook: the webhook URL it gives the provider, or NULL.
+ */
+static jv
+create_intent(struct rjob *j, char **hook)
 {
-	struct mi_err err = MI_ERR_INIT;
-	char spool[4200], name[64], msg[300], *hook = NULL;
-	jv p = jv_object(), row, in, ref;
-	int rc;
+	jv p = jv_object();
 
+	*hook = NULL;
 	p = jv_object_set(p, jv_string("submit_add"), jv_number(1));
 	p = jv_object_set(p, jv_string("submit_unknown"), jv_true());
 	p = jv_object_set(p, jv_string("started"), jv_true());
 	if (j->followup == NULL && j->t == &mi_transport_http &&
 	    mi_webhook_expected(mi_provider_meta(j->p), NULL)) {
-		hook = mi_webhook_url(mi_provider_meta(j->p), j->id,
+		*hook = mi_webhook_url(mi_provider_meta(j->p), j->id,
 		    j->g->tenant);
 		j->hooked = 1;
 		p = jv_object_set(p, jv_string("provider_state"),
 		    eng_obj1("webhook", jv_true()));
 	}
-	row = eng_patch(r, j, p);
+	return p;
+}
+
+static void create_send(struct mi_runner *r, struct rjob *j, jv row,
+    char *hook);
+
+void
+eng_do_create(struct mi_runner *r, struct rjob *j)
+{
+	char *hook;
+	jv p = create_intent(j, &hook);
+
+	create_send(r, j, eng_patch(r, j, p), hook);
+}
+
+void
+eng_do_creates(struct mi_runner *r, struct rjob **js, int n)
+{
+	struct mi_err err = MI_ERR_INIT;
+	char *hooks[ENG_CREATE_BATCH];
+	jv items = jv_array(), rows;
+	int i;
+
+	if (n == 1) {
+		eng_do_create(r, js[0]);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		jv it = eng_obj1("id", jv_string(js[i]->id));
+
+		it = jv_object_set(it, jv_string("p"),
+		    create_intent(js[i], &hooks[i]));
+		items = jv_array_append(items, it);
+	}
+	/* Every intent in one statement, before any create leaves. */
+	rows = mi_jobs_patch_many(r->db, items, &err);
+	if (!jv_is_valid(rows)) {
+		jv_free(rows);
+		for (i = 0; i < n; i++)
+			free(hooks[i]);
+		eng_fatal(r, &err);
+		return;
+	}
+	for (i = 0; i < n && !r->fatal; i++) {
+		struct rjob *j = js[i];
+		jv row = jv_object_get(jv_copy(rows), jv_string(j->id));
+
+		if (jv_get_kind(row) != JV_KIND_OBJECT) {
+			jv_free(row);
+			eng_note(r, MI_NOTE_WARN, "job %s: lease lost to "
+			    "another worker", j->id);
+			eng_drop(r, j);
+			free(hooks[i]);
+			continue;
+		}
+		create_send(r, j, row, hooks[i]);
+	}
+	for (; i < n; i++)
+		free(hooks[i]);
+	jv_free(rows);
+}
+
+/* Sends j's create, its intent recorded in row (consumed; not an object:
+ * the lease was lost, or the database failed). */
+static void
+create_send(struct mi_runner *r, struct rjob *j, jv row, char *hook)
+{
+	struct mi_err err = MI_ERR_INIT;
+	char spool[4200], name[64], msg[300];
+	jv in, ref;
+	int rc;
+
 	if (jv_get_kind(row) != JV_KIND_OBJECT) {
 		jv_free(row);
 		free(hook);

@@ -63,6 +63,33 @@ commits() {
 flushes() {
 	psql -At -c "SELECT wal_sync FROM pg_stat_wal"
 }
+# CPU ticks of a process and its reaped children (fields 14-17 of stat).
+ticks() {
+	awk '{ print $14 + $15 + $16 + $17 }' "/proc/$1/stat" 2>/dev/null ||
+	    echo 0
+}
+# PostgreSQL's: the postmaster's, its exited backends' and the live ones'.
+pg_ticks() {
+	_pm=$(head -1 "$tmp/pg/data/postmaster.pid")
+	_t=$(ticks "$_pm")
+	for _c in $(cat "/proc/$_pm/task/$_pm/children" 2>/dev/null); do
+		_t=$((_t + $(ticks "$_c")))
+	done
+	echo "$_t"
+}
+# The CPU seconds of this shell's reaped children (the pipelines) into
+# $cs: times is a builtin, run here (not in a subshell, whose children
+# are not these).
+child_secs() {
+	times >"$tmp/times"
+	cs=$(awk 'NR == 2 { gsub(/[ms]/, " "); print $1 * 60 + $2 + $3 * 60 + $4 }' \
+	    "$tmp/times")
+}
+hz=$(getconf CLK_TCK)
+p0=$(pg_ticks)
+k0=$(ticks "$fakepid")
+child_secs
+m0=$cs
 c0=$(commits)
 f0=$(flushes)
 t0=$(date +%s.%N)
@@ -77,6 +104,10 @@ while [ $k -lt "$workers" ]; do
 done
 for p in $wpids; do wait "$p" || true; done
 t1=$(date +%s.%N)
+child_secs
+m1=$cs
+p1=$(pg_ticks)
+k1=$(ticks "$fakepid")
 c1=$(commits)
 f1=$(flushes)
 done=$(cat "$tmp"/out.* | grep -c '"content_hash"' || true)
@@ -88,6 +119,10 @@ rows=$(psql -At -c "SELECT count(*) FROM app.artifacts")
 echo "mi: $done of $n jobs stored in $secs s by $workers pipeline(s)," \
     "tenants $tenants, MI_GROUP_COMMIT=${MI_GROUP_COMMIT:-1}: $jps jobs/s," \
     "$cpj commits and $fpj WAL flushes per job ($rows artifact rows)"
+echo "CPU per job: mi programs $(echo "scale=2; ($m1 - $m0) * 1000 / $n" | bc) ms," \
+    "PostgreSQL $(echo "scale=2; ($p1 - $p0) * 1000 / $hz / $n" | bc) ms," \
+    "fake provider $(echo "scale=2; ($k1 - $k0) * 1000 / $hz / $n" | bc) ms" \
+    "($(nproc) cores: $(echo "scale=2; $(nproc) * $secs * 1000 / $n" | bc) ms of CPU a job at this rate)"
 if [ "$done" -ne "$n" ]; then
 	echo "mi: $((n - done)) jobs not stored; errors:" >&2
 	cat "$tmp"/*.err | sort | uniq -c | sort -rn | head -5 >&2
