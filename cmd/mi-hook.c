@@ -29,6 +29,7 @@
 #include "hash.h"
 #include "httpd.h"
 #include "json.h"
+#include "provider.h"
 #include "webhook.h"
 #include "banned.h"
 
@@ -177,6 +178,8 @@ applier(void *arg)
 	free(in);
 	free(out);
 	free(batch);
+	/* The definitions this thread loaded are its own. */
+	mi_provider_free_all();
 	return NULL;
 }
 

@@ -73,6 +73,8 @@ int mi_runner_run(struct mi_runner *r, const int *fds, int nfds,
     long timeout_ms, struct mi_err *err);
 /* Jobs in hand (admitted or taken, not yet emitted). */
 int mi_runner_count(const struct mi_runner *r);
+/* Whether the job id is in hand, being driven. */
+int mi_runner_holds(struct mi_runner *r, const char *id);
 void mi_runner_stats(const struct mi_runner *r, struct mi_runner_stats *s);
 /*
  * Reads what waits in q (requests, or job records with jobs set; bad

@@ -728,9 +728,10 @@ final_status(const char *st)
 }
 
 /*
- * In the transaction, with the job's row (null: none): checks it against
- * the URL and makes the outcome.  Returns the delivery's entry for
- * record_sql, or null with out->result set to a refusal.  d is consumed.
+ * In the transaction, with the job's row (null: none; borrowed): checks
+ * it against the URL and makes the outcome.  Returns the delivery's entry
+ * for record_sql, or null with out->result set to a refusal.  d is
+ * consumed.
  */
 static jv
 check(struct mi_provider *p, jv row, jv d, const char *wid, int signed_body,
@@ -971,7 +972,8 @@ find_jobs(struct mi_db *db, const struct mi_webhook_in *in,
 	return byi;
 }
 
-/* Records the checked deliveries; those not recorded are replays. */
+/* Records the checked deliveries (entries borrowed); those not recorded
+ * are replays. */
 static int
 record(struct mi_db *db, const struct mi_webhook_in *in, const struct prep *pr,
     jv entries, struct mi_webhook_out *out, size_t n, struct mi_err *err)
@@ -1061,7 +1063,6 @@ mi_webhook_handle_batch(struct mi_db *db, const struct mi_webhook_in *in,
 			    pr[i].signed_body, (int)i, in[i].provider_id,
 			    &out[i]);
 
-			rows[i] = jv_null();
 			if (jv_get_kind(e) == JV_KIND_OBJECT) {
 				entries = jv_array_append(entries, e);
 				nrec++;
@@ -1071,8 +1072,8 @@ mi_webhook_handle_batch(struct mi_db *db, const struct mi_webhook_in *in,
 			jv_free(pr[i].d);
 		jv_free(pr[i].job);
 	}
-	if (!failed && nrec > 0 && record(db, in, pr, jv_copy(entries), out,
-	    n, err) == -1)
+	if (!failed && nrec > 0 && record(db, in, pr, entries, out, n,
+	    err) == -1)
 		failed = 1;
 	jv_free(entries);
 	if (ready > 0 && !failed && mi_db_commit(db, err) == -1)

@@ -230,11 +230,13 @@ outage() {
 	local n=$1 tag=$(uuid) i
 	shift
 	export MI_ELEVENLABS_SFX_CONCURRENCY=4 MI_MESHY_CONCURRENCY=4
+	# Durations in a cycle of 16, so that a larger run (FAULTS_OUTAGE_JOBS)
+	# takes minutes, not an hour.
 	for i in $(seq "$n"); do
-		req elevenlabs-sfx audio_sfx "outage $tag sfx $i [slow:$((200 + i * 150))]" '{"duration_sec":1}'
+		req elevenlabs-sfx audio_sfx "outage $tag sfx $i [slow:$((200 + (i % 16) * 150))]" '{"duration_sec":1}'
 	done >"$BATS_TEST_TMPDIR/sfx"
 	for i in $(seq "$n"); do
-		req meshy model_3d "outage $tag 3d $i [slow:$((500 + i * 200))]" '{"refine":false}'
+		req meshy model_3d "outage $tag 3d $i [slow:$((500 + (i % 16) * 200))]" '{"refine":false}'
 	done >"$BATS_TEST_TMPDIR/3d"
 	fake_reset
 	pipeline <"$BATS_TEST_TMPDIR/sfx" >"$BATS_TEST_TMPDIR/sfx.out" 2>&1 &

@@ -123,7 +123,8 @@ metric() {
 		sleep 0.1
 	done
 	[ "$n" = 1 ]
-	run -0 timeout 15 sh -c "mi-poll <'$BATS_TEST_TMPDIR/early.job' 2>'$BATS_TEST_TMPDIR/early.err' | mi-fetch 2>/dev/null"
+	# A guard against a hang only: no poll is what shows the delivery applied.
+	run -0 timeout 120 sh -c "mi-poll <'$BATS_TEST_TMPDIR/early.job' 2>'$BATS_TEST_TMPDIR/early.err' | mi-fetch 2>/dev/null"
 	jqok '.metadata.provider_id == "replicate"' "$output"
 	run -0 events 'hook early'
 	jqok -s '[.[] | select(.event == "poll")] == []' "$output"
@@ -188,24 +189,34 @@ metric() {
 }
 
 @test "Standard Webhooks (Veo): a verified thin delivery makes the worker poll at once" {
-	local op t0 t1
-	export MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS=600000
+	local op t0 t1 i
+	# Neither the interval nor the deadline brings a poll meanwhile.
+	export MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS=600000 \
+	    MI_NANO_BANANA_VIDEO_TIMEOUT_MS=600000
 	mi-submit <<<"$(req nano-banana-video video 'hook veo' '{"duration_sec":4}')" \
 	    >"$BATS_TEST_TMPDIR/veo.job" 2>/dev/null
 	op=$(job_sql provider_job_id 'hook veo')
 	op=${op##*/}
-	t0=$(date +%s)
 	mi-poll <"$BATS_TEST_TMPDIR/veo.job" >"$BATS_TEST_TMPDIR/veo.out" \
 	    2>"$BATS_TEST_TMPDIR/veo.err" 3>&- &
 	pid=$!
-	# The job finishes at the fake after 1.5 s; the worker polled once.
-	sleep 2
+	# Until mi-poll holds the job and the fake has finished it (1.5 s).
+	for i in $(seq 600); do
+		[ "$(job_sql "lease_owner LIKE 'mi-poll@%'" 'hook veo')" = t ] &&
+		    [ "$(curl -sS "$FAKE_URL/_fake/jobs" | jq --arg o "$op" \
+		    'any(.[]; (.id == $o or (.id | endswith("/" + $o))) and
+		    .done)')" = true ] && break
+		sleep 0.1
+	done
+	run -0 job_sql "lease_owner LIKE 'mi-poll@%'" 'hook veo'
+	assert_output t
 	run -0 deliver "$op" bad_signature "$MI_WEBHOOK_URL/hooks/nano-banana-video"
 	[ "$output" = 401 ]
 	run -0 deliver "$op" stale "$MI_WEBHOOK_URL/hooks/nano-banana-video"
 	[ "$output" = 401 ]
 	run -0 deliver "$op" ok "$MI_WEBHOOK_URL/hooks/nano-banana-video"
 	[ "$output" = 200 ]
+	t0=$(date +%s)
 	run -0 timeout 10 tail --pid="$pid" -f /dev/null
 	t1=$(date +%s)
 	run -0 cat "$BATS_TEST_TMPDIR/veo.out"
@@ -215,41 +226,56 @@ metric() {
 	run -0 sql "SELECT outcome IS NULL, applied_at IS NOT NULL
 	    FROM app.webhook_deliveries WHERE provider_id = 'nano-banana-video'"
 	[ "$output" = "t|t" ]
-	unset MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS
+	unset MI_NANO_BANANA_VIDEO_POLL_INTERVAL_MS MI_NANO_BANANA_VIDEO_TIMEOUT_MS
+}
+
+# finish JOB: the fake ends the job now (it was made with [never]).
+finish() {
+	curl -sS -X POST "$FAKE_URL/_fake/finish" -d "$(jq -nc --arg j "$1" '{job: $j}')" |
+	    jq -e .finished >/dev/null
+}
+
+# polls_of JOB: how many polls of the job the fake has logged.
+polls_of() {
+	jq -s --arg j "$1" '[.[] | select(.job_id == $j and .event == "poll")] |
+	    length' "$FAKE_LOG"
 }
 
 @test "hmac (Suno) and unsigned (Meshy) deliveries are hints: the worker polls at once" {
 	local suno meshy bar t0 t1 i
-	export MI_SUNO_POLL_INTERVAL_MS=600000 MI_MESHY_POLL_INTERVAL_MS=600000
+	# Neither the interval nor the deadline brings a poll meanwhile, and
+	# the jobs run until the test ends them (however slow the machine).
+	export MI_SUNO_POLL_INTERVAL_MS=600000 MI_MESHY_POLL_INTERVAL_MS=600000 \
+	    MI_SUNO_TIMEOUT_MS=600000 MI_MESHY_TIMEOUT_MS=600000
 	{
-		req suno audio_bgm 'hook suno' '{"duration_sec":30}'
-		req meshy model_3d 'hook meshy' '{"refine":false}'
-		req meshy model_3d 'hook barrier' '{"refine":false}'
+		req suno audio_bgm 'hook suno [never]' '{"duration_sec":30}'
+		req meshy model_3d 'hook meshy [never]' '{"refine":false}'
+		req meshy model_3d 'hook barrier [never]' '{"refine":false}'
 	} | mi-submit >"$BATS_TEST_TMPDIR/hint.jobs" 2>/dev/null
-	suno=$(job_sql provider_job_id 'hook suno')
-	meshy=$(job_sql provider_job_id 'hook meshy')
-	bar=$(job_sql provider_job_id 'hook barrier')
+	suno=$(job_sql provider_job_id 'hook suno [never]')
+	meshy=$(job_sql provider_job_id 'hook meshy [never]')
+	bar=$(job_sql provider_job_id 'hook barrier [never]')
 	# The callback URL went with Suno's create.
 	run -0 jq -c --arg id "$suno" 'select(.job_id == $id and .event == "create")' "$FAKE_LOG"
 	jqok '.body.callBackUrl | startswith(env.MI_WEBHOOK_URL + "/hooks/suno?job=")' "$output"
 	mi-poll <"$BATS_TEST_TMPDIR/hint.jobs" >"$BATS_TEST_TMPDIR/hint.out" \
 	    2>"$BATS_TEST_TMPDIR/hint.err" 3>&- &
 	pid=$!
-	# Until mi-poll holds the three jobs and the fake has finished them
-	# (a hint's poll then finds each one done).
+	# Until mi-poll holds the three jobs and has made the poll a takeover
+	# makes (the Meshy jobs: their webhooks are not asked for per job).
 	for i in $(seq 600); do
 		[ "$(sql "SELECT count(*) FROM app.generation_jobs
 		    WHERE lease_owner LIKE 'mi-poll@%' AND status = 'processing'
-		    AND request->>'prompt' IN ('hook suno', 'hook meshy',
-		    'hook barrier')")" = 3 ] &&
-		    [ "$(curl -sS "$FAKE_URL/_fake/jobs" | jq --arg s "$suno" \
-		    --arg m "$meshy" --arg b "$bar" '[.[] | select(.id == $s or
-		    .id == $m or .id == $b) | select(.done)] | length')" = 3 ] &&
+		    AND request->>'prompt' LIKE 'hook % [never]'")" = 3 ] &&
+		    [ "$(polls_of "$meshy")" = 1 ] && [ "$(polls_of "$bar")" = 1 ] &&
 		    break
 		sleep 0.1
 	done
-	run -0 job_sql "lease_owner LIKE 'mi-poll@%'" 'hook barrier'
+	run -0 job_sql "lease_owner LIKE 'mi-poll@%'" 'hook barrier [never]'
 	assert_output t
+	[ "$(polls_of "$meshy")" = 1 ]
+	[ "$(polls_of "$bar")" = 1 ]
+	[ "$(polls_of "$suno")" = 0 ]
 	# Progress notes are taken (200) but make no poll.
 	run -0 deliver "$suno" progress "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 200 ]
@@ -258,25 +284,26 @@ metric() {
 	# A hint for the third job, sent after them, is the barrier: once the
 	# worker has polled it and completed it, it has seen everything that
 	# the progress notes could have woken it for.
+	finish "$bar"
 	run -0 deliver "$bar" ok "$MI_WEBHOOK_URL/hooks/meshy"
 	[ "$output" = 200 ]
 	for i in $(seq 600); do
-		[ "$(job_sql status 'hook barrier')" = completed ] && break
+		[ "$(job_sql status 'hook barrier [never]')" = completed ] && break
 		sleep 0.1
 	done
-	run -0 job_sql status 'hook barrier'
+	run -0 job_sql status 'hook barrier [never]'
 	assert_output completed
-	run -0 jq -s --arg s "$suno" --arg m "$meshy" '[.[] | select(.job_id == $s
-	    or .job_id == $m)] | (map(.mode == "progress") | index(true)) as $p
-	    | [.[$p:][] | select(.event == "poll")] | length' "$FAKE_LOG"
-	[ "$output" = 0 ]
+	[ "$(polls_of "$suno")" = 0 ]
+	[ "$(polls_of "$meshy")" = 1 ]
 	run -0 deliver "$suno" bad_signature "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 401 ]
-	t0=$(date +%s)
+	finish "$suno"
+	finish "$meshy"
 	run -0 deliver "$suno" ok "$MI_WEBHOOK_URL/hooks/suno"
 	[ "$output" = 200 ]
 	run -0 deliver "$meshy" ok "$MI_WEBHOOK_URL/hooks/meshy"
 	[ "$output" = 200 ]
+	t0=$(date +%s)
 	run -0 timeout 10 tail --pid="$pid" -f /dev/null
 	t1=$(date +%s)
 	[ $((t1 - t0)) -lt 10 ]
@@ -284,7 +311,8 @@ metric() {
 	[ "$output" = '["completed","completed","completed"]' ]
 	[ "$(metric 'mi_hook_webhooks_total{result="hint"}')" -ge 3 ]
 	[ "$(metric 'mi_hook_webhooks_total{result="progress"}')" -ge 2 ]
-	unset MI_SUNO_POLL_INTERVAL_MS MI_MESHY_POLL_INTERVAL_MS
+	unset MI_SUNO_POLL_INTERVAL_MS MI_MESHY_POLL_INTERVAL_MS \
+	    MI_SUNO_TIMEOUT_MS MI_MESHY_TIMEOUT_MS
 }
 
 @test "a delivery that never comes: the backstop poll completes the job" {

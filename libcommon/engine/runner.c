@@ -187,6 +187,12 @@ mi_runner_count(const struct mi_runner *r)
 	    jv_object_length(jv_copy(r->follow)) + r->cancels;
 }
 
+int
+mi_runner_holds(struct mi_runner *r, const char *id)
+{
+	return eng_find(r, id) != NULL;
+}
+
 void
 mi_runner_stats(const struct mi_runner *r, struct mi_runner_stats *s)
 {

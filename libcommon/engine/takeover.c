@@ -291,6 +291,18 @@ eng_take_over(struct mi_runner *r)
 		if (id)
 			r->takerec = jv_object_delete(r->takerec,
 			    jv_string(id));
+		if (id && eng_find(r, id) != NULL) {
+			/*
+			 * Already in hand (its lease lapsed under load and
+			 * this worker's own scan took it again): the one in
+			 * hand goes on.  A second would poll it too, and make
+			 * its follow-up create twice.
+			 */
+			eng_note(r, MI_NOTE_VERBOSE, "job %s: already in "
+			    "hand", id);
+			jv_free(row);
+			continue;
+		}
 		adopt(r, row);
 	}
 	jv_free(rows);

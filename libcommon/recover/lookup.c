@@ -76,6 +76,34 @@ lookup_input(jv row, jv next)
 }
 
 /*
+ * While a lookup waits (a provider slow to answer it), the worker's
+ * heartbeat and the leases it holds outside the runner are kept, the
+ * job being looked up (id) among them: none lapses to another worker
+ * meanwhile.
+ */
+static void
+keep_leases(struct mi_recover *c, const char *id)
+{
+	struct mi_err err = MI_ERR_INIT;
+	long long now = mi_now_ms();
+	jv kept;
+
+	if (now >= c->next_beat) {
+		rec_heartbeat(c, 1);
+		c->next_beat = now + c->lease_ms / 3;
+	}
+	if (now < c->next_renew)
+		return;
+	rec_renew_queued(c);
+	kept = mi_jobs_renew(c->db, jv_array_append(jv_array(),
+	    jv_string(id)), &err);
+	if (!jv_is_valid(kept))
+		rec_die(c, &err);
+	jv_free(kept);
+	c->next_renew = now + c->lease_ms / 3;
+}
+
+/*
  * One lookup exchange, waited for; the outcome.  The jobs in hand go on
  * meanwhile, a slice at a time: an answer to a synchronous create that
  * has come is recorded now, not once every page of the lookup is read
@@ -83,7 +111,8 @@ lookup_input(jv row, jv next)
  * would be sent again).
  */
 static jv
-exchange(struct mi_recover *c, struct mi_provider *p, jv req, jv in)
+exchange(struct mi_recover *c, const char *id, struct mi_provider *p, jv req,
+    jv in)
 {
 	struct mi_err err = MI_ERR_INIT;
 	jv out = jv_invalid();
@@ -95,9 +124,11 @@ exchange(struct mi_recover *c, struct mi_provider *p, jv req, jv in)
 	while (!jv_is_valid(out) && mi_loop_busy(c->loop) > 0) {
 		if (mi_loop_wait(c->loop, NULL, 0, PUMP_MS, &err) == -1)
 			break;
-		if (!jv_is_valid(out) &&
-		    mi_runner_run(c->r, NULL, 0, 0, &err) == -1)
+		if (jv_is_valid(out))
+			break;
+		if (mi_runner_run(c->r, NULL, 0, 0, &err) == -1)
 			rec_die(c, &err);
+		keep_leases(c, id);
 	}
 	if (!jv_is_valid(out)) {
 		jv_free(out);
@@ -540,6 +571,16 @@ rec_run_later(struct mi_recover *c)
 		rec_unknown_create(c, row);
 	}
 	jv_free(due);
+	/* Those put off to the next turn are due at once. */
+	jv_object_foreach(c->later, k, v) {
+		jv at = jv_array_get(jv_copy(v), 0);
+
+		if (next < 0 || jv_number_value(at) < next)
+			next = (long long)jv_number_value(at);
+		jv_free(at);
+		jv_free(k);
+		jv_free(v);
+	}
 	return next;
 }
 
@@ -578,6 +619,17 @@ rec_unknown_create(struct mi_recover *c, jv row)
 	}
 	if (too_recent(c, idbuf, row))
 		return;
+	if (mi_now_ms() >= c->lookups_until) {
+		/*
+		 * Lookups take a share of the worker's turn, not all of it
+		 * (a provider slow to answer would hold every takeover
+		 * up): past it, the job waits in hand for the next turn.
+		 */
+		c->later = jv_object_set(c->later, jv_string(idbuf),
+		    jv_array_append(jv_array_append(jv_array(),
+		    jv_number((double)mi_now_ms())), row));
+		return;
+	}
 	if (started && timeout > 0 &&
 	    mi_jobs_time_ms(started) + (long long)timeout < mi_wall_ms()) {
 		snprintf(msg, sizeof(msg), "no result from %s within %.1f s "
@@ -605,7 +657,7 @@ rec_unknown_create(struct mi_recover *c, jv row)
 			jv_free(in);
 			break;
 		}
-		out = exchange(c, p, req, in);
+		out = exchange(c, idbuf, p, req, in);
 		mi_json_str(out, "status", &st, 0, NULL);
 		if (st && strcmp(st, "processing") == 0) {
 			tid = pick(c, idbuf, out, &cands);

@@ -83,6 +83,7 @@ run(struct mi_recover *c)
 			rec_clean_store(c);
 			c->next_clean = now + 60000;
 		}
+		c->lookups_until = now + LOOKUP_TURN_MS;
 		if (c->once && !busy(c))
 			c->next_scan = now;	/* done? one more look */
 		if (now >= c->next_scan)

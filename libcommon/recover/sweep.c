@@ -140,6 +140,14 @@ dispatch(struct mi_recover *c, jv row)
 		jv_free(row);
 		return;
 	}
+	if (mi_runner_holds(c->r, id)) {
+		/* This worker drives it already; under load its lease
+		 * lapsed before the runner renewed it, and the scan took it
+		 * again.  Looked up or created a second time, its create
+		 * would be made twice. */
+		jv_free(row);
+		return;
+	}
 	c->reclaim = jv_object_delete(c->reclaim, jv_string(id));
 	rec_set_state(c, id, "taken");
 	if (strcmp(st, "completed") == 0) {

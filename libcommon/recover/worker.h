@@ -43,6 +43,8 @@
 #define MAX_FETCHERS	MI_RECOVER_MAX_FETCHERS
 /* Pages of a provider's task list searched for a lost create. */
 #define LOOKUP_PAGES	20
+/* What one turn of the worker spends on lookups of lost creates. */
+#define LOOKUP_TURN_MS	500
 /* Takeovers of one job within one --once run before it is left. */
 #define MAX_TAKES	4
 
@@ -74,6 +76,7 @@ struct mi_recover {
 	jv later;		/* id -> [monotonic ms, row]: lost creates
 				 * too recent to look up, held */
 	long settle_ms;
+	long long lookups_until;	/* monotonic ms: this turn's lookups end */
 	long long store_full;	/* monotonic ms until which the store is
 				 * taken to be full; 0: not full */
 	long store_full_ms;	/* the next such wait */

@@ -2398,6 +2398,14 @@ class Handler(BaseHTTPRequestHandler):
             r = J(200, webhooks.jwks())
         elif p == "deliver" and ctx.method == "POST":
             r = J(*webhooks.control(sys.modules[__name__], fake, ctx))
+        elif p == "finish" and ctx.method == "POST":
+            b = ctx.body if isinstance(ctx.body, dict) else {}
+            job = fake.get(b.get("job") or "")
+            if job is None:
+                r = J(404, {"error": "no such job"})
+            else:
+                job.duration = (time.monotonic() - job.t0) * 1000.0
+                r = J(200, {"finished": True})
         elif p == "jobs" and ctx.method == "GET":
             with fake.lock:
                 jobs = list(fake.jobs.values())
