@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 
@@ -25,11 +26,20 @@
 #define DEFAULT_MAX	(16 * 1024 * 1024)
 #define MAX_HEADERS	64
 
+/* Header lists, shared by the prepared requests that send the same
+ * headers (every poll of a provider). */
+struct hdrset {
+	char *key;			/* the headers, one after another */
+	size_t keylen, refs;
+	struct curl_slist *plain;	/* headers for any origin */
+	struct curl_slist *all;		/* plus auth headers: first origin */
+	struct hdrset *next;
+};
+
 struct mi_http_prep {
 	char *url;
 	CURLU *uh;			/* url parsed; NULL if curl cannot */
-	struct curl_slist *plain;	/* headers for any origin */
-	struct curl_slist *all;		/* plus auth headers: first origin */
+	struct hdrset *h;
 };
 
 struct xfer {
@@ -78,9 +88,70 @@ struct mi_http_multi {
 	long long timer_at;		/* mi_now_ms() of curl's timeout, -1 */
 	int extra[MAX_EXTRA];		/* the caller's fds in the set */
 	int nextra;
+	unsigned char *fdst;		/* by fd: FD_* */
+	int nfdst;
 };
 
+/*
+ * What the epoll set holds of a socket.  A connection's socket (opened
+ * and closed through the callbacks below) stays in the set while its
+ * connection waits, kept alive, for the next exchange: curl asks to
+ * watch it again for that one, as it was, and that costs no system
+ * call.  If it becomes readable meanwhile (the server closed it), it
+ * leaves the set then.
+ */
+#define FD_CONN	1	/* a connection's: we see it closed */
+#define FD_REG	2	/* in the epoll set */
+#define FD_IN	4	/* as registered */
+#define FD_OUT	8
+#define FD_WANT	16	/* curl watches it */
+
+static unsigned char *
+fd_state(struct mi_http_multi *m, int fd)
+{
+	static unsigned char none;
+
+	if (fd < 0)
+		return &none;
+	if (fd >= m->nfdst) {
+		int n = fd < 64 ? 128 : 2 * fd;
+		unsigned char *t = realloc(m->fdst, (size_t)n);
+
+		if (t == NULL)
+			return &none;
+		memset(t + m->nfdst, 0, (size_t)(n - m->nfdst));
+		m->fdst = t;
+		m->nfdst = n;
+	}
+	return &m->fdst[fd];
+}
+
+static curl_socket_t
+on_open(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	struct mi_http_multi *m = arg;
+	int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+
+	if (fd == -1)
+		return CURL_SOCKET_BAD;
+	*fd_state(m, fd) = purpose == CURLSOCKTYPE_IPCXN ? FD_CONN : 0;
+	return fd;
+}
+
+static int
+on_close(void *arg, curl_socket_t fd)
+{
+	struct mi_http_multi *m = arg;
+
+	/* Closing it takes it out of the epoll set. */
+	if (fd >= 0 && fd < m->nfdst)
+		m->fdst[fd] = 0;
+	return close(fd);
+}
+
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t hdrsets_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct hdrset *hdrsets;
 static int init_rc;
 static int proxy_env;		/* a proxy is named in the environment */
 
@@ -310,6 +381,82 @@ slists_of(const struct mi_http_req *req, struct curl_slist **plain,
 	return ok ? 0 : -1;
 }
 
+static void
+hdrset_put(struct hdrset *h)
+{
+	struct hdrset **hp;
+
+	if (h == NULL)
+		return;
+	pthread_mutex_lock(&hdrsets_lock);
+	if (--h->refs > 0) {
+		pthread_mutex_unlock(&hdrsets_lock);
+		return;
+	}
+	for (hp = &hdrsets; *hp && *hp != h; hp = &(*hp)->next)
+		;
+	if (*hp)
+		*hp = h->next;
+	pthread_mutex_unlock(&hdrsets_lock);
+	explicit_bzero(h->key, h->keylen);
+	free(h->key);
+	slist_free(h->plain);
+	slist_free(h->all);
+	free(h);
+}
+
+/* The header lists of req, shared with the requests that have them. */
+static struct hdrset *
+hdrset_get(const struct mi_http_req *req)
+{
+	struct mi_buf k = MI_BUF_INIT;
+	struct hdrset *h;
+	size_t i;
+	int ok = 1;
+
+	for (i = 0; req->headers && req->headers[i]; i++)
+		ok &= mi_buf_adds(&k, req->headers[i]) == 0 &&
+		    mi_buf_add(&k, "\n", 1) == 0;
+	ok &= mi_buf_add(&k, "\0", 1) == 0;
+	for (i = 0; req->auth_headers && req->auth_headers[i]; i++)
+		ok &= mi_buf_adds(&k, req->auth_headers[i]) == 0 &&
+		    mi_buf_add(&k, "\n", 1) == 0;
+	if (!ok) {
+		explicit_bzero(k.buf, k.len);
+		mi_buf_release(&k);
+		return NULL;
+	}
+	pthread_mutex_lock(&hdrsets_lock);
+	for (h = hdrsets; h; h = h->next)
+		if (h->keylen == k.len && memcmp(h->key, k.buf, k.len) == 0)
+			break;
+	if (h)
+		h->refs++;
+	pthread_mutex_unlock(&hdrsets_lock);
+	if (h) {
+		explicit_bzero(k.buf, k.len);
+		mi_buf_release(&k);
+		return h;
+	}
+	if ((h = calloc(1, sizeof(*h))) == NULL) {
+		explicit_bzero(k.buf, k.len);
+		mi_buf_release(&k);
+		return NULL;
+	}
+	h->keylen = k.len;
+	h->key = mi_buf_detach(&k, NULL);
+	h->refs = 1;
+	if (slists_of(req, &h->plain, &h->all) == -1) {
+		hdrset_put(h);
+		return NULL;
+	}
+	pthread_mutex_lock(&hdrsets_lock);
+	h->next = hdrsets;
+	hdrsets = h;
+	pthread_mutex_unlock(&hdrsets_lock);
+	return h;
+}
+
 struct mi_http_prep *
 mi_http_prep_new(const struct mi_http_req *req)
 {
@@ -319,7 +466,7 @@ mi_http_prep_new(const struct mi_http_req *req)
 	if ((p = calloc(1, sizeof(*p))) == NULL)
 		return NULL;
 	if ((p->url = strdup(req->url)) == NULL ||
-	    slists_of(req, &p->plain, &p->all) == -1) {
+	    (p->h = hdrset_get(req)) == NULL) {
 		mi_http_prep_free(p);
 		return NULL;
 	}
@@ -341,8 +488,7 @@ mi_http_prep_free(struct mi_http_prep *p)
 		return;
 	free(p->url);
 	curl_url_cleanup(p->uh);
-	slist_free(p->plain);
-	slist_free(p->all);
+	hdrset_put(p->h);
 	free(p);
 }
 
@@ -476,6 +622,10 @@ xfer_get(struct mi_http_multi *m, struct mi_err *err)
 	 * no proxy is named, so none is used. */
 	if (!proxy_env)
 		curl_easy_setopt(x->easy, CURLOPT_PROXY, "");
+	curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETFUNCTION, on_open);
+	curl_easy_setopt(x->easy, CURLOPT_OPENSOCKETDATA, m);
+	curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, on_close);
+	curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, m);
 	return x;
 }
 
@@ -483,25 +633,37 @@ static int
 on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	struct mi_http_multi *m = userp;
-	struct epoll_event ev;
+	unsigned char *st = fd_state(m, fd), ev;
+	struct epoll_event ee;
 
 	(void)e;
-	memset(&ev, 0, sizeof(ev));
-	ev.data.u64 = (unsigned long long)fd;
 	if (what == CURL_POLL_REMOVE) {
-		epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
 		curl_multi_assign(m->multi, fd, NULL);
+		*st &= (unsigned char)~FD_WANT;
+		if ((*st & FD_CONN) && (*st & FD_REG))
+			return 0;
+		epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
+		*st &= (unsigned char)~(FD_REG | FD_IN | FD_OUT);
 		return 0;
 	}
-	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) |
-	    ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
-	if (socketp == NULL) {
-		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ev) == -1 &&
-		    errno == EEXIST)
-			epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ev);
+	ev = (unsigned char)(((what & CURL_POLL_IN) ? FD_IN : 0) |
+	    ((what & CURL_POLL_OUT) ? FD_OUT : 0));
+	if (socketp == NULL)
 		curl_multi_assign(m->multi, fd, m);
+	if ((*st & FD_REG) && (*st & (FD_IN | FD_OUT)) == ev) {
+		*st |= FD_WANT;
+		return 0;
+	}
+	memset(&ee, 0, sizeof(ee));
+	ee.data.u64 = (unsigned long long)fd;
+	ee.events = ((ev & FD_IN) ? EPOLLIN : 0) | ((ev & FD_OUT) ? EPOLLOUT : 0);
+	if (!(*st & FD_REG)) {
+		if (epoll_ctl(m->epfd, EPOLL_CTL_ADD, fd, &ee) == -1 &&
+		    errno == EEXIST)
+			epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ee);
 	} else
-		epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ev);
+		epoll_ctl(m->epfd, EPOLL_CTL_MOD, fd, &ee);
+	*st = (unsigned char)((*st & FD_CONN) | FD_REG | FD_WANT | ev);
 	return 0;
 }
 
@@ -598,6 +760,7 @@ mi_http_multi_free(struct mi_http_multi *m)
 	}
 	curl_multi_cleanup(m->multi);
 	close(m->epfd);
+	free(m->fdst);
 	free(m);
 }
 
@@ -632,8 +795,8 @@ mi_http_multi_add(struct mi_http_multi *m, const struct mi_http_req *req,
 	}
 	if (req->prep) {
 		x->prep = req->prep;
-		x->plain = req->prep->plain;
-		x->all = req->prep->all;
+		x->plain = req->prep->h->plain;
+		x->all = req->prep->h->all;
 	} else if (slists_of(req, &x->plain, &x->all) == -1) {
 		xfer_put(m, x);
 		return mi_err_set(err, EX_OSERR, "out of memory");
@@ -777,14 +940,24 @@ mi_http_multi_wait(struct mi_http_multi *m, const int *fds, int nfds,
 	if (n == -1 && errno != EINTR)
 		return mi_err_set_errno(err, EX_OSERR, "epoll_wait");
 	for (i = 0; i < n; i++) {
-		int flags = 0;
+		int flags = 0, fd;
 
 		if (evs[i].data.u64 & EXTRA_MARK) {
-			int fd = (int)(evs[i].data.u64 & 0xffffffffU), k;
+			int k;
 
+			fd = (int)(evs[i].data.u64 & 0xffffffffU);
 			for (k = 0; k < nfds; k++)
 				if (fds[k] == fd)
 					ready |= 1 << k;
+			continue;
+		}
+		fd = (int)evs[i].data.u64;
+		if (fd < m->nfdst && (m->fdst[fd] & FD_REG) &&
+		    !(m->fdst[fd] & FD_WANT)) {
+			/* A kept-alive connection's, closed by the server or
+			 * gone bad: curl finds out when it takes it again. */
+			epoll_ctl(m->epfd, EPOLL_CTL_DEL, fd, NULL);
+			m->fdst[fd] &= FD_CONN;
 			continue;
 		}
 		if (evs[i].events & EPOLLIN)
