@@ -49,7 +49,10 @@ for i in range(n):
 EOF
 
 t0=$(date +%s.%N)
-"$bin/mi-submit" <"$tmp/requests" >"$tmp/jobs" 2>"$tmp/submit.err"
+# Exit 1: some error records (a create timed out on a busy machine); the
+# jobs in flight are what counts.
+"$bin/mi-submit" <"$tmp/requests" >"$tmp/jobs" 2>"$tmp/submit.err" ||
+    [ $? -eq 1 ]
 t1=$(date +%s.%N)
 n=$(grep -c '"status":"processing"' "$tmp/jobs" || true)
 echo "submitted $n jobs in $(echo "$t1 - $t0" | bc) s"
