@@ -244,17 +244,15 @@ outage() {
 	( mi-submit 2>"$BATS_TEST_TMPDIR/s2.err" | mi-poll 2>"$BATS_TEST_TMPDIR/p2.err" |
 	    mi-fetch 2>"$BATS_TEST_TMPDIR/f2.err" ) <"$BATS_TEST_TMPDIR/3d" >"$BATS_TEST_TMPDIR/3d.out" &
 	p2=$!
-	# Under way: every mi-poll and mi-fetch connected (a program started
-	# after the outage began would only fail to connect) and a create of
-	# each pipeline accepted.
-	for i in $(seq 600); do
-		[ "$(sql "SELECT count(*) FILTER (WHERE application_name = 'mi-poll')
-		    || ' ' || count(*) FILTER (WHERE application_name = 'mi-fetch')
-		    FROM pg_stat_activity WHERE datname = current_database()")" = '2 2' ] &&
-		    [ "$(fake_stats | jq '[.creates_accepted.elevenlabs // 0,
-		    .creates_accepted.meshy // 0] | min')" -ge 1 ] && break
-		sleep 0.05
+	# The outage comes once both pipelines are connected (a program that
+	# starts while the server is down exits 69 at once, by design), with
+	# their work under way.
+	for i in $(seq 300); do
+		[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE
+		    application_name IN ('mi-submit', 'mi-poll', 'mi-fetch')")" -ge 6 ] && break
+		sleep 0.1
 	done
+	sleep 0.5
 	"$@"
 	wait "$p1" || true
 	wait "$p2" || true

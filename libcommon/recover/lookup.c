@@ -604,6 +604,14 @@ rec_unknown_create(struct mi_recover *c, jv row)
 
 	mi_json_str(row, "id", &id, 0, NULL);
 	snprintf(idbuf, sizeof(idbuf), "%s", id);
+	/* One place per job in a worker: an older row of it held for later
+	 * (taken again by a scan meanwhile) is dropped, and a job the
+	 * runner drives already is left to it. */
+	c->later = jv_object_delete(c->later, jv_string(idbuf));
+	if (mi_runner_holds(c->r, idbuf)) {
+		jv_free(row);
+		return;
+	}
 	mi_json_str(row, "provider_id", &prov, 0, NULL);
 	mi_json_str(row, "started_at", &started, 0, NULL);
 	mi_json_num(row, "timeout_ms", &timeout, 0, NULL);
