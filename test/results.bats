@@ -341,6 +341,13 @@ EOF
 	w1=$(pgrep -P "$store")
 	[ -n "$w1" ]
 	kill -KILL "$w1"
+	# Dead (a zombie until mi-store reaps it) before the next file: a
+	# worker killed while a file is on its way fails that file.
+	for i in $(seq 200); do
+		[ -e "/proc/$w1" ] || break
+		[ "$(awk '{print $3}' "/proc/$w1/stat" 2>/dev/null)" = Z ] && break
+		sleep 0.05
+	done
 	rec 2 2
 	w2=$(pgrep -P "$store")
 	[ -n "$w2" ]
