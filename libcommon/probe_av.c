@@ -149,6 +149,7 @@ static struct {
 	int fd;		  /* the parent's end of the socket */
 	unsigned served;
 } avw = { -1, -1, -1, 0 };
+static int avw_died;	/* the last probe's worker ended without an answer */
 
 static int
 io_full(int fd, void *p, size_t n, int out)
@@ -373,6 +374,7 @@ avw_probe(const char *path, size_t max_out, long timeout_ms,
 	mi_err_set(err, EX_SOFTWARE, "libavformat failed (%d): the worker "
 	    "ended", WIFEXITED(status) ? WEXITSTATUS(status) :
 	    WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1);
+	avw_died = 1;	/* see mi_probe_av */
 	return jv_invalid();
 }
 
@@ -383,7 +385,17 @@ mi_probe_av(const char *path, size_t max_out, long timeout_ms,
 	jv res;
 
 	pthread_mutex_lock(&avw_lock);
+	avw_died = 0;
 	res = avw_probe(path, max_out, timeout_ms, err);
+	/*
+	 * A worker that ended without an answer may have been dying already
+	 * (killed) when the file was sent: a new one reads it once more.  A
+	 * file that kills that one too is the file's fault.
+	 */
+	if (!jv_is_valid(res) && avw_died) {
+		jv_free(res);
+		res = avw_probe(path, max_out, timeout_ms, err);
+	}
 	pthread_mutex_unlock(&avw_lock);
 	return res;
 }

@@ -340,14 +340,9 @@ EOF
 	local w1 w2 w3
 	w1=$(pgrep -P "$store")
 	[ -n "$w1" ]
+	# The next file at once: the worker may still be dying when it is
+	# sent, and a new worker then reads it.
 	kill -KILL "$w1"
-	# Dead (a zombie until mi-store reaps it) before the next file: a
-	# worker killed while a file is on its way fails that file.
-	for i in $(seq 200); do
-		[ -e "/proc/$w1" ] || break
-		[ "$(awk '{print $3}' "/proc/$w1/stat" 2>/dev/null)" = Z ] && break
-		sleep 0.05
-	done
 	rec 2 2
 	w2=$(pgrep -P "$store")
 	[ -n "$w2" ]
