@@ -151,14 +151,48 @@ static struct {
 } avw = { -1, -1, -1, 0 };
 static int avw_died;	/* the last probe's worker ended without an answer */
 
+/* Waits for fd to be readable until the deadline: 1, 0 late, or -1. */
 static int
-io_full(int fd, void *p, size_t n, int out)
+wait_readable(int fd, long long until)
+{
+	for (;;) {
+		struct timespec ts;
+		struct pollfd p = { fd, POLLIN, 0 };
+		long long now, left;
+		int r;
+
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+		if ((left = until - now) <= 0)
+			return 0;
+		r = poll(&p, 1, left > 1000 ? 1000 : (int)left);
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r != 0)
+			return r > 0 ? 1 : -1;
+	}
+}
+
+/*
+ * Sends (out) or reads all n bytes; a read with a deadline (until, on
+ * the monotonic clock in ms; 0: none) gives -2 when it is late.  0, or
+ * -1 when the other end went or failed.
+ */
+static int
+io_full(int fd, void *p, size_t n, int out, long long until)
 {
 	char *c = p;
 
 	while (n > 0) {
-		ssize_t k = out ? send(fd, c, n, MSG_NOSIGNAL) : read(fd, c, n);
+		ssize_t k;
 
+		if (!out && until > 0) {
+			int w = wait_readable(fd, until);
+
+			if (w <= 0)
+				return w == 0 ? -2 : -1;
+		}
+		k = out ? send(fd, c, n, MSG_NOSIGNAL) : read(fd, c, n);
 		if (k == -1 && errno == EINTR)
 			continue;
 		if (k <= 0)
@@ -181,17 +215,17 @@ avw_main(int fd)
 		uint32_t hdr[2];
 		int rc;
 
-		if (io_full(fd, &len, sizeof(len), 0) == -1)
+		if (io_full(fd, &len, sizeof(len), 0, 0) == -1)
 			_exit(0);
 		if (len == 0 || len >= sizeof(path) ||
-		    io_full(fd, path, len, 0) == -1)
+		    io_full(fd, path, len, 0, 0) == -1)
 			_exit(2);
 		path[len] = '\0';
 		rc = mi_probe_av_json(path, &b, msg, sizeof(msg));
 		hdr[0] = (uint32_t)rc;
 		hdr[1] = rc ? (uint32_t)strlen(msg) : (uint32_t)b.len;
-		if (io_full(fd, hdr, sizeof(hdr), 1) == -1 ||
-		    io_full(fd, rc ? msg : b.buf, hdr[1], 1) == -1)
+		if (io_full(fd, hdr, sizeof(hdr), 1, 0) == -1 ||
+		    io_full(fd, rc ? msg : b.buf, hdr[1], 1, 0) == -1)
 			_exit(0);
 		mi_buf_release(&b);
 	}
@@ -261,50 +295,6 @@ avw_start(struct mi_err *err)
 	return 0;
 }
 
-/* Waits for fd to be readable until the deadline: 1, 0 late, or -1. */
-static int
-avw_wait(long long until)
-{
-	for (;;) {
-		struct timespec ts;
-		struct pollfd p = { avw.fd, POLLIN, 0 };
-		long long now, left;
-		int r;
-
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-		if ((left = until - now) <= 0)
-			return 0;
-		r = poll(&p, 1, left > 1000 ? 1000 : (int)left);
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r != 0)
-			return r > 0 ? 1 : -1;
-	}
-}
-
-static int
-avw_read(void *p, size_t n, long long until)
-{
-	char *c = p;
-
-	while (n > 0) {
-		ssize_t k;
-		int w = avw_wait(until);
-
-		if (w <= 0)
-			return w == 0 ? -2 : -1;
-		k = read(avw.fd, c, n);
-		if (k == -1 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return -1;
-		c += k;
-		n -= (size_t)k;
-	}
-	return 0;
-}
-
 static jv
 avw_probe(const char *path, size_t max_out, long timeout_ms,
     struct mi_err *err)
@@ -335,11 +325,11 @@ avw_probe(const char *path, size_t max_out, long timeout_ms,
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	until = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
 	    timeout_ms;
-	if (io_full(avw.fd, &len, sizeof(len), 1) == -1 ||
-	    io_full(avw.fd, (void *)path, len, 1) == -1)
+	if (io_full(avw.fd, &len, sizeof(len), 1, 0) == -1 ||
+	    io_full(avw.fd, (void *)path, len, 1, 0) == -1)
 		r = -1;
 	else
-		r = avw_read(hdr, sizeof(hdr), until);
+		r = io_full(avw.fd, hdr, sizeof(hdr), 0, until);
 	if (r == 0 && hdr[1] > max_out) {
 		avw_stop(1, NULL);
 		mi_err_set(err, EX_SOFTWARE, "libavformat said more than %zu "
@@ -347,7 +337,7 @@ avw_probe(const char *path, size_t max_out, long timeout_ms,
 		return jv_invalid();
 	}
 	if (r == 0 && (body = malloc((size_t)hdr[1] + 1)) != NULL) {
-		r = avw_read(body, hdr[1], until);
+		r = io_full(avw.fd, body, hdr[1], 0, until);
 		if (r == 0) {
 			body[hdr[1]] = '\0';
 			if (hdr[0] == 0)
