@@ -41,7 +41,7 @@ setup_file() {
 	    --directory "$BATS_TEST_DIRNAME" >"$BATS_FILE_TMPDIR/web.log" 2>&1 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/web.pid"
 	local i
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		curl -fs -o /dev/null "http://127.0.0.1:$PS/healthz" &&
 		    curl -fs -o /dev/null "http://127.0.0.1:$PW/browser/index.html" &&
 		    return 0

@@ -69,7 +69,7 @@ setup_file() {
 	    --listen "127.0.0.1:$PS" 2>"$d/serve.log" 3>&- &
 	echo $! >"$d/serve.pid"
 	local i
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		curl -fs -o /dev/null "http://127.0.0.1:$PS/healthz" && return 0
 		sleep 0.1
 	done

@@ -22,7 +22,7 @@ setup_file() {
 	export MI_WEBHOOK_BACKSTOP_MS=30000
 	mi-hook -v -l "127.0.0.1:$HOOK_PORT" 2>"$BATS_FILE_TMPDIR/hook.err" 3>&- &
 	export HOOK_PID=$!
-	for i in $(seq 1 50); do
+	for i in $(seq 1 300); do
 		curl -sf "$MI_WEBHOOK_URL/healthz" >/dev/null && break
 		sleep 0.1
 	done
@@ -353,7 +353,7 @@ polls_of() {
 	mi-hook -w 500 -l "127.0.0.1:$port" 2>"$BATS_TEST_TMPDIR/hook2.err" 3>&- &
 	hook2=$!
 	echo "$hook2" >"$BATS_TEST_TMPDIR/hook2.pid"
-	for i in $(seq 1 50); do
+	for i in $(seq 1 300); do
 		curl -sf "$url/healthz" >/dev/null && break
 		sleep 0.1
 	done

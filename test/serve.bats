@@ -59,13 +59,21 @@ resp() {
 	curl -s -i --path-as-is "$@" | tr -d '\r' | grep -av '^Date: '
 }
 
+# wait_up PORT [PID [LOG]]: until /healthz answers (at most 30 s on a
+# busy machine); stops at once, showing LOG, if PID has ended
 wait_up() {
 	local i
-	for i in $(seq 100); do
-		curl -fs -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
-		sleep 0.05
+	for i in $(seq 300); do
+		curl -fs -m 2 -o /dev/null "http://127.0.0.1:$1/healthz" && return 0
+		if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+			echo "mi-serve on port $1 ended before it answered" >&2
+			[ -n "${3:-}" ] && tail -5 "$3" >&2
+			return 1
+		fi
+		sleep 0.1
 	done
-	echo "mi-serve on port $1 did not come up" >&2
+	echo "mi-serve on port $1 did not come up in 30 s" >&2
+	[ -n "${3:-}" ] && tail -5 "$3" >&2
 	return 1
 }
 
@@ -76,7 +84,7 @@ start_a() {
 	    MI_METRICS_LOOPBACK=1 mi-serve --access-log --listen "127.0.0.1:$PA" \
 	    2>>"$BATS_FILE_TMPDIR/a.log" 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/a.pid"
-	wait_up "$PA"
+	wait_up "$PA" "$(cat "$BATS_FILE_TMPDIR/a.pid")" "$BATS_FILE_TMPDIR/a.log"
 }
 
 start_b() {
@@ -87,7 +95,7 @@ start_b() {
 	    mi-serve --listen "127.0.0.1:$PB" --root "$ASSET_STORAGE_DIR" \
 	    2>>"$BATS_FILE_TMPDIR/b.log" 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/b.pid"
-	wait_up "$PB"
+	wait_up "$PB" "$(cat "$BATS_FILE_TMPDIR/b.pid")" "$BATS_FILE_TMPDIR/b.log"
 }
 
 stop_pid() {
@@ -697,7 +705,7 @@ wasm application/wasm"
 	env -u MI_METRICS_TOKEN -u MI_METRICS_LOOPBACK MI_JWT_SECRET="$SECRET" \
 	    mi-serve --listen "127.0.0.1:$port" 3>&- &
 	pid=$!
-	wait_up "$port"
+	wait_up "$port" "$pid"
 	run -0 resp "http://127.0.0.1:$port/metrics"
 	assert_line --index 0 "HTTP/1.1 404 Not Found"
 	run -0 resp -H "Authorization: Bearer " "http://127.0.0.1:$port/metrics"
@@ -734,7 +742,7 @@ wasm application/wasm"
 	cp "$BATS_TEST_TMPDIR/big.glb" "$ASSET_STORAGE_DIR/org_a/$R/video/$big.mp4"
 	env MI_JWT_SECRET="$SECRET" mi-serve --listen "127.0.0.1:$port" 3>&- &
 	pid=$!
-	wait_up "$port"
+	wait_up "$port" "$pid"
 	curl -fs --limit-rate 12M -H "Authorization: Bearer $TOK_A" \
 	    -o "$BATS_TEST_TMPDIR/got" \
 	    "http://127.0.0.1:$port/api/assets/org_a/$R/video/$big.mp4" &
@@ -800,7 +808,7 @@ valgrind_on() {
 	(ulimit -n 64 && exec env MI_JWT_SECRET="$SECRET" MI_METRICS_LOOPBACK=1 \
 	    mi-serve --listen "127.0.0.1:$port" 2>"$BATS_TEST_TMPDIR/log") 3>&- &
 	pid=$!
-	wait_up "$port"
+	wait_up "$port" "$pid" "$BATS_TEST_TMPDIR/log"
 	python3 "$BATS_TEST_DIRNAME/lib/serve_hostile.py" idle "$port" 100 6 \
 	    >"$BATS_TEST_TMPDIR/idle" &
 	ipid=$!
@@ -858,7 +866,7 @@ valgrind_on() {
 	env -u MI_JWT_SECRET -u MI_JWT_PUBLIC_KEY MI_JWT_JWKS="$d/jwks.json" \
 	    mi-serve -v --listen "127.0.0.1:$port" 2>"$d/log" 3>&- &
 	pid=$!
-	wait_up "$port"
+	wait_up "$port" "$pid" "$d/log"
 	get() {
 		curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" \
 		    "http://127.0.0.1:$port$PATH_A"
@@ -901,7 +909,7 @@ valgrind_on() {
 	env -u MI_JWT_SECRET -u MI_JWT_JWKS MI_JWT_PUBLIC_KEY="$d/jwks.json" \
 	    mi-serve -v --listen "127.0.0.1:$port" 2>"$d/log" 3>&- &
 	pid=$!
-	wait_up "$port"
+	wait_up "$port" "$pid" "$d/log"
 	get() {
 		curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" \
 		    "http://127.0.0.1:$port$PATH_A"
