@@ -76,6 +76,15 @@ SHAREDIR_STAMP := $(shell mkdir -p .build && \
 	  echo '$(SHAREDIR)' > .build/sharedir; } && echo .build/sharedir)
 libcommon/paths.o: $(SHAREDIR_STAMP)
 
+# Every object and program is rebuilt when the compiler, CFLAGS, LDFLAGS
+# or SANITIZE change (make SANITIZE=address after a plain make builds it
+# all again; -Werror and the paths do not change the code).
+BUILD_FLAGS = $(CC) | $(CFLAGS) | $(LDFLAGS) | $(SANITIZE)
+FLAGS_STAMP := $(shell mkdir -p .build && \
+	{ echo '$(BUILD_FLAGS)' | cmp -s - .build/flags || \
+	  echo '$(BUILD_FLAGS)' > .build/flags; } && echo .build/flags)
+$(LIB_OBJS) $(CMD_SRCS:.c=.o) $(PROGRAMS): $(FLAGS_STAMP)
+
 # Fuzzing with libFuzzer.  A target is test/fuzz/NAME.c (defining
 # LLVMFuzzerTestOneInput) linked with the library sources listed in
 # FUZZ_SRCS_NAME and the libraries in FUZZ_LIBS_NAME; its kept corpus is
