@@ -301,12 +301,15 @@ creates() {
 	jqok '.status == "processing"' "$output"
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE request->>'prompt' = 'h2'"
-	# A live worker: the slot stays with the orphan, the newcomer waits.
-	# The orphan's slot is held for two of the worker's leases after its
-	# own lapsed: a worker of the default lease (30 s), so that however
-	# slow the machine, the newcomer's claim comes within that time.
+	# A live worker: the slot stays with the orphan until it is taken
+	# over, however long ago its lease lapsed (here ten minutes, twenty
+	# of the worker's leases); the newcomer waits.
 	sql "INSERT INTO app.recovery_workers (owner, lease_ms, expires_at)
 	    VALUES ('mi-recover@x:3:alive', 30000, now() + interval '1 minute')"
+	sql "UPDATE app.generation_jobs SET
+	    lease_expires_at = now() - interval '10 minutes',
+	    updated_at = now() - interval '10 minutes'
+	    WHERE request->>'prompt' = 'h1 [never]'"
 	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h3' '{"refine":false}')"
 	jqok '.status == "pending"' "$output"
 	# A worker whose heartbeat is late (its row lapsed a second ago, less
