@@ -41,7 +41,7 @@ fal() {
 poll_until() {
 	local test=$1 out i
 	shift
-	for i in $(seq 1 60); do
+	for i in $(seq 1 300); do
 		out=$("$@")
 		if echo "$out" | jq -e "$test" >/dev/null 2>&1; then
 			echo "$out"
@@ -155,7 +155,7 @@ fstat() {
 
 @test "veo: operation has no done field while running, then a video URI that needs the key" {
 	run -0 goog -X POST "$FAKE_URL/gemini/v1beta/models/veo-3.0-generate-001:predictLongRunning" \
-	    -d '{"instances":[{"prompt":"foggy pine forest"}],"parameters":{"aspectRatio":"16:9","durationSeconds":8,"resolution":"1080p"}}'
+	    -d '{"instances":[{"prompt":"foggy pine forest [slow:3000]"}],"parameters":{"aspectRatio":"16:9","durationSeconds":8,"resolution":"1080p"}}'
 	name=$(echo "$output" | jq -r .name)
 	[[ $name =~ ^models/veo-3.0-generate-001/operations/[a-z0-9]+$ ]]
 	run -0 goog "$FAKE_URL/gemini/v1beta/$name"
