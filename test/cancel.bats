@@ -128,7 +128,7 @@ events() {
 	pid=$!
 	mi-submit <<<"$(req fal image 'cx held [never]')" >"$BATS_TEST_TMPDIR/in"
 	id=$(job_sql id 'cx held [never]')
-	for i in $(seq 1 50); do
+	for i in $(seq 1 300); do
 		[ "$(job_sql "lease_owner LIKE 'mi-poll@%'" 'cx held [never]')" = t ] && break
 		sleep 0.1
 	done

@@ -39,7 +39,7 @@ foreign_server() {
 	    --directory "$BATS_FILE_TMPDIR/foreign" >/dev/null 2>&1 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/foreign.pid"
 	local i
-	for i in $(seq 50); do
+	for i in $(seq 300); do
 		curl -fs -o /dev/null "http://127.0.0.1:$1/" && return 0
 		sleep 0.1
 	done

@@ -16,7 +16,7 @@ proxy_start() {
 	    --log "$BATS_FILE_TMPDIR/proxy.log" "$@" >"$out" \
 	    2>"$out.err" 3>&- &
 	export PROXY_PID=$!
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		if grep -q '^ready ' "$out" 2>/dev/null; then
 			export PROXY_URL="http://127.0.0.1:$(awk '/^ready /{print $2; exit}' "$out")"
 			return 0
@@ -325,7 +325,7 @@ outage() {
 	export MI_FETCH_STALL_S=30
 	mi-fetch <"$BATS_TEST_TMPDIR/jobs" >/dev/null 2>"$BATS_TEST_TMPDIR/err" &
 	pid=$!
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		[ "$(curl -sS "$PROXY_URL/_faultproxy/stats" | jq '.faults.download.hang // 0')" -ge 1 ] && break
 		sleep 0.1
 	done

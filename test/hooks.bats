@@ -115,7 +115,7 @@ metric() {
 	mi-submit <<<"$(req replicate video 'hook early' '{"duration_sec":6}')" \
 	    >"$BATS_TEST_TMPDIR/early.job" 2>/dev/null
 	# The fake delivers after 1.5 s; no worker listens yet.
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		n=$(sql "SELECT count(*) FROM app.webhook_deliveries d
 		    JOIN app.generation_jobs j ON j.id = d.job_id
 		    WHERE j.request->>'prompt' = 'hook early'")

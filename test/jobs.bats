@@ -266,7 +266,7 @@ teardown_file() {
 	pid=$!
 	exec 7>"$BATS_TEST_TMPDIR/in"
 	echo "$job" >&7
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		[ "$(job_sql "lease_owner LIKE 'mi-poll@%'" 'long [never]')" = t ] && break
 		sleep 0.1
 	done
@@ -300,7 +300,7 @@ polls_line() {
 	exec 7>"$BATS_TEST_TMPDIR/in"
 	echo "$job" >&7
 	# The fake's progress stops at 45 for a job that never ends.
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		[ "$(job_sql "lease_owner LIKE 'mi-poll@%' AND progress = 45" 'still [never]')" = t ] && break
 		sleep 0.1
 	done

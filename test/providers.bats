@@ -374,7 +374,7 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
 PY
 	SRV=$!
-	for _ in $(seq 100); do
+	for _ in $(seq 300); do
 		curl -s -o /dev/null "http://127.0.0.1:$port/tasks/t1" && break
 		sleep 0.1
 	done

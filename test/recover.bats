@@ -89,7 +89,7 @@ creates() {
 	local p='r1 [slow:100]' pid i
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d "$p" '{"refine":true}')"
 	pid=$(jq -r .provider_job_id <<<"$output")
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		curl -sS "$FAKE_URL/_fake/jobs" |
 		    jq -e --arg id "$pid" 'any(.[]; .id == $id and .done)' >/dev/null && break
 		sleep 0.1

@@ -223,7 +223,7 @@ EOF
 	python3 -m http.server "$pw" --bind 127.0.0.1 \
 	    --directory "$BATS_TEST_DIRNAME" >/dev/null 2>&1 3>&- &
 	echo $! >"$BATS_FILE_TMPDIR/web.pid"
-	for _ in $(seq 100); do
+	for _ in $(seq 300); do
 		curl -fs -o /dev/null "http://127.0.0.1:$pw/browser/meshopt.html" && break
 		sleep 0.1
 	done

@@ -749,7 +749,7 @@ wasm application/wasm"
 	cpid=$!
 	sleep 0.5
 	kill -TERM "$pid"
-	for i in $(seq 50); do		# (slow under valgrind)
+	for i in $(seq 300); do		# (slow under valgrind)
 		run curl -s "http://127.0.0.1:$port/healthz"
 		[ "$status" -eq 7 ] && break
 		sleep 0.1
@@ -928,7 +928,7 @@ valgrind_on() {
 	$PY "$BATS_TEST_DIRNAME/lib/jwks.py" jwks r2:"$d/r2.pem" e1:"$d/e1.pem" >"$d/jwks.new"
 	mv "$d/jwks.new" "$d/jwks.json"
 	kill -HUP "$pid"
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		grep -q "keys reloaded: 2 public keys" "$d/log" && break
 		sleep 0.05
 	done
@@ -940,7 +940,7 @@ valgrind_on() {
 	# a broken file leaves the keys in force
 	echo 'not a key' >"$d/jwks.json"
 	kill -HUP "$pid"
-	for i in $(seq 100); do
+	for i in $(seq 300); do
 		grep -q "keys not reloaded" "$d/log" && break
 		sleep 0.05
 	done

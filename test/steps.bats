@@ -101,7 +101,7 @@ inode() {
 	p2=$!
 	mi-fetch <"$d/f2" >"$d/out1" 2>/dev/null &
 	p3=$!
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		[ "$(job_sql 'provider_job_id IS NOT NULL' \
 		    'killed then re-sent [slow:1500]')" = t ] && break
 		sleep 0.1

@@ -23,7 +23,7 @@ fake_start() {
 	python3 "${BASH_SOURCE[0]%/*}/provider.py" --port 0 --log "$FAKE_LOG" \
 	    --key "$key" "$@" >"$out" 2>"$out.err" 3>&- &
 	export FAKE_PID=$!
-	for i in $(seq 1 100); do
+	for i in $(seq 1 300); do
 		if grep -q '^ready ' "$out" 2>/dev/null; then
 			export FAKE_PORT=$(awk '/^ready /{print $2; exit}' "$out")
 			export FAKE_URL="http://127.0.0.1:$FAKE_PORT"
