@@ -80,10 +80,12 @@ libcommon/paths.o: $(SHAREDIR_STAMP)
 # or SANITIZE change (make SANITIZE=address after a plain make builds it
 # all again; -Werror and the paths do not change the code).
 BUILD_FLAGS = $(CC) | $(CFLAGS) | $(LDFLAGS) | $(SANITIZE)
+ifneq ($(MAKECMDGOALS),print-libs)
 FLAGS_STAMP := $(shell mkdir -p .build && \
 	{ echo '$(BUILD_FLAGS)' | cmp -s - .build/flags || \
 	  echo '$(BUILD_FLAGS)' > .build/flags; } && echo .build/flags)
 $(LIB_OBJS) $(CMD_SRCS:.c=.o) $(PROGRAMS): $(FLAGS_STAMP)
+endif
 
 # Fuzzing with libFuzzer.  A target is test/fuzz/NAME.c (defining
 # LLVMFuzzerTestOneInput) linked with the library sources listed in

@@ -14,7 +14,8 @@ setup_file() {
 	# mi-submit spends through a priced provider: Gemini image on the fake.
 	fake_start --job-ms 100
 	export MI_NANO_BANANA_BASE_URL="$FAKE_URL/gemini" GEMINI_API_KEY="$FAKE_KEY"
-	local top=$MI_BIN_DIR/.. cc_libs
+	local top cc_libs
+	top=$(dirname "$BATS_TEST_DIRNAME")	# the tree (MI_BIN_DIR may be valgrind wrappers)
 	cc_libs=$(make -s -C "$top" print-libs)
 	cat >"$BATS_FILE_TMPDIR/claim.c" <<'EOF'
 /* claim MODE TENANT PROVIDER USD COUNT SLEEP_MS START_MS: takes COUNT jobs
