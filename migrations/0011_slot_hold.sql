@@ -1,13 +1,19 @@
--- The slot claim of 0010_worker_grace.sql, with one change: while a
--- recovery worker runs, a processing job whose lease lapsed keeps its
--- slot until it is taken over or ends, however long that takes.  Before,
--- it kept it for two of the worker's leases; on a loaded machine a
+-- The slot claim of 0010_worker_grace.sql, with two changes.
+--
+-- While a recovery worker runs, a processing job whose lease lapsed keeps
+-- its slot until it is taken over or ends, however long that takes.
+-- Before, it kept it for two of the worker's leases; on a loaded machine a
 -- takeover took longer than that (10.4 s against a 5 s lease in a chaos
 -- run), the slot went to a waiting job while the orphan's task still ran,
 -- and the provider saw one job more than its limit.  The worker takes
 -- every lapsed job over and times out those past their deadline, so the
--- slot is not held forever.  With no worker seen within one of its
--- leases, a lapsed lease frees the slot at once, as before.
+-- slot is not held forever.
+--
+-- A worker counts as running if its row lapsed less than a minute ago (or
+-- one of its leases, if longer): a supervisor restarting a killed worker,
+-- a worker whose heartbeats come late on a slow machine, and mi-recover
+-- run from cron every minute all count.  With no worker seen for that
+-- long, a lapsed lease frees the slot at once, as before.
 CREATE OR REPLACE FUNCTION app.mi_claim_slots(p_tenant text,
     p_provider text, p_limit integer, p_owner text)
 RETURNS TABLE (job_id uuid, estimate numeric)
@@ -26,7 +32,8 @@ BEGIN
 	 ORDER BY l.provider_id = '*' LIMIT 1;
 	lim := coalesce(lim, p_limit);
 	SELECT EXISTS (SELECT 1 FROM app.recovery_workers w
-	 WHERE w.expires_at > now() - w.lease_ms * interval '1 ms') INTO worker;
+	 WHERE w.expires_at > now() - greatest(w.lease_ms * interval '1 ms',
+	       interval '1 minute')) INTO worker;
 	SELECT count(*) INTO used FROM app.generation_jobs j
 	 WHERE j.tenant_id = p_tenant AND j.provider_id = p_provider
 	   AND j.status = 'processing'

@@ -319,10 +319,18 @@ creates() {
 	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '1 second'"
 	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h4' '{"refine":false}')"
 	jqok '.status == "pending"' "$output"
-	# Not seen for longer than its lease: gone, the slot is free.
+	# Its row lapsed 50 s ago, longer than its lease but less than a
+	# minute: a worker being started again, or a cron run due; it counts.
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE request->>'prompt' = 'h4'"
-	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '31 seconds'"
+	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '50 seconds'"
+	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h4b' '{"refine":false}')"
+	jqok '.status == "pending"' "$output"
+	# Not seen for longer than a minute and its lease: gone, the slot is
+	# free.
+	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
+	    WHERE request->>'prompt' = 'h4b'"
+	sql "UPDATE app.recovery_workers SET expires_at = now() - interval '61 seconds'"
 	run -0 --separate-stderr mi-submit --no-wait <<<"$(TENANT=th req meshy model_3d 'h5' '{"refine":false}')"
 	jqok '.status == "processing"' "$output"
 	sql "DELETE FROM app.recovery_workers"
