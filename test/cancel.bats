@@ -43,8 +43,9 @@ events() {
 	run -0 job_sql "status || ' ' || error_code" 'cx replicate [never]'
 	[ "$output" = "timed_out TIMEOUT" ]
 	run -0 events 'cx replicate [never]'
-	# Cancel-After is the timeout rounded up: mi cancels first.
-	jqok -s '[.[] | select(.event == "create")][0].headers["cancel-after"] == "2s"' "$output"
+	# Cancel-After is the timeout and a margin (1.1 s + 10 s, rounded
+	# up): mi cancels first.
+	jqok -s '[.[] | select(.event == "create")][0].headers["cancel-after"] == "12s"' "$output"
 	jqok -s '[.[] | select(.method == "POST" and (.path | endswith("/cancel")))]
 	    | length == 1 and .[0].status == 200' "$output"
 	run -0 job_sql "provider_state->'cancel'" 'cx replicate [never]'

@@ -33,13 +33,15 @@ def provider: {
 def model: .provider.model // .provider.models[.request.media_type];
 def by_version: model | test(":");
 def wait_s: .provider.prefer_wait_s[.request.media_type] // .provider.prefer_wait_s.default // 0;
-# The job's timeout in whole seconds, rounded up ("300s"), for
-# Cancel-After: Replicate never stops a prediction before mi's own
-# deadline (where mi cancels it itself), and stops it when mi is gone.
+# Cancel-After: the job's timeout and a margin (a tenth of it, at least
+# 10 s), in whole seconds ("330s" for 300 s).  mi cancels a prediction
+# itself at its deadline, after a last look; Replicate stops it only when
+# mi is gone or late (a busy machine), never before mi's own deadline.
 def cancel_after:
   (if (.provider.timeout_ms | type) == "number" then .provider.timeout_ms / 1000
    else {video: 300, image: 60, texture: 60, audio_sfx: 30, audio_bgm: 180,
-         model_3d: 600}[.request.media_type] // 600 end | ceil) as $s
+         model_3d: 600}[.request.media_type] // 600 end) as $t
+  | ($t + ([$t / 10, 10] | max) | ceil) as $s
   | "\($s)s";
 
 def ratios: [["1:1", 1], ["16:9", 16/9], ["21:9", 21/9], ["3:2", 1.5],
