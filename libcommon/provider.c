@@ -11,6 +11,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,9 @@ struct mi_provider {
 };
 
 static struct mi_provider *loaded;
+/* The thread that loads and calls the definitions (one per process). */
+static pthread_t owner;
+static int at_exit_set;
 
 /* The functions a definition may define; the prelude defines them all. */
 static const char dispatcher[] =
@@ -339,6 +343,21 @@ fail:
 	return NULL;
 }
 
+/*
+ * An exit that did not come through mi_provider_free_all (a fatal error:
+ * the database gone for good, a signal) tears the definitions down too.
+ * A jq state keeps its execution stack between calls, and points to it
+ * only by the stack's end: leak checkers (valgrind, LeakSanitizer) cannot
+ * see it is still held and report it as lost.  Only on the thread that
+ * calls the definitions, never under another thread's feet.
+ */
+static void
+free_at_exit(void)
+{
+	if (pthread_equal(pthread_self(), owner))
+		mi_provider_free_all();
+}
+
 struct mi_provider *
 mi_provider_get(const char *id, struct mi_err *err)
 {
@@ -356,6 +375,10 @@ mi_provider_get(const char *id, struct mi_err *err)
 		return NULL;
 	p->next = loaded;
 	loaded = p;
+	if (!at_exit_set) {
+		owner = pthread_self();
+		at_exit_set = atexit(free_at_exit) == 0;
+	}
 	return p;
 }
 

@@ -294,7 +294,13 @@ outage() {
 	req elevenlabs-sfx audio_sfx "$p" '{"duration_sec":1}' >"$BATS_TEST_TMPDIR/r"
 	mi-submit <"$BATS_TEST_TMPDIR/r" >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
 	pid=$!
-	sleep 1
+	# Until the create is at the provider (8 s there): mi-submit holds
+	# its connection and its job.
+	for i in $(seq 300); do
+		[ "$(fake_stats | jq --arg p "$p" '.creates_by_prompt[$p] // 0')" -ge 1 ] && break
+		sleep 0.1
+	done
+	[ "$(fake_stats | jq --arg p "$p" '.creates_by_prompt[$p] // 0')" -ge 1 ]
 	pgctl stop -m fast
 	rc=0
 	wait "$pid" || rc=$?
@@ -336,6 +342,7 @@ outage() {
 	wait "$pid" || rc=$?
 	t=$(($(date +%s%3N) - t0))
 	echo "# mi-fetch stopped $t ms after SIGTERM" >&3
+	echo "rc $rc" >&2
 	[ "$rc" -eq 75 ]
 	[ "$t" -lt 3000 ]
 	[ "$(job_sql "lease_owner IS NULL" "$p")" = t ]
