@@ -344,7 +344,7 @@ outage() {
 	echo "# mi-fetch stopped $t ms after SIGTERM" >&3
 	echo "rc $rc" >&2
 	[ "$rc" -eq 75 ]
-	[ "$t" -lt 3000 ]
+	[ "$t" -lt $((3000 * MI_TEST_SLOW)) ]
 	[ "$(job_sql "lease_owner IS NULL" "$p")" = t ]
 	run cat "$BATS_TEST_TMPDIR/err"
 	assert_output --partial "stopped by signal 15"

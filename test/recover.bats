@@ -262,11 +262,11 @@ creates() {
 	t0=$(date +%s%3N)
 	until [[ $(job_sql lease_owner 'k1 [never]') == mi-recover@* ]]; do
 		sleep 0.05
-		[ $(($(date +%s%3N) - t0)) -lt 5000 ]
+		[ $(($(date +%s%3N) - t0)) -lt $((5000 * MI_TEST_SLOW)) ]
 	done
 	t1=$(date +%s%3N)
 	echo "# takeover after kill -9: $((t1 - t0)) ms (lease ${MI_LEASE_MS} ms)" >&3
-	[ $((t1 - t0)) -le $((2 * MI_LEASE_MS)) ]
+	[ $((t1 - t0)) -le $((2 * MI_LEASE_MS * MI_TEST_SLOW)) ]
 	run -0 job_sql "recovery->-1->>'event'" 'k1 [never]'
 	assert_output 'taken over'
 	# SIGTERM: the lease is given up at once, the exit is clean.
@@ -282,12 +282,12 @@ creates() {
 	w=$!
 	until [[ $(job_sql lease_owner 'k1 [never]') == mi-recover@* ]]; do
 		sleep 0.05
-		[ $(($(date +%s%3N) - t0)) -lt 5000 ]
+		[ $(($(date +%s%3N) - t0)) -lt $((5000 * MI_TEST_SLOW)) ]
 	done
 	t1=$(date +%s%3N)
 	kill -TERM $w
 	wait $w
-	[ $((t1 - t0)) -lt 1000 ]
+	[ $((t1 - t0)) -lt $((1000 * MI_TEST_SLOW)) ]
 	sql "UPDATE app.generation_jobs SET status = 'failed', lease_owner = NULL
 	    WHERE request->>'prompt' = 'k1 [never]'"
 }

@@ -70,6 +70,17 @@ if [ -n "${SANITIZE:-}" ]; then
 	export ASAN_OPTIONS UBSAN_OPTIONS
 fi
 
+# Wall-clock bounds in the tests are multiplied by MI_TEST_SLOW: the
+# programs run about ten times slower under valgrind, two under the
+# sanitizers.  Tests whose point is speed or batching check what depends
+# on it only at full speed (MI_TEST_SLOW=1).
+if [ -z "${MI_TEST_SLOW:-}" ]; then
+	MI_TEST_SLOW=1
+	[ -n "${SANITIZE:-}" ] && MI_TEST_SLOW=2
+	[ -n "${VALGRIND:-}" ] && [ "$VALGRIND" != 0 ] && MI_TEST_SLOW=10
+fi
+export MI_TEST_SLOW
+
 PG_FSYNC=off pg_start "$MI_PG_DIR" "$MI_PG_PORT" || { echo "0 passed, 1 failed"; exit 1; }
 export MI_PG_BASE="postgresql://postgres@127.0.0.1:$MI_PG_PORT"
 "$PGBIN/psql" -q -X "$MI_PG_BASE/postgres" -c "CREATE DATABASE mi_template" >/dev/null

@@ -6,6 +6,8 @@ bats_load_library bats-support
 bats_load_library bats-assert
 
 PATH="$MI_BIN_DIR:$PATH"
+# The factor for wall-clock bounds (test/run.sh: 10 under valgrind).
+: "${MI_TEST_SLOW:=1}"
 PSQL=/usr/lib/postgresql/15/bin/psql
 
 # Each file gets a fresh database cloned from mi_template.
