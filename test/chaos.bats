@@ -7,7 +7,7 @@
 load test_helper
 
 @test "chaos: 200 jobs, 50 kill -9 of submit, poll, fetch and recover processes" {
-	run "$BATS_TEST_DIRNAME/chaos.sh" 200 50
+	CHAOS_LEASE_MS=$((2000 * MI_TEST_SLOW)) run "$BATS_TEST_DIRNAME/chaos.sh" 200 50
 	# the figures, and on a failure what failed, before the checks
 	printf '# %s\n' "${lines[@]}" | grep '^# chaos:' >&3 || true
 	[ "$status" -eq 0 ]

@@ -50,7 +50,7 @@ setup_file() {
 	export MI_MESHY_BASE_URL=$PROXY_URL/meshy \
 	    MI_NANO_BANANA_VIDEO_BASE_URL=$PROXY_URL/gemini \
 	    MI_ELEVENLABS_SFX_BASE_URL=$PROXY_URL/elevenlabs \
-	    MI_LEASE_MS=3000
+	    MI_LEASE_MS=$((3000 * MI_TEST_SLOW))
 }
 
 teardown_file() {

@@ -9,7 +9,7 @@ load jobs_helper
 
 setup_file() {
 	jobs_setup_file
-	export MI_LEASE_MS=1000
+	export MI_LEASE_MS=$((1000 * MI_TEST_SLOW))	# a slow build needs longer leases
 }
 
 teardown_file() {

@@ -92,7 +92,7 @@ inode() {
 
 @test "a re-send after kill -9 of the first pipeline: the job is taken over, no second create" {
 	local r d=$BATS_TEST_TMPDIR p1 p2 p3 i out
-	export MI_LEASE_MS=1000
+	export MI_LEASE_MS=$((1000 * MI_TEST_SLOW))
 	r=$(step resend 'killed then re-sent [slow:1500]')
 	mkfifo "$d/f1" "$d/f2"
 	mi-submit <<<"$r" >"$d/f1" 2>/dev/null &
