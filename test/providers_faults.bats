@@ -107,7 +107,7 @@ attempts() {
 
 @test "a slow job reports progress while it runs" {
 	run -0 pipeline <<<"$(req meshy model_3d 'slow [slow:800]' '{"refine":false}')"
-	run -0 job_sql "attempts >= 5 AND progress = 100" 'slow [slow:800]'
+	run -0 job_sql "attempts >= $((5 / MI_TEST_SLOW)) AND progress = 100" 'slow [slow:800]'
 	assert_output t
 }
 
