@@ -297,7 +297,7 @@ inode() {
 	    "$output"
 	# Still not done at the deadline: timed out after that one poll.
 	MI_MESHY_TIMEOUT_MS=500 run -1 \
-	    pipeline <<<"$(step later 'too late [slow:3000]')"
+	    pipeline <<<"$(step later 'too late [never]')"
 	jqok '.error.code == "TIMEOUT"' "$output"
 	run -0 run_step "$RUN_ID" later
 	jqok '.status == "failed" and .error.code == "TIMEOUT"' "$output"
