@@ -16,6 +16,15 @@ teardown_file() {
 	fake_stop
 }
 
+# A test that failed half-way leaves no worker of its own running (it
+# would hold bats' output open and work the next tests' jobs).
+teardown() {
+	local p
+	for p in $(jobs -p); do
+		kill "$p" 2>/dev/null || true
+	done
+}
+
 # A job of prompt $1 whose owner died: its lease lapsed a second ago.
 orphan() {
 	sql "UPDATE app.generation_jobs SET lease_owner = 'mi-poll@gone:1:dead',
