@@ -76,11 +76,11 @@ fstat() {
 }
 
 @test "meshy: preview passes PENDING/IN_PROGRESS to SUCCEEDED with a real GLB" {
-	id=$(meshy_preview "a prize wheel [slow:1500]")
+	id=$(meshy_preview "a prize wheel [slow:4000]")
 	[[ $id =~ ^[0-9a-f-]{36}$ ]]
 	first=$(mesh "$FAKE_URL/meshy/openapi/v2/text-to-3d/$id")
 	echo "$first" | jq -e '.status=="PENDING" and .progress==0 and .created_at>1700000000000 and .finished_at==0 and .model_urls=={}'
-	sleep 0.5
+	sleep 1
 	mid=$(mesh "$FAKE_URL/meshy/openapi/v2/text-to-3d/$id")
 	echo "$mid" | jq -e '.status=="IN_PROGRESS" and .progress>0 and .progress<100 and .started_at>0'
 	done=$(meshy_done "$id")
@@ -198,10 +198,10 @@ fstat() {
 
 @test "suno: TEXT_SUCCESS/FIRST_SUCCESS/SUCCESS with two MP3s; instrumental recorded" {
 	run -0 suno -X POST "$FAKE_URL/suno/api/v1/generate" \
-	    -d '{"customMode":true,"instrumental":true,"model":"V4_5","style":"synthwave [slow:1200]","title":"Night Drive","callBackUrl":"https://example.com/cb"}'
+	    -d '{"customMode":true,"instrumental":true,"model":"V4_5","style":"synthwave [slow:4000]","title":"Night Drive","callBackUrl":"https://example.com/cb"}'
 	echo "$output" | jq -e '.code==200 and .msg=="success"'
 	tid=$(echo "$output" | jq -r .data.taskId)
-	seen=$(for i in $(seq 1 100); do
+	seen=$(for i in $(seq 1 400); do
 		s=$(suno "$FAKE_URL/suno/api/v1/generate/record-info?taskId=$tid" | jq -r .data.status)
 		echo "$s"
 		[ "$s" = SUCCESS ] && break
@@ -301,7 +301,7 @@ fstat() {
 }
 
 @test "fal: queue submit, IN_QUEUE/IN_PROGRESS/COMPLETED, result with a file URL" {
-	run -0 fal -X POST "$FAKE_URL/fal/fal-ai/flux/dev" -d '{"prompt":"rusty metal panel [slow:1500]","image_size":{"width":512,"height":256}}'
+	run -0 fal -X POST "$FAKE_URL/fal/fal-ai/flux/dev" -d '{"prompt":"rusty metal panel [slow:4000]","image_size":{"width":512,"height":256}}'
 	rid=$(echo "$output" | jq -r .request_id)
 	echo "$output" | jq -e --arg u "$FAKE_URL/fal/fal-ai/flux/requests/$rid" \
 	    '.response_url==$u and .status_url==($u+"/status") and .cancel_url==($u+"/cancel")'
@@ -312,7 +312,7 @@ fstat() {
 	echo "${output% *}" | jq -e '.status=="IN_QUEUE"'
 	run -0 fal -w ' %{http_code}' "$rs"
 	assert_output --partial ' 400'
-	sleep 0.6
+	sleep 1.5
 	run -0 fal "$st?logs=1"
 	echo "$output" | jq -e '.status=="IN_PROGRESS" and (.logs|type=="array")'
 	run -0 poll_until '.status=="COMPLETED"' fal "$st"
