@@ -28,7 +28,7 @@ jobs_env() {
 	    MI_FAL_BASE_URL=$FAKE_URL/fal \
 	    MI_REPLICATE_BASE_URL=$FAKE_URL/replicate
 	for id in $PROVIDER_IDS; do
-		export "MI_${id}_POLL_INTERVAL_MS=50" "MI_${id}_TIMEOUT_MS=20000"
+		export "MI_${id}_POLL_INTERVAL_MS=50" "MI_${id}_TIMEOUT_MS=$((20000 * MI_TEST_SLOW))"
 	done
 	# Retries after 50 ms, not seconds; failures never cool a provider
 	# down unless a test asks.
