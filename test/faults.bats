@@ -327,6 +327,10 @@ outage() {
 	p="term $(uuid) [slow:100]"
 	req meshy model_3d "$p" '{"refine":false}' | mi-submit 2>/dev/null |
 	    mi-poll 2>/dev/null >"$BATS_TEST_TMPDIR/jobs"
+	# Counters from zero: the hang counted below is this mi-fetch's (the
+	# test before also hung a download; a slow mi-fetch not yet started
+	# would get the SIGTERM before its handler).
+	curl -sS -X POST "$PROXY_URL/_faultproxy/reset" >/dev/null
 	plan download hang '' 5
 	export MI_FETCH_STALL_S=30
 	mi-fetch <"$BATS_TEST_TMPDIR/jobs" >/dev/null 2>"$BATS_TEST_TMPDIR/err" &
