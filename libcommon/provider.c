@@ -174,6 +174,8 @@ apply_overrides(struct mi_provider *p, struct mi_err *err)
 		int numeric;
 	} fields[] = {
 		{ "BASE_URL", "base_url", 0 },
+		{ "API_URL", "api_url", 0 },
+		{ "LOST_CREATE", "lost_create", 0 },
 		{ "MODEL", "model", 0 },
 		{ "POLL_INTERVAL_MS", "poll_interval_ms", 1 },
 		{ "TIMEOUT_MS", "timeout_ms", 1 },
@@ -202,6 +204,11 @@ apply_overrides(struct mi_provider *p, struct mi_err *err)
 		p->meta = jv_object_set(p->meta, jv_string(fields[i].key),
 		    jv_number((double)v));
 	}
+	/* An operator's lost-create policy overrides the definition's. */
+	if (mi_json_str(p->meta, "lost_create", &s, 0, NULL) == 1 &&
+	    strcmp(s, "resend") != 0 && strcmp(s, "hold") != 0)
+		return mi_err_set(err, EX_CONFIG, "MI_%s_LOST_CREATE: '%.40s' "
+		    "is neither resend nor hold", p->id, s);
 	/* A base URL never ends in '/': requests add "/path". */
 	if (mi_json_str(p->meta, "base_url", &s, 0, NULL) == 1) {
 		size_t n = strlen(s);

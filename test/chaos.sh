@@ -120,7 +120,7 @@ if [ "$RATE" != 0 ]; then
 fi
 export MESHY_API_KEY=test-key-123 FAL_KEY=test-key-123 \
     ELEVENLABS_API_KEY=test-key-123
-export MI_MESHY_BASE_URL=$BASE/meshy MI_FAL_BASE_URL=$BASE/fal \
+export MI_MESHY_BASE_URL=$BASE/meshy MI_FAL_BASE_URL=$BASE/fal MI_FAL_API_URL=$BASE/falapi \
     MI_ELEVENLABS_SFX_BASE_URL=$BASE/elevenlabs
 for id in MESHY FAL ELEVENLABS_SFX; do
 	export "MI_${id}_POLL_INTERVAL_MS=100" "MI_${id}_TIMEOUT_MS=300000"

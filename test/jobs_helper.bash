@@ -25,7 +25,7 @@ jobs_env() {
 	    MI_SUNO_BASE_URL=$FAKE_URL/suno \
 	    MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs \
 	    MI_BLOCKADE_SKYBOX_BASE_URL=$FAKE_URL/blockade \
-	    MI_FAL_BASE_URL=$FAKE_URL/fal \
+	    MI_FAL_BASE_URL=$FAKE_URL/fal MI_FAL_API_URL=$FAKE_URL/falapi \
 	    MI_REPLICATE_BASE_URL=$FAKE_URL/replicate
 	for id in $PROVIDER_IDS; do
 		export "MI_${id}_POLL_INTERVAL_MS=50" "MI_${id}_TIMEOUT_MS=$((20000 * MI_TEST_SLOW))"

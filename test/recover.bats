@@ -206,14 +206,17 @@ creates() {
 }
 
 @test "a lost create at a provider that cannot be asked is sent again once, and a second loss fails the job" {
-	run -0 --separate-stderr mi-submit <<<"$(req fal image 'u1')"
-	# The create's answer never came: fal has no list of requests.
+	run -0 --separate-stderr mi-submit <<<"$(req elevenlabs-sfx audio_sfx 'u1')"
+	# The answer is lost with the process: nothing in the spool either.
+	rm -f "$ASSET_STORAGE_DIR/.spool/$(jq -r .id <<<"$output")".*
+	# The create's answer never came: ElevenLabs keeps no list of
+	# sound generations.
 	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    provider_job_id = NULL, submit_unknown = true
+	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true
 	    WHERE request->>'prompt' = 'u1'"
 	orphan u1
 	run -0 --separate-stderr mi-recover --once
-	jqok '.type == "image"' "$output"
+	jqok '.type == "audio_sfx"' "$output"
 	[ "$(creates u1)" -eq 2 ]
 	run -0 job_sql "submit_count || ' ' || (recovery @> '[{\"event\": \"create re-sent\"}]')" u1
 	assert_output '2 true'
@@ -225,6 +228,54 @@ creates() {
 	run -0 --separate-stderr mi-recover --once
 	jqok '.status == "failed" and (.error.message | test("not sent a third time"))' "$output"
 	[ "$(creates u1)" -eq 2 ]
+}
+
+@test "an operator's MI_<ID>_LOST_CREATE=hold keeps a lost create from being sent again" {
+	run -0 --separate-stderr mi-submit <<<"$(req elevenlabs-sfx audio_sfx 'u3')"
+	# The answer is lost with the process: nothing in the spool either.
+	rm -f "$ASSET_STORAGE_DIR/.spool/$(jq -r .id <<<"$output")".*
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true
+	    WHERE request->>'prompt' = 'u3'"
+	orphan u3
+	# A setting that is neither is named, and the job is left alone.
+	MI_ELEVENLABS_SFX_LOST_CREATE=sometimes run -75 --separate-stderr mi-recover --once
+	[[ "$stderr" == *"MI_elevenlabs-sfx_LOST_CREATE: 'sometimes' is neither resend nor hold"* ]]
+	[ "$(creates u3)" -eq 1 ]
+	MI_ELEVENLABS_SFX_LOST_CREATE=hold run -0 --separate-stderr mi-recover --once
+	jqok '.status == "failed" and (.error.message | test("held for an operator"))' "$output"
+	[ "$(creates u3)" -eq 1 ]
+	run -0 job_sql "recovery::text" u3
+	assert_output --partial "hold by the operator's setting, where the definition says resend"
+}
+
+@test "a lost fal submit is found in fal's request list by model and input, and polled, not sent again" {
+	run -0 --separate-stderr mi-submit <<<"$(req fal image 'u2' '{"width": 640}')"
+	run -0 job_sql "provider_job_id" u2
+	rid=$output
+	[ -n "$rid" ]
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    artifact_id = NULL, provider_job_id = NULL, provider_state = '{}',
+	    submit_unknown = true WHERE request->>'prompt' = 'u2'"
+	orphan u2
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "image"' "$output"
+	[ "$(creates u2)" -eq 1 ]
+	run -0 job_sql "provider_job_id || ' ' || submit_count || ' ' || (recovery @> '[{\"event\": \"create found\"}]')" u2
+	assert_output "$rid 1 true"
+	# A list entry of another input is not taken: the job whose sent
+	# input differs (here its width) is sent again, with the reason.
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    artifact_id = NULL, provider_job_id = NULL, provider_state = '{}',
+	    submit_unknown = true, recovery = '[]',
+	    request = jsonb_set(request, '{params,width}', '700')
+	    WHERE request->>'prompt' = 'u2'"
+	orphan u2
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "image"' "$output"
+	[ "$(creates u2)" -eq 2 ]
+	run -0 job_sql "recovery::text" u2
+	assert_output --partial "fal: the request list did not settle the create"
 }
 
 @test "two runs at once share the work: each job is done once" {

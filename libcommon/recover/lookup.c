@@ -345,9 +345,9 @@ static void
 by_policy(struct mi_recover *c, struct mi_provider *p, jv row)
 {
 	struct mi_err err = MI_ERR_INIT;
-	const char *id = NULL, *pol = "resend", *why = NULL;
-	char idbuf[40], reason[300], msg[400];
-	jv v, ev;
+	const char *id = NULL, *pol = "resend", *why = NULL, *op = NULL;
+	char idbuf[40], reason[300], msg[400], opbuf[8];
+	jv v, ev, meta;
 
 	mi_json_str(row, "id", &id, 0, NULL);
 	snprintf(idbuf, sizeof(idbuf), "%s", id);
@@ -359,6 +359,17 @@ by_policy(struct mi_recover *c, struct mi_provider *p, jv row)
 	} else
 		why = err.msg[0] ? err.msg : NULL;
 	snprintf(reason, sizeof(reason), "%s", why ? why : "no reason given");
+	/* The operator's choice (MI_<ID>_LOST_CREATE) comes first. */
+	meta = mi_provider_meta(p);
+	if (mi_json_str(meta, "lost_create", &op, 0, NULL) == 1 &&
+	    strcmp(op, pol) != 0) {
+		snprintf(reason, sizeof(reason), "%s by the operator's "
+		    "setting, where the definition says %s: %.200s", op, pol,
+		    why ? why : "no reason given");
+		snprintf(opbuf, sizeof(opbuf), "%s", op);
+		pol = opbuf;
+	}
+	jv_free(meta);
 	if (strcmp(pol, "resend") != 0 && strcmp(pol, "hold") != 0) {
 		snprintf(reason, sizeof(reason), "unknown policy '%.40s' (held "
 		    "to be safe): %.200s", pol, why ? why : "");
@@ -617,6 +628,10 @@ rec_unknown_create(struct mi_recover *c, jv row)
 	mi_json_num(row, "timeout_ms", &timeout, 0, NULL);
 	if (prov == NULL || (p = mi_provider_get(prov, &err)) == NULL) {
 		jv_free(row);
+		/* A definition or setting that does not load is the
+		 * operator's to fix: said at every turn, not only -v. */
+		rec_note(c, MI_NOTE_WARN, "job %s: left for later: %s", idbuf,
+		    err.msg[0] ? err.msg : "no provider");
 		rec_left(c, idbuf, err.msg);
 		return;
 	}

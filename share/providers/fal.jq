@@ -10,6 +10,8 @@ def provider: {
                 "model_3d"],
   transport: "http",
   base_url: "https://queue.fal.run",
+  # The Platform API, where a lost submit is looked up.
+  api_url: "https://api.fal.ai",
   auth: {header: "Authorization", prefix: "Key ", env: "FAL_KEY"},
   models: {image: "fal-ai/flux/dev", texture: "fal-ai/flux/dev",
            video: "fal-ai/wan-t2v", audio_sfx: "fal-ai/stable-audio",
@@ -22,6 +24,12 @@ def provider: {
 };
 
 def model: .provider.model // .provider.models[.request.media_type];
+# The queue's URLs of a request are under the model's app (its first
+# two path segments), whatever subpath the submit named.
+def app: model | split("/") | .[0:2] | join("/");
+def queue_url:
+  "\(.provider.base_url)/\(app)/requests/\(.job.provider_job_id)";
+def response_url: .job.provider_state.response_url // queue_url;
 
 def validate:
   (if .request.media_type == "model_3d" then
@@ -57,8 +65,9 @@ def submitted:
 
 def poll:
   if .job.provider_state.phase == "result" then
-    {method: "GET", url: .job.provider_state.response_url}
-  else {method: "GET", url: .job.provider_state.status_url} end;
+    {method: "GET", url: response_url}
+  else {method: "GET",
+        url: (.job.provider_state.status_url // "\(queue_url)/status")} end;
 
 def output:
   .images[0] // .image // .video // .model_mesh // .audio // .audio_file;
@@ -90,13 +99,60 @@ def polled:
             poll_now: true} end
     else progressing(if $b.status == "IN_PROGRESS" then 50 else 5 end) end;
 
-# Lost creates (mi-recover(1)): fal's queue finds a request by its id
-# only; a video is left to an operator, anything else sent again.
+# Lost creates (mi-recover(1)).  fal's Platform API lists an endpoint's
+# requests with their inputs (GET api.fal.ai/v1/models/requests/
+# by-endpoint, expand=payloads: {items, has_more, next_cursor}, newest
+# first by end time): a lost submit is the request of the job's model
+# whose input holds every field the submit sent, sent since the job's
+# create went out (two minutes of clock skew allowed).  A reference
+# image is not compared (the lookup has the request, not the image
+# sent), so a request without a prompt cannot be told from another.  A
+# request still queued or running is not listed, so one not found may
+# yet exist: a video is then left to an operator, anything else sent
+# again (the lookup waits for mi-recover's settle time first).
+def lookup:
+  ((.job.started_ms // 0) - 120000) as $since
+  | (.lookup.page // 1) as $page
+  | (submit.json | del(.image_url)) as $want
+  | if ($want.prompt // "") == "" then null
+    elif .response == null then
+      {method: "GET",
+       url: "\(.provider.api_url // "https://api.fal.ai")/v1/models/requests/by-endpoint",
+       query: ({endpoint_id: model, expand: "payloads", limit: 100,
+                start: ($since / 1000 | floor | todate)}
+               + (if $page > 1 and (.lookup.cursor | type) == "string"
+                  then {cursor: .lookup.cursor} else {} end))}
+    elif ok | not then http_failure
+    elif json_answer | not then unreadable
+    elif (.response.body.items | type) != "array" then unreadable
+    else
+      .response.body as $b
+      | [$b.items[] | objects
+         | . + {ms: ((.sent_at // .started_at // "") | iso_ms // 0)}
+         | select(.ms >= $since and (.request_id | type) == "string")
+         | select((.json_input | type) == "object")
+         | select(.json_input as $in | all($want | keys[]; $in[.] == $want[.]))]
+        as $found
+      | ($b.next_cursor | if type == "string" and . != "" then . else null end)
+        as $c
+      | if ($found | length) > 0 then
+          {status: "processing",
+           candidates: ($found | sort_by(.ms) | map(.request_id)),
+           state: {phase: "status"}}
+          + (if $c then {next: {page: ($page + 1), cursor: $c}} else {} end)
+        elif $c != null and $b.has_more != false then
+          {status: "unknown", next: {page: ($page + 1), cursor: $c}}
+        else
+          # Absent from the list proves nothing (the request may still
+          # run): lost_create decides.
+          {status: "unknown"}
+        end
+    end;
 def lost_create:
   if .request.media_type == "video" then
-    {policy: "hold", reason: "fal: the queue cannot be searched, and a video costs about $0.40"}
+    {policy: "hold", reason: "fal: the request list did not settle the create, and a video costs about $0.40"}
   else
-    {policy: "resend", reason: "fal: the queue cannot be searched; another costs about $\(cost)"}
+    {policy: "resend", reason: "fal: the request list did not settle the create; another costs about $\(cost)"}
   end;
 
 # Webhooks and cancel (mi-providers(5)).  fal signs each delivery with
@@ -117,8 +173,7 @@ def webhook:
       | polled
     end;
 def cancel:
-  if .job.provider_state.response_url then
-    {method: "PUT", url: "\(.job.provider_state.response_url)/cancel"}
+  if .job.provider_job_id then {method: "PUT", url: "\(response_url)/cancel"}
   else null end;
 # Removed from the queue before it ran: nothing to pay.
 def cancelled:

@@ -78,7 +78,7 @@ hookport=$(port)
 export SUNO_API_KEY=bench-key GEMINI_API_KEY=bench-key FAL_KEY=bench-key \
     REPLICATE_API_TOKEN=bench-key
 export MI_SUNO_BASE_URL=$url/suno MI_NANO_BANANA_VIDEO_BASE_URL=$url/gemini \
-    MI_FAL_BASE_URL=$url/fal MI_REPLICATE_BASE_URL=$url/replicate \
+    MI_FAL_BASE_URL=$url/fal MI_FAL_API_URL=$url/falapi MI_REPLICATE_BASE_URL=$url/replicate \
     MI_FAL_WEBHOOK_JWKS=$url/_fake/jwks.json
 for id in SUNO NANO_BANANA_VIDEO FAL REPLICATE; do
 	export "MI_${id}_POLL_INTERVAL_MS=$interval" \

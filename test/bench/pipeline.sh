@@ -34,7 +34,7 @@ psql() {
 export MI_SHAREDIR=$top/share ASSET_STORAGE_DIR=$tmp/store
 bench_fake --log /dev/null --job-ms 0 --no-log-polls --key bench-key
 export ELEVENLABS_API_KEY=bench-key FAL_KEY=bench-key
-export MI_ELEVENLABS_SFX_BASE_URL=$url/elevenlabs MI_FAL_BASE_URL=$url/fal
+export MI_ELEVENLABS_SFX_BASE_URL=$url/elevenlabs MI_FAL_BASE_URL=$url/fal MI_FAL_API_URL=$url/falapi
 for id in ELEVENLABS_SFX FAL; do
 	export "MI_${id}_POLL_INTERVAL_MS=100" "MI_${id}_CONCURRENCY=1000000"
 done

@@ -28,7 +28,7 @@ bench_fake --log "$tmp/fake.log" --no-log-polls --key bench-key
 export MESHY_API_KEY=bench-key SUNO_API_KEY=bench-key GEMINI_API_KEY=bench-key \
     FAL_KEY=bench-key
 export MI_MESHY_BASE_URL=$url/meshy MI_SUNO_BASE_URL=$url/suno \
-    MI_NANO_BANANA_VIDEO_BASE_URL=$url/gemini MI_FAL_BASE_URL=$url/fal
+    MI_NANO_BANANA_VIDEO_BASE_URL=$url/gemini MI_FAL_BASE_URL=$url/fal MI_FAL_API_URL=$url/falapi
 for id in MESHY SUNO NANO_BANANA_VIDEO FAL; do
 	export "MI_${id}_POLL_INTERVAL_MS=$interval" \
 	    "MI_${id}_TIMEOUT_MS=36000000" "MI_${id}_CONCURRENCY=1000000"

@@ -26,7 +26,7 @@ mkdir -p "$ASSET_STORAGE_DIR"
 bench_fake --log /dev/null --job-ms 300 --no-log-polls
 key=test-key-123
 export MESHY_API_KEY=$key FAL_KEY=$key ELEVENLABS_API_KEY=$key
-export MI_MESHY_BASE_URL=$url/meshy MI_FAL_BASE_URL=$url/fal \
+export MI_MESHY_BASE_URL=$url/meshy MI_FAL_BASE_URL=$url/fal MI_FAL_API_URL=$url/falapi \
     MI_ELEVENLABS_SFX_BASE_URL=$url/elevenlabs
 for id in MESHY FAL ELEVENLABS_SFX; do
 	export "MI_${id}_POLL_INTERVAL_MS=100" "MI_${id}_CONCURRENCY=50"

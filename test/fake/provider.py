@@ -2051,6 +2051,84 @@ def fal_result(ctx, job):
                    "timings": {"inference": round((job.duration or 0) / 1000.0, 3)}})
 
 
+# fal's Platform API (/falapi, for https://api.fal.ai): the requests of
+# an endpoint, with their inputs when expand=payloads.  Listed by end
+# time, newest first: a request still queued or running is not there.
+
+
+def falapi_cursor(n):
+    return base64.b64encode(str(n).encode()).decode()
+
+
+def route_falapi(ctx, parts):
+    fake = ctx.fake
+    ctx.provider = "fal"
+    ctx.event = "list"
+    a = ctx.hdr("Authorization") or ""
+    if parts != ["v1", "models", "requests", "by-endpoint"]:
+        return fal_err(404, "Not Found")
+    if ctx.method != "GET":
+        return fal_err(405, "Method Not Allowed")
+    if not a:
+        return fal_err(401, "Missing authorization header.")
+    if a[:4] != "Key " or a[4:].strip() != fake.key:
+        return fal_err(401, "No user found for Key ID and Secret.")
+    eps = [e for v in parse_qs(urlsplit(ctx.h.path).query).get("endpoint_id", [])
+           for e in v.split(",") if e]
+    if not eps:
+        return fal_err(422, [{"loc": ["query", "endpoint_id"], "msg": "Field required",
+                              "type": "missing"}])
+    try:
+        limit = int(ctx.q.get("limit") or 50)
+        skip = int(base64.b64decode(ctx.q["cursor"]).decode()) if ctx.q.get("cursor") else 0
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        return fal_err(422, [{"loc": ["query"], "msg": "Invalid limit or cursor",
+                              "type": "value_error"}])
+    if limit < 1 or limit > 100 or skip < 0:
+        return fal_err(422, [{"loc": ["query", "limit"], "msg": "Input should be between 1 and 100",
+                              "type": "less_than_equal"}])
+
+    def ms_of(name, default):
+        v = ctx.q.get(name)
+        if not v:
+            return default
+        try:
+            d = datetime.fromisoformat(v.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=timezone.utc)
+        return int(d.timestamp() * 1000)
+    now = int(time.time() * 1000)
+    start = ms_of("start", now - 86400000)
+    end = ms_of("end", now + 1)
+    if start is None or end is None:
+        return fal_err(422, [{"loc": ["query", "start"], "msg": "Input should be a valid datetime",
+                              "type": "datetime_parsing"}])
+    with fake.lock:
+        jobs = [j for j in fake.jobs.values() if j.provider == "fal"
+                and j.extra.get("model_path") in eps and j.phase()[1]]
+    rows = []
+    for j in jobs:
+        ended = j.at(1.0)
+        if start <= ended < end:
+            rows.append((ended, j))
+    rows.sort(key=lambda r: (r[0], r[1].seq), reverse=True)
+    page = rows[skip:skip + limit]
+    more = len(rows) > skip + limit
+    items = []
+    for ended, j in page:
+        it = {"request_id": j.id, "endpoint_id": j.extra["model_path"],
+              "sent_at": iso(j.wall0), "started_at": iso(j.at(0.3)),
+              "ended_at": iso(ended), "status_code": 422 if fal_error_of(j) else 200,
+              "duration": round((ended - j.wall0) / 1000.0, 3)}
+        if ctx.q.get("expand") == "payloads":
+            it["json_input"] = j.body
+        items.append(it)
+    return J(200, {"items": items, "has_more": more,
+                   "next_cursor": falapi_cursor(skip + limit) if more else None})
+
+
 # --------------------------------------------------------------------------
 # Replicate predictions (/replicate): official models by name, any model
 # by version, Prefer: wait (the create answers when the output is ready,
@@ -2240,6 +2318,7 @@ def rep_obj(ctx, job, done=False, peek=False):
 
 ROUTES = {"meshy": route_meshy, "gemini": route_gemini, "suno": route_suno,
           "elevenlabs": route_elevenlabs, "blockade": route_blockade, "fal": route_fal,
+          "falapi": route_falapi,
           "replicate": route_replicate, "files": route_files}
 
 
