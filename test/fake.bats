@@ -300,6 +300,35 @@ fstat() {
 	echo "$output" | jq -e '.request.error_message|length>0'
 }
 
+@test "fal: the Platform API lists an endpoint's finished requests with their inputs, a page at a time" {
+	local ep="fal-ai/list-$RANDOM" a b c out
+	a=$(fal -X POST "$FAKE_URL/fal/$ep" -d '{"prompt":"list one"}' | jq -r .request_id)
+	b=$(fal -X POST "$FAKE_URL/fal/$ep" -d '{"prompt":"list two","seed":7}' | jq -r .request_id)
+	c=$(fal -X POST "$FAKE_URL/fal/$ep" -d '{"prompt":"still running [never]"}' | jq -r .request_id)
+	run -0 poll_until '.items | length == 2' fal "$FAKE_URL/falapi/v1/models/requests/by-endpoint?endpoint_id=$ep"
+	# Finished only, newest end first; no payloads unless asked.
+	echo "$output" | jq -e --arg a "$a" --arg b "$b" '[.items[].request_id] | sort == ([$a, $b] | sort)'
+	echo "$output" | jq -e '.has_more == false and .next_cursor == null'
+	echo "$output" | jq -e '.items | all(has("json_input") | not)'
+	echo "$output" | jq -e --arg ep "$ep" '.items | all(.endpoint_id == $ep and (.sent_at | type) == "string" and .status_code == 200)'
+	run -0 fal "$FAKE_URL/falapi/v1/models/requests/by-endpoint?endpoint_id=$ep&expand=payloads&limit=1"
+	echo "$output" | jq -e '.items | length == 1'
+	echo "$output" | jq -e '.has_more == true and (.next_cursor | type) == "string"'
+	echo "$output" | jq -e '.items[0].json_input.prompt | startswith("list ")'
+	out=$(echo "$output" | jq -r .next_cursor)
+	run -0 fal "$FAKE_URL/falapi/v1/models/requests/by-endpoint?endpoint_id=$ep&expand=payloads&limit=1&cursor=$out"
+	echo "$output" | jq -e '.items | length == 1 and .[0].json_input.prompt != null'
+	echo "$output" | jq -e '.has_more == false'
+	echo "$output" | jq -e --arg c "$c" '[.items[].request_id] | index($c) == null'
+	# A start after the ends lists nothing; bad arguments and keys are refused.
+	run -0 fal "$FAKE_URL/falapi/v1/models/requests/by-endpoint?endpoint_id=$ep&start=2099-01-01T00:00:00Z"
+	echo "$output" | jq -e '.items == []'
+	run -0 curl -sS -w ' %{http_code}' -H "Authorization: Key $FAKE_KEY" "$FAKE_URL/falapi/v1/models/requests/by-endpoint"
+	assert_output --partial ' 422'
+	run -0 curl -sS -w ' %{http_code}' -H 'Authorization: Key bad' "$FAKE_URL/falapi/v1/models/requests/by-endpoint?endpoint_id=$ep"
+	assert_output --partial ' 401'
+}
+
 @test "fal: queue submit, IN_QUEUE/IN_PROGRESS/COMPLETED, result with a file URL" {
 	run -0 fal -X POST "$FAKE_URL/fal/fal-ai/flux/dev" -d '{"prompt":"rusty metal panel [slow:4000]","image_size":{"width":512,"height":256}}'
 	rid=$(echo "$output" | jq -r .request_id)

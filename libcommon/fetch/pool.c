@@ -624,6 +624,14 @@ failed(struct slot *s)
 static void stored(struct slot *s, struct mi_store_result *res);
 
 /*
+ * A download cut short or refused for a reason that may pass is tried
+ * again this many times, the waits doubling from MI_FETCH_BACKOFF_MS up
+ * to 30 s (about a minute in all by default): the result is paid for,
+ * and a network that loses one answer in five still gets it.
+ */
+#define DOWNLOAD_RETRIES 6
+
+/*
  * A download ended: stored, or tried again (transient failures and
  * truncation with backoff; a result that is gone once more, then afresh
  * from the provider), or failed.
@@ -674,9 +682,12 @@ after_load(struct slot *s)
 		}
 	} else if ((err->code == EX_TEMPFAIL || (err->code == EX_PROTOCOL &&
 	    strstr(err->msg, "truncated") != NULL) ||
-	    strstr(err->msg, "transfer closed") != NULL) && ++s->tries <= 3) {
+	    strstr(err->msg, "transfer closed") != NULL) &&
+	    ++s->tries <= DOWNLOAD_RETRIES) {
+		long long wait = (long long)c->backoff_ms << (s->tries - 1);
+
 		s->state = S_BACKOFF;
-		s->wake = mi_now_ms() + (c->backoff_ms << (s->tries - 1));
+		s->wake = mi_now_ms() + (wait < 30000 ? wait : 30000);
 		return;
 	}
 	failed(s);
