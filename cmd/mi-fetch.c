@@ -17,19 +17,14 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "artifact.h"
-#include "buf.h"
 #include "db.h"
 #include "err.h"
-#include "http.h"
+#include "fetch/pool.h"
 #include "inq.h"
-#include "jobs.h"
 #include "json.h"
-#include "probe.h"
 #include "provider.h"
-#include "steps.h"
+#include "runner.h"
 #include "store.h"
-#include "transport.h"
 #include "banned.h"
 
 static const char usage[] =
@@ -39,52 +34,6 @@ static const char usage[] =
     "  -v, --verbose  say more on stderr\n"
     "      --help     this text\n"
     "      --version  print the version";
-
-/* Records read ahead of the one written next, per download slot. */
-#define AHEAD	8
-
-/* Where a job record is on its way to its artifact. */
-enum {
-	S_TAKING,	/* waiting for another worker's lease */
-	S_LOADING,	/* its download is under way */
-	S_LOADED,	/* the download ended: r, err */
-	S_BACKOFF,	/* waiting to download again */
-	S_DONE		/* out is the record to write */
-};
-
-struct ctx;
-
-/* One input record, in the order of the input. */
-struct slot {
-	struct slot *next;
-	struct ctx *c;
-	int state;
-	jv job;			/* the record read, then the job's row */
-	jv out;
-	struct mi_provider *p;
-	struct mi_store_req req;
-	struct mi_store_tx *tx;
-	struct mi_fetch fetch;
-	char id[40], ext[16], tenant[256], run[40], type[128];
-	int held;		/* this worker holds the job's lease */
-	int checked;		/* the first chunk was looked at */
-	long long wake;		/* S_TAKING, S_BACKOFF: when to go on */
-	long long take_until;
-	int tries, gone, refreshed;
-	int r;			/* S_LOADED: the download's outcome */
-	long long received, content_length;
-	struct mi_err err;
-};
-
-struct ctx {
-	struct mi_db *db;
-	struct mi_store *st;
-	struct mi_http_multi *m;
-	struct slot *head, **tail;
-	int failed, config, jobs;
-	long long max_size, renewed;
-	long backoff_ms;
-};
 
 /* SIGTERM or SIGINT: the downloads under way are abandoned at once,
  * their jobs released, and mi-fetch exits 75. */
@@ -97,827 +46,27 @@ on_signal(int sig)
 }
 
 static void
-done(struct slot *s, jv out)
+out(void *arg, jv rec)
 {
-	jv_free(s->out);
-	s->out = out;
-	s->state = S_DONE;
+	(void)arg;
+	mi_json_write(stdout, rec);
 }
 
 static void
-emit_error(struct slot *s, jv rec, const char *code, const char *msg,
-    int retryable)
+noted(void *arg, int level, const char *msg)
 {
-	const char *id = "";
-
-	mi_json_str(rec, "id", &id, 0, NULL);
-	mi_warn("job %s: %s: %s", id, code, msg);
-	s->c->failed = 1;
-	if (strcmp(code, "CONFIG_ERROR") == 0)
-		s->c->config = 1;
-	done(s, mi_json_error(rec, code, msg, retryable));
+	(void)arg;
+	if (level == MI_NOTE_WARN)
+		mi_warn("%s", msg);
+	else if (level == MI_NOTE_INFO || mi_verbosity > 0)
+		fprintf(stderr, "%s: %s\n", mi_getprogname(), msg);
 }
 
-/* The ids of the jobs whose leases this worker holds. */
-static jv
-held_ids(struct ctx *c)
+static void __attribute__((noreturn))
+fatal(void *arg, const struct mi_err *err)
 {
-	jv ids = jv_array();
-	struct slot *s;
-
-	for (s = c->head; s; s = s->next)
-		if (s->held)
-			ids = jv_array_append(ids, jv_string(s->id));
-	return ids;
-}
-
-/* Renews every lease held, bytes or not: a slow or stalled transfer (or
- * one waiting while another job is probed) never loses its job.  soon:
- * before a probe or a fit, which stops everything else while it lasts;
- * leases renewed within the last tenth of a lease (at most a second)
- * still have nearly all of it left. */
-static void
-renew(struct ctx *c, int soon)
-{
-	struct mi_err err = MI_ERR_INIT;
-	long long now = mi_now_ms(), lease = mi_jobs_lease_ms();
-	long long age = soon ? (lease / 10 < 1000 ? lease / 10 : 1000) :
-	    lease / 3;
-	jv ids;
-
-	if (now - c->renewed <= age)
-		return;
-	c->renewed = now;
-	ids = held_ids(c);
-	if (jv_array_length(jv_copy(ids)) == 0) {
-		jv_free(ids);
-		return;
-	}
-	jv_free(mi_jobs_renew(c->db, ids, &err));
-}
-
-/* Chunks of the result into the store; an HTML page is refused before
- * anything is written. */
-static int
-sink(void *arg, const struct mi_http_resp *resp, const void *data,
-    size_t len, struct mi_err *err)
-{
-	struct slot *s = arg;
-
-	if (!s->checked) {
-		const char *p = data;
-		size_t i = 0;
-
-		s->checked = 1;
-		while (i < len && (p[i] == ' ' || p[i] == '\n' ||
-		    p[i] == '\r' || p[i] == '\t'))
-			i++;
-		if (strncasecmp(resp->content_type, "text/html", 9) == 0 ||
-		    (len - i >= 5 && (strncasecmp(p + i, "<html", 5) == 0 ||
-		    strncasecmp(p + i, "<!doc", 5) == 0)))
-			return mi_err_set(err, EX_PROTOCOL,
-			    "the result is an HTML page, not media");
-	}
-	return mi_store_write(s->tx, data, len, err);
-}
-
-static jv
-fetch_input(jv job)
-{
-	jv in = jv_object(), j = jv_object();
-	static const char *const keys[] = { "id", "media_type",
-		"provider_job_id", "provider_state", "attempts", "result_uri",
-		NULL };
-	int i;
-
-	for (i = 0; keys[i]; i++) {
-		jv v = jv_object_get(jv_copy(job), jv_string(keys[i]));
-
-		j = jv_object_set(j, jv_string(keys[i]), jv_is_valid(v) ? v :
-		    (jv_free(v), jv_null()));
-	}
-	in = jv_object_set(in, jv_string("request"),
-	    jv_object_get(jv_copy(job), jv_string("request")));
-	return jv_object_set(in, jv_string("job"), j);
-}
-
-static void
-got_outcome(void *arg, jv outcome)
-{
-	jv *out = arg;
-
-	jv_free(*out);
-	*out = outcome;
-}
-
-/*
- * Asks the provider for the job again, for a fresh result URL.  Returns
- * the job row with the new result, or jv_null() when the provider has
- * none to give.
- */
-static jv
-refresh(struct ctx *c, struct mi_provider *p, jv job)
-{
-	const struct mi_transport *t = mi_transport_of(p);
-	struct mi_err err = MI_ERR_INIT;
-	jv out = jv_null(), res, patch, row;
-	const char *id = NULL, *st = NULL;
-	struct mi_loop *l;
-	char uri[4200];
-
-	if (!t->polled || (l = mi_loop_new(&err)) == NULL)
-		return jv_null();
-	if (t->poll(l, p, fetch_input(job), NULL, got_outcome, &out, &err) ==
-	    0)
-		while (mi_loop_busy(l) > 0)
-			if (mi_loop_wait(l, NULL, 0, 1000, &err) == -1)
-				break;
-	mi_loop_free(l);
-	res = jv_object_get(jv_copy(out), jv_string("result"));
-	if (mi_json_str(out, "status", &st, 0, NULL) != 1 ||
-	    strcmp(st, "completed") != 0 ||
-	    jv_get_kind(res) != JV_KIND_OBJECT ||
-	    mi_json_str(res, "url", &st, 1, NULL) != 1) {
-		jv_free(res);
-		jv_free(out);
-		return jv_null();
-	}
-	snprintf(uri, sizeof(uri), "%s", st);
-	jv_free(out);
-	patch = jv_object_set(jv_object(), jv_string("result_uri"),
-	    jv_string(uri));
-	patch = jv_object_set(patch, jv_string("provider_state"),
-	    jv_object_set(jv_object(), jv_string("result"), res));
-	mi_json_str(job, "id", &id, 0, NULL);
-	row = mi_jobs_patch(c->db, id, patch, &err);
-	if (!jv_is_valid(row))
-		mi_die_err(&err);
-	return row;
-}
-
-static jv
-artifact_meta(jv job, struct mi_provider *p)
-{
-	jv m = jv_object(), meta = mi_provider_meta(p), st, res, pm;
-	static const char *const keys[] = { "provider_id", "provider_job_id",
-		"cost_usd", "cost_source", "media_type", "run_step_id",
-		"previous_job_id", NULL };
-	int i;
-
-	m = jv_object_set(m, jv_string("job_id"),
-	    jv_object_get(jv_copy(job), jv_string("id")));
-	for (i = 0; keys[i]; i++) {
-		jv v = jv_object_get(jv_copy(job), jv_string(keys[i]));
-
-		if (jv_is_valid(v))
-			m = jv_object_set(m, jv_string(keys[i]), v);
-		else
-			jv_free(v);
-	}
-	pm = jv_object_get(meta, jv_string("model"));
-	if (jv_get_kind(pm) == JV_KIND_STRING)
-		m = jv_object_set(m, jv_string("model"), pm);
-	else
-		jv_free(pm);
-	st = jv_object_get(jv_copy(job), jv_string("provider_state"));
-	res = jv_get_kind(st) == JV_KIND_OBJECT ?
-	    jv_object_get(st, jv_string("result")) : (jv_free(st), jv_null());
-	if (jv_get_kind(res) == JV_KIND_OBJECT) {
-		jv pmeta = jv_object_get(res, jv_string("metadata"));
-
-		if (jv_get_kind(pmeta) == JV_KIND_OBJECT)
-			m = jv_object_set(m, jv_string("provider"), pmeta);
-		else
-			jv_free(pmeta);
-	} else
-		jv_free(res);
-	return m;
-}
-
-/* Fails a job whose result cannot be used; returns its row. */
-static jv
-fail_job(struct ctx *c, const char *id, const char *code, const char *msg)
-{
-	struct mi_err err = MI_ERR_INIT;
-	jv p = jv_object(), row;
-
-	p = jv_object_set(p, jv_string("status"), jv_string("failed"));
-	p = jv_object_set(p, jv_string("error_code"), jv_string(code));
-	p = jv_object_set(p, jv_string("error_message"), jv_string(msg));
-	p = jv_object_set(p, jv_string("release"), jv_true());
-	row = mi_jobs_patch(c->db, id, p, &err);
-	if (!jv_is_valid(row))
-		mi_die_err(&err);
-	return row;
-}
-
-/* The artifact already linked to a job, as a record. */
-static jv
-linked_artifact(struct ctx *c, const char *artifact_id)
-{
-	struct mi_err err = MI_ERR_INIT;
-	const char *params[1] = { artifact_id };
-	jv a = mi_db_json1(c->db, "SELECT to_jsonb(a) FROM app.artifacts a"
-	    " WHERE a.id = $1::uuid", 1, params, &err);
-
-	if (!jv_is_valid(a))
-		mi_die_err(&err);
-	return mi_artifact_again(a);
-}
-
-static void
-release(struct ctx *c, struct slot *s)
-{
-	struct mi_err err = MI_ERR_INIT;
-
-	s->held = 0;
-	if (mi_jobs_release(c->db, jv_array_append(jv_array(),
-	    jv_string(s->id)), &err) == -1)
-		mi_die_err(&err);
-}
-
-/* The artifact a job got while this worker was fetching it, or null. */
-static jv
-stored_meanwhile(struct ctx *c, const char *id)
-{
-	struct mi_err err = MI_ERR_INIT;
-	const char *aid = NULL;
-	jv rows = mi_jobs_get(c->db, jv_array_append(jv_array(),
-	    jv_string(id)), &err), row, a = jv_null();
-
-	if (!jv_is_valid(rows))
-		mi_die_err(&err);
-	row = jv_array_length(jv_copy(rows)) > 0 ?
-	    jv_array_get(jv_copy(rows), 0) : jv_null();
-	jv_free(rows);
-	if (jv_get_kind(row) == JV_KIND_OBJECT &&
-	    mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1)
-		a = linked_artifact(c, aid);
-	jv_free(row);
-	return a;
-}
-
-static void begin(struct slot *s);
-static void start(struct slot *s);
-
-/*
- * Takes the job's lease; while another worker holds it, waits (2 leases
- * at most, trying every 500 ms) for that worker to store the result.
- */
-static void
-take(struct slot *s)
-{
-	struct ctx *c = s->c;
-	struct mi_err err = MI_ERR_INIT;
-	const char *owner = NULL, *aid = NULL;
-	jv rows, row;
-
-	mi_json_str(s->job, "lease_owner", &owner, 0, NULL);
-	rows = mi_jobs_take(c->db, jv_array_append(jv_array(),
-	    jv_array_append(jv_array_append(jv_array(), jv_string(s->id)),
-	    owner ? jv_string(owner) : jv_null())), 1, &err);
-	if (!jv_is_valid(rows))
-		mi_die_err(&err);
-	if (jv_array_length(jv_copy(rows)) > 0) {
-		jv_free(s->job);
-		s->job = jv_array_get(rows, 0);
-		s->held = 1;
-		start(s);
-		return;
-	}
-	jv_free(rows);
-	rows = mi_jobs_get(c->db, jv_array_append(jv_array(),
-	    jv_string(s->id)), &err);
-	if (!jv_is_valid(rows))
-		mi_die_err(&err);
-	row = jv_array_length(jv_copy(rows)) > 0 ?
-	    jv_array_get(jv_copy(rows), 0) : jv_null();
-	jv_free(rows);
-	if (jv_get_kind(row) == JV_KIND_OBJECT &&
-	    mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1) {
-		jv_free(s->job);
-		s->job = jv_null();
-		done(s, linked_artifact(c, aid));
-		jv_free(row);
-		return;
-	}
-	if (jv_get_kind(row) != JV_KIND_OBJECT || mi_now_ms() > s->take_until) {
-		jv_free(row);
-		emit_error(s, s->job, "TIMEOUT", "the job is held by another "
-		    "worker", 1);
-		s->job = jv_null();
-		return;
-	}
-	jv_free(row);
-	s->state = S_TAKING;
-	s->wake = mi_now_ms() + 500;
-}
-
-/* A record read: passed through, refused, or its job taken. */
-static void
-begin(struct slot *s)
-{
-	struct ctx *c = s->c;
-	const char *st = NULL, *aid = NULL, *id = NULL;
-	jv job = s->job, art;
-
-	s->job = jv_null();
-	s->tries = s->gone = s->refreshed = 0;
-	if (mi_json_has_error(job)) {
-		c->failed = 1;
-		done(s, job);
-		return;
-	}
-	if (mi_step_is_artifact(job)) {
-		/* A step answered with its artifact (stored before, or from
-		 * the step cache): nothing to fetch. */
-		done(s, job);
-		return;
-	}
-	if (jv_get_kind(job) != JV_KIND_OBJECT ||
-	    mi_json_str(job, "id", &id, 1, NULL) != 1 ||
-	    mi_json_str(job, "status", &st, 1, NULL) != 1) {
-		if (jv_get_kind(job) != JV_KIND_OBJECT)
-			job = jv_object_set(jv_object(), jv_string("job"), job);
-		emit_error(s, job, "VALIDATION_ERROR",
-		    "not a job record (no id or status)", 0);
-		return;
-	}
-	snprintf(s->id, sizeof(s->id), "%s", id);
-	if (strcmp(st, "failed") == 0 || strcmp(st, "timed_out") == 0) {
-		const char *code = "PROVIDER_ERROR", *msg = "the job failed";
-
-		mi_json_str(job, "error_code", &code, 0, NULL);
-		mi_json_str(job, "error_message", &msg, 0, NULL);
-		c->failed = 1;
-		done(s, mi_json_error(job, code, msg, 0));
-		return;
-	}
-	if (strcmp(st, "completed") != 0) {
-		char msg[80];
-
-		snprintf(msg, sizeof(msg), "the job is %s, not completed", st);
-		emit_error(s, job, "VALIDATION_ERROR", msg, 0);
-		return;
-	}
-	if (mi_json_str(job, "artifact_id", &aid, 0, NULL) == 1) {
-		art = linked_artifact(c, aid);
-		if (jv_get_kind(art) == JV_KIND_OBJECT) {
-			jv_free(job);
-			done(s, art);
-			return;
-		}
-		jv_free(art);
-	}
-	s->job = job;
-	s->take_until = mi_now_ms() + 2 * mi_jobs_lease_ms();
-	take(s);
-}
-
-/* The job just taken: its provider and the names of its result. */
-static int
-prepare(struct slot *s)
-{
-	struct mi_err err = MI_ERR_INIT;
-	const char *prov = NULL, *v = NULL;
-	jv r;
-
-	mi_json_str(s->job, "provider_id", &prov, 0, NULL);
-	if ((s->p = mi_provider_get(prov, &err)) == NULL) {
-		release(s->c, s);
-		emit_error(s, s->job, "CONFIG_ERROR", err.msg, 0);
-		s->job = jv_null();
-		return -1;
-	}
-	/* The row may be replaced (a fresh result URL): copy its names. */
-	memset(&s->req, 0, sizeof(s->req));
-	s->tenant[0] = s->run[0] = s->type[0] = s->ext[0] = '\0';
-	if (mi_json_str(s->job, "tenant_id", &v, 1, NULL) == 1)
-		snprintf(s->tenant, sizeof(s->tenant), "%s", v);
-	if (mi_json_str(s->job, "run_id", &v, 1, NULL) == 1)
-		snprintf(s->run, sizeof(s->run), "%s", v);
-	if (mi_json_str(s->job, "artifact_type", &v, 0, NULL) == 1 ||
-	    mi_json_str(s->job, "media_type", &v, 1, NULL) == 1)
-		snprintf(s->type, sizeof(s->type), "%s", v);
-	s->req.tenant = s->tenant;
-	s->req.run = s->run;
-	s->req.type = s->type;
-	r = jv_object_get(jv_object_get(jv_copy(s->job),
-	    jv_string("provider_state")), jv_string("result"));
-	if (jv_get_kind(r) == JV_KIND_OBJECT) {
-		const char *e = NULL;
-
-		if (mi_json_str(r, "ext", &e, 0, NULL) == 1 &&
-		    mi_mime_by_ext(e) != NULL)
-			snprintf(s->ext, sizeof(s->ext), "%s", e);
-	}
-	jv_free(r);
-	s->req.declared_ext = s->ext[0] ? s->ext : NULL;
-	s->req.from_provider = 1;
-	s->req.max_size = s->c->max_size;
-	return 0;
-}
-
-/* The download's end (on the multi handle, or at once for a spool file). */
-static void
-loaded(void *arg, int r, struct mi_http_resp *resp, struct mi_err *err)
-{
-	struct slot *s = arg;
-
-	s->r = r;
-	if (r == -1)
-		s->err = *err;
-	s->received = resp->received;
-	s->content_length = resp->content_length;
-	s->state = S_LOADED;
-}
-
-/* Starts (or starts again) the download of a job held. */
-static void
-start(struct slot *s)
-{
-	struct mi_err err = MI_ERR_INIT;
-	const char *uri = NULL;
-
-	if (s->p == NULL && prepare(s) == -1)
-		return;
-	s->state = S_LOADED;
-	s->r = -1;
-	s->checked = 0;
-	mi_json_str(s->job, "result_uri", &uri, 0, NULL);
-	if (uri == NULL) {
-		mi_err_set(&s->err, EX_PROTOCOL, "the job has no result");
-		return;
-	}
-	if ((s->tx = mi_store_begin(s->c->st, &s->req, &s->err)) == NULL)
-		return;
-	s->state = S_LOADING;
-	if (mi_transport_fetch_start(s->c->m, &s->fetch, s->p, fetch_input(s->job), uri,
-	    sink, s, loaded, &err) == -1) {
-		s->state = S_LOADED;
-		s->err = err;
-	}
-}
-
-/* The result can't be stored (now): fail the job or leave it for
- * another try. */
-static void
-failed(struct slot *s)
-{
-	struct ctx *c = s->c;
-	struct mi_err *err = &s->err;
-	jv a = err->code == EX_NOINPUT ? stored_meanwhile(c, s->id) :
-	    jv_null();
-	const char *code = err->code == EX_IOERR ||
-	    err->code == EX_CANTCREAT ? "STORAGE_ERROR" :
-	    err->code == EX_CONFIG ? "CONFIG_ERROR" :
-	    err->code == EX_TEMPFAIL ? "PROVIDER_UNAVAILABLE" :
-	    "PROVIDER_ERROR";
-
-	/* A worker that took the job over while this one was fetching
-	 * stored and linked it, then removed the spool file. */
-	if (jv_get_kind(a) == JV_KIND_OBJECT) {
-		s->held = 0;
-		jv_free(s->job);
-		s->job = jv_null();
-		done(s, a);
-		return;
-	}
-	jv_free(a);
-	if (err->code == EX_NOINPUT)
-		mi_err_prefix(err, "the result is gone");
-	/* A result that came and cannot be used fails the job; one that
-	 * may come later keeps it for another try. */
-	if (err->code == EX_PROTOCOL || err->code == EX_NOINPUT ||
-	    err->code == EX_DATAERR) {
-		jv f = fail_job(c, s->id, code, err->msg);
-
-		s->held = 0;
-		if (jv_get_kind(f) == JV_KIND_OBJECT) {
-			jv_free(s->job);
-			s->job = f;
-		} else
-			jv_free(f);
-	} else
-		release(c, s);
-	emit_error(s, s->job, code, err->msg, err->code == EX_TEMPFAIL ||
-	    err->code == EX_IOERR);
-	s->job = jv_null();
-}
-
-static void stored(struct slot *s, struct mi_store_result *res);
-
-/*
- * A download cut short or refused for a reason that may pass is tried
- * again this many times, the waits doubling from MI_FETCH_BACKOFF_MS up
- * to 30 s (about a minute in all by default): the result is paid for,
- * and a network that loses one answer in five still gets it.
- */
-#define DOWNLOAD_RETRIES 6
-
-/*
- * A download ended: stored, or tried again (transient failures and
- * truncation with backoff; a result that is gone once more, then afresh
- * from the provider), or failed.
- */
-static void
-after_load(struct slot *s)
-{
-	struct ctx *c = s->c;
-	struct mi_store_result res;
-	struct mi_err *err = &s->err;
-	int r = s->r;
-
-	if (r == 0 && s->received == 0)
-		r = mi_err_set(err, EX_PROTOCOL, "the result is empty");
-	if (r == 0 && s->content_length >= 0 &&
-	    s->received != s->content_length)
-		r = mi_err_set(err, EX_PROTOCOL, "the result is truncated "
-		    "(%lld of %lld bytes)", s->received, s->content_length);
-	if (r == -1 && s->tx)
-		mi_store_abort(s->tx);
-	else if (r == 0)
-		r = mi_store_commit(s->tx, &res, err);
-	s->tx = NULL;
-	if (r == 0) {
-		stored(s, &res);
-		return;
-	}
-	if (err->code == EX_NOINPUT) {
-		if (++s->gone <= 1) {
-			s->state = S_BACKOFF;
-			s->wake = mi_now_ms() + c->backoff_ms;
-			return;
-		}
-		if (!s->refreshed) {
-			jv row = refresh(c, s->p, s->job);
-
-			s->refreshed = 1;
-			if (jv_get_kind(row) == JV_KIND_OBJECT) {
-				mi_verbose("job %s: fetching a fresh result URL",
-				    s->id);
-				jv_free(s->job);
-				s->job = row;
-				s->gone = 0;
-				start(s);
-				return;
-			}
-			jv_free(row);
-		}
-	} else if ((err->code == EX_TEMPFAIL || (err->code == EX_PROTOCOL &&
-	    strstr(err->msg, "truncated") != NULL) ||
-	    strstr(err->msg, "transfer closed") != NULL) &&
-	    ++s->tries <= DOWNLOAD_RETRIES) {
-		long long wait = (long long)c->backoff_ms << (s->tries - 1);
-
-		s->state = S_BACKOFF;
-		s->wake = mi_now_ms() + (wait < 30000 ? wait : 30000);
-		return;
-	}
-	failed(s);
-}
-
-/* A strict request's result misses it: the job fails and the next
- * provider of its chain makes it again (probe.h), in the same place of
- * the output. */
-static void
-strict_refused(struct slot *s, const char *msg)
-{
-	struct mi_err err = MI_ERR_INIT;
-	jv f = fail_job(s->c, s->id, "PROVIDER_ERROR", msg), next;
-
-	s->held = 0;
-	mi_warn("job %s: %s", s->id, msg);
-	next = mi_probe_next(s->c->db, f, &err);
-	if (!jv_is_valid(next))
-		mi_die_err(&err);
-	jv_free(s->job);
-	s->job = jv_null();
-	s->p = NULL;
-	if (jv_get_kind(next) == JV_KIND_OBJECT) {
-		jv_free(f);
-		s->job = next;
-		begin(s);
-		return;
-	}
-	jv_free(next);
-	s->c->failed = 1;
-	done(s, mi_json_error(f, "PROVIDER_ERROR", msg, 0));
-}
-
-/* The result is in the store: probe it, record the artifact, link it. */
-static void
-stored(struct slot *s, struct mi_store_result *res)
-{
-	struct ctx *c = s->c;
-	struct mi_err err = MI_ERR_INIT;
-	const char *uri = NULL, *artid = NULL;
-	jv extra, art, p2, linked, job = s->job;
-	int link_ok;
-
-	extra = jv_object();
-	extra = jv_object_set(extra, jv_string("skill_id"),
-	    jv_object_get(jv_copy(job), jv_string("skill_id")));
-	extra = jv_object_set(extra, jv_string("metadata"),
-	    artifact_meta(job, s->p));
-	extra = jv_object_set(extra, jv_string("run_step_id"),
-	    jv_object_get(jv_copy(job), jv_string("run_step_id")));
-	extra = jv_object_set(extra, jv_string("job_id"), jv_string(s->id));
-	extra = jv_object_set(extra, jv_string("cache_hit"), jv_false());
-	/* Facts, warnings, a model fitted to its budget (probe.h).  The
-	 * leases are renewed first: nothing else runs while a probe or a
-	 * fit lasts. */
-	renew(c, 1);
-	switch (mi_probe_stored(c->db, c->st, &s->req, res, jv_object_get(
-	    jv_copy(job), jv_string("request")), &extra, &err)) {
-	case -1:
-		jv_free(extra);
-		release(c, s);
-		mi_die_err(&err);
-	case 1:
-		jv_free(extra);
-		strict_refused(s, err.msg);
-		return;
-	}
-	art = mi_artifact_record(c->db, &s->req, res, extra, &err);
-	if (!jv_is_valid(art)) {
-		release(c, s);
-		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE)
-			mi_die_err(&err);
-		emit_error(s, job, "STORAGE_ERROR", err.msg, 0);
-		s->job = jv_null();
-		return;
-	}
-	mi_json_str(art, "id", &artid, 1, NULL);
-	p2 = jv_object_set(jv_object(), jv_string("artifact_id"),
-	    jv_string(artid));
-	p2 = jv_object_set(p2, jv_string("release"), jv_true());
-	linked = mi_jobs_patch(c->db, s->id, p2, &err);
-	if (!jv_is_valid(linked))
-		mi_die_err(&err);
-	s->held = 0;
-	/* A lease lost meanwhile: the job's new holder links the same
-	 * stored bytes, and needs the spool file for it. */
-	link_ok = jv_get_kind(linked) == JV_KIND_OBJECT;
-	jv_free(linked);
-	/* Only a stored result enters the step cache. */
-	if (mi_step_cache_put(c->db, s->id, artid, &err) == -1)
-		mi_die_err(&err);
-	if (link_ok && mi_json_str(job, "result_uri", &uri, 0, NULL) == 1 &&
-	    strncmp(uri, "file://", 7) == 0)
-		unlink(uri + 7);
-	{
-		double cost = 0;
-		const char *src = "estimate";
-
-		mi_json_num(job, "cost_usd", &cost, 0, NULL);
-		mi_json_str(job, "cost_source", &src, 0, NULL);
-		fprintf(stderr, "mi-fetch: job %s: stored %s (%lld bytes%s), "
-		    "cost $%.4f (%s)\n", s->id, res->rel, res->size,
-		    res->deduplicated ? ", deduplicated" : "", cost, src);
-	}
-	{
-		jv m = jv_object_get(jv_copy(art), jv_string("metadata"));
-		jv w = jv_get_kind(m) == JV_KIND_OBJECT ?
-		    jv_object_get(m, jv_string("warnings")) :
-		    (jv_free(m), jv_null());
-		int i, n = jv_get_kind(w) == JV_KIND_ARRAY ?
-		    jv_array_length(jv_copy(w)) : 0;
-
-		for (i = 0; i < n; i++) {
-			jv e = jv_array_get(jv_copy(w), i);
-			const char *code = "", *msg = "";
-
-			mi_json_str(e, "code", &code, 0, NULL);
-			mi_json_str(e, "message", &msg, 0, NULL);
-			mi_warn("job %s: %s: %s", s->id, code, msg);
-			jv_free(e);
-		}
-		jv_free(w);
-	}
-	jv_free(job);
-	s->job = jv_null();
-	done(s, art);
-}
-
-static void
-slot_free(struct slot *s)
-{
-	if (s->tx)
-		mi_store_abort(s->tx);
-	jv_free(s->job);
-	jv_free(s->out);
-	free(s);
-}
-
-/* Writes the records done at the head of the queue, in input order. */
-static void
-flush(struct ctx *c)
-{
-	struct mi_err err = MI_ERR_INIT;
-	struct slot *s;
-
-	/* Group commit: the rows these records report durable first. */
-	if ((s = c->head) != NULL && s->state == S_DONE &&
-	    mi_db_durable(c->db, &err) == -1)
-		mi_die_err(&err);
-	while ((s = c->head) != NULL && s->state == S_DONE) {
-		c->head = s->next;
-		if (c->head == NULL)
-			c->tail = &c->head;
-		mi_json_write(stdout, s->out);
-		s->out = jv_null();
-		slot_free(s);
-	}
-}
-
-static struct slot *
-slot_add(struct ctx *c, jv rec)
-{
-	struct slot *s = calloc(1, sizeof(*s));
-
-	if (s == NULL)
-		mi_die(EX_OSERR, "out of memory");
-	s->c = c;
-	s->job = rec;
-	s->out = jv_null();
-	s->state = S_TAKING;
-	*c->tail = s;
-	c->tail = &s->next;
-	return s;
-}
-
-/* Runs what is due: timers ended, downloads ended.  Returns the time of
- * the next timer (at most 200 ms away). */
-static long long
-step(struct ctx *c)
-{
-	long long now = mi_now_ms(), next = now + 200;
-	struct slot *s;
-	int again = 1;
-
-	renew(c, 0);
-	while (again && !stop) {
-		again = 0;
-		for (s = c->head; s && !stop; s = s->next) {
-			if (s->state == S_LOADED) {
-				after_load(s);
-				again = 1;
-			} else if ((s->state == S_TAKING ||
-			    s->state == S_BACKOFF) && s->wake <= mi_now_ms()) {
-				if (s->state == S_TAKING)
-					take(s);
-				else
-					start(s);
-				again = 1;
-			}
-		}
-	}
-	for (s = c->head; s; s = s->next)
-		if ((s->state == S_TAKING || s->state == S_BACKOFF) &&
-		    s->wake < next)
-			next = s->wake;
-	return next;
-}
-
-/* Stopped by a signal: every download abandoned, its job released.
- * Records done behind one that is not are left unwritten (their jobs
- * are stored: a run again gives their artifacts). */
-static void
-stop_all(struct ctx *c)
-{
-	struct mi_err err = MI_ERR_INIT;
-	struct mi_buf names;
-	struct slot *s;
-	jv ids;
-	int n;
-
-	mi_http_multi_free(c->m);
-	c->m = NULL;
-	ids = held_ids(c);
-	n = jv_array_length(jv_copy(ids));
-	mi_buf_init(&names, 0);
-	for (s = c->head; s; s = s->next)
-		if (s->held) {
-			mi_buf_adds(&names, names.len ? ", " : "");
-			mi_buf_adds(&names, s->id);
-			s->held = 0;
-		}
-	if (n > 0 && mi_jobs_release(c->db, ids, &err) == -1)
-		mi_warn("%s", err.msg);
-	else if (n == 0)
-		jv_free(ids);
-	if (n > 0)
-		fprintf(stderr, "mi-fetch: stopped by signal %d; job%s %s "
-		    "released\n", (int)stop, n > 1 ? "s" : "", names.buf);
-	else
-		fprintf(stderr, "mi-fetch: stopped by signal %d\n", (int)stop);
-	mi_buf_release(&names);
-	while ((s = c->head) != NULL) {
-		c->head = s->next;
-		slot_free(s);
-	}
-	c->tail = &c->head;
+	(void)arg;
+	mi_die_err(err);
 }
 
 int
@@ -930,10 +79,14 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
+	struct mi_fetch_pool_opts o = { 4, 4LL << 30, 1000, &stop, out, noted,
+	    fatal, NULL };
 	struct mi_err err = MI_ERR_INIT;
-	struct ctx c;
+	struct mi_fetch_pool_stats st;
+	struct mi_fetch_pool *pool;
+	struct mi_store *store;
 	struct mi_inq *q;
-	struct slot *s;
+	struct mi_db *db;
 	const char *sj = NULL, *sv;
 	unsigned long long v;
 	int ch, eof = 0;
@@ -954,8 +107,6 @@ main(int argc, char **argv)
 		    argv[optind]);
 		mi_usage(usage, EX_USAGE);
 	}
-	memset(&c, 0, sizeof(c));
-	c.jobs = 4;
 	if (sj == NULL && (sv = getenv("MI_FETCH_JOBS")) != NULL && *sv)
 		sj = sv;
 	if (sj != NULL) {
@@ -964,7 +115,7 @@ main(int argc, char **argv)
 			    sj);
 			mi_usage(usage, EX_USAGE);
 		}
-		c.jobs = (int)v;
+		o.jobs = (int)v;
 	}
 	signal(SIGPIPE, SIG_IGN);
 	{
@@ -976,42 +127,36 @@ main(int argc, char **argv)
 		sigaction(SIGTERM, &sa, NULL);
 		sigaction(SIGINT, &sa, NULL);
 	}
-	c.max_size = 4LL << 30;
 	if ((sv = getenv("MI_FETCH_MAX_BYTES")) != NULL &&
 	    mi_parse_uint(sv, 1, 1ULL << 50, &v) == 0)
-		c.max_size = (long long)v;
-	c.backoff_ms = 1000;
+		o.max_size = (long long)v;
 	if ((sv = getenv("MI_FETCH_BACKOFF_MS")) != NULL &&
 	    mi_parse_uint(sv, 0, 600000, &v) == 0)
-		c.backoff_ms = (long)v;
-	c.tail = &c.head;
-	c.renewed = mi_now_ms();
-	if ((c.st = mi_store_open(NULL, &err)) == NULL ||
-	    (c.db = mi_db_open(NULL, &err)) == NULL ||
-	    (c.m = mi_http_multi_new(c.jobs, &err)) == NULL ||
+		o.backoff_ms = (long)v;
+	if ((store = mi_store_open(NULL, &err)) == NULL ||
+	    (db = mi_db_open(NULL, &err)) == NULL ||
+	    (pool = mi_fetch_pool_new(db, store, &o, &err)) == NULL ||
 	    (q = mi_inq_start(stdin, &err)) == NULL)
 		mi_die_err(&err);
 	if (((sv = getenv("MI_GROUP_COMMIT")) == NULL || strcmp(sv, "0") != 0) &&
-	    mi_db_group_commit(c.db, &err) == -1)
+	    mi_db_group_commit(db, &err) == -1)
 		mi_die_err(&err);
 	for (;;) {
-		int busy = 0, all = 0, want, fd = mi_inq_fd(q), k;
+		int want, fd = mi_inq_fd(q), k;
 		long long next;
 		jv rec;
 
-		next = step(&c);
-		flush(&c);
+		next = mi_fetch_pool_step(pool);
+		mi_fetch_pool_flush(pool);
 		if (stop)
 			break;
-		for (s = c.head; s; s = s->next, all++)
-			busy += s->state != S_DONE;
-		if (eof && c.head == NULL)
+		if (eof && mi_fetch_pool_count(pool) == 0)
 			break;
-		want = !eof && busy < c.jobs && all < AHEAD * c.jobs;
-		if (mi_http_multi_wait(c.m, want ? &fd : NULL, want, next -
+		want = !eof && mi_fetch_pool_room(pool);
+		if (mi_fetch_pool_wait(pool, want ? &fd : NULL, want, next -
 		    mi_now_ms(), &err) == -1)
 			mi_die_err(&err);
-		while (want && !stop && busy < c.jobs && all < AHEAD * c.jobs &&
+		while (want && !stop && mi_fetch_pool_room(pool) &&
 		    (k = mi_inq_next(q, &rec, &err)) != 0) {
 			if (k == 2) {
 				eof = 1;
@@ -1019,25 +164,22 @@ main(int argc, char **argv)
 			}
 			if (k == -2)
 				mi_die_err(&err);
-			s = slot_add(&c, k == 1 ? rec : jv_null());
 			if (k == -1)
-				emit_error(s, jv_object(), "INVALID_JSON",
-				    err.msg, 0);
+				mi_fetch_pool_add_invalid(pool, err.msg);
 			else
-				begin(s);
-			busy += s->state != S_DONE;
-			all++;
+				mi_fetch_pool_add(pool, rec);
 		}
 	}
 	if (stop)
-		stop_all(&c);
+		mi_fetch_pool_stop(pool);
+	mi_fetch_pool_stats(pool, &st);
 	mi_inq_free(q);
-	mi_http_multi_free(c.m);
+	mi_fetch_pool_free(pool);
 	mi_provider_free_all();
-	mi_db_close(c.db);
-	mi_store_close(c.st);
+	mi_db_close(db);
+	mi_store_close(store);
 	mi_close_stdout();
 	if (stop)
 		return EX_TEMPFAIL;
-	return c.config ? EX_CONFIG : c.failed ? 1 : 0;
+	return st.config ? EX_CONFIG : st.failed ? 1 : 0;
 }
