@@ -76,7 +76,8 @@ read_records(struct mi_bundle *b, void (*take)(struct mi_bundle *, jv))
 		if (r == -2)
 			mi_die_err(&err);
 		if (r == -1) {
-			mi_bundle_error(b, jv_object(), "INVALID_JSON", err.msg);
+			mi_bundle_error(b, jv_object(), "INVALID_JSON",
+			    err.msg);
 			continue;
 		}
 		if (mi_json_has_error(rec)) {

@@ -51,7 +51,8 @@ walk_template(struct mi_bundle *c, const char *dir, const char *prefix)
 			d->d_name) >= sizeof(path) ||
 		    (size_t)snprintf(name, sizeof(name), "%s%s", prefix,
 			d->d_name) >= sizeof(name))
-			bnd_die(c, EX_DATAERR, "template path too long: '%s'", dir);
+			bnd_die(c, EX_DATAERR, "template path too long: '%s'",
+			    dir);
 		if (lstat(path, &sb) == -1)
 			bnd_die(c, EX_IOERR, "unable to stat '%s': %s", path,
 			    strerror(errno));
@@ -109,7 +110,8 @@ iso_time(long long t, char *out, size_t outsz)
 
 /* The BundleManifest of the files gathered so far. */
 static jv
-bundle_manifest(struct mi_bundle *c, const char *template_id, const char *version)
+bundle_manifest(struct mi_bundle *c, const char *template_id,
+    const char *version)
 {
 	static const char *const kinds[] = { "images", "audio", "video",
 		"models", "configs", NULL };

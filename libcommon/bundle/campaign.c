@@ -136,8 +136,8 @@ mi_bundle_campaign_begin(struct mi_bundle *c, const char *path)
 	jv_free(v);
 	v = jv_object_get(jv_copy(conf), jv_string("campaign_id"));
 	if (jv_get_kind(v) != JV_KIND_STRING)
-		bnd_die(c, EX_DATAERR, "campaign '%s': missing key 'campaign_id'",
-		    path);
+		bnd_die(c, EX_DATAERR,
+		    "campaign '%s': missing key 'campaign_id'", path);
 	jv_free(v);
 	c->conf = conf;
 	c->artifacts = jv_array();

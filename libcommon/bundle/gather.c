@@ -473,8 +473,8 @@ bnd_temp_file(struct mi_bundle *c)
 
 /* Stores fd's content as type for the bundle's tenant and run. */
 void
-bnd_store_and_record(struct mi_bundle *c, int fd, const char *type, const char *ext,
-    jv extra)
+bnd_store_and_record(struct mi_bundle *c, int fd, const char *type,
+    const char *ext, jv extra)
 {
 	struct mi_err err = MI_ERR_INIT;
 	struct mi_store_req req;
@@ -499,6 +499,7 @@ bnd_store_and_record(struct mi_bundle *c, int fd, const char *type, const char *
 		mi_bundle_error(c, jv_object(), "STORAGE_ERROR", err.msg);
 		return;
 	}
-	bnd_note(c, MI_BUNDLE_VERBOSE, "%s %s", res.deduplicated ? "found" : "stored", res.rel);
+	bnd_note(c, MI_BUNDLE_VERBOSE, "%s %s",
+	    res.deduplicated ? "found" : "stored", res.rel);
 	bnd_out(c, art);
 }

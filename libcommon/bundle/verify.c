@@ -117,8 +117,8 @@ bnd_check_game_config(jv cfg, const char *where, jv *problems)
 	if (mi_game_config_check(cfg, &b) > 0)
 		for (line = strtok_r(b.buf, "\n", &save); line != NULL;
 		     line = strtok_r(NULL, "\n", &save))
-			bnd_problem(problems, "VALIDATION_ERROR", "%s: %s", where,
-			    line);
+			bnd_problem(problems, "VALIDATION_ERROR", "%s: %s",
+			    where, line);
 	mi_buf_release(&b);
 }
 
@@ -135,8 +135,8 @@ verify_bundle(int fd, long long size, jv *problems, int *checked)
 
 	if ((z = mi_zip_open(mi_zip_read_fd, &fd, (uint64_t)size, &err)) ==
 	    NULL) {
-		bnd_problem(problems, "VALIDATION_ERROR", "not a servable zip: %s",
-		    err.msg);
+		bnd_problem(problems, "VALIDATION_ERROR",
+		    "not a servable zip: %s", err.msg);
 		return;
 	}
 	for (i = 0; i < mi_zip_count(z); i++) {
@@ -174,7 +174,8 @@ verify_bundle(int fd, long long size, jv *problems, int *checked)
 	jv_free(v);
 	files = jv_object_get(jv_copy(m), jv_string("files"));
 	if (jv_get_kind(files) != JV_KIND_ARRAY) {
-		bnd_problem(problems, "VALIDATION_ERROR", "bundle.json: no files");
+		bnd_problem(problems, "VALIDATION_ERROR",
+		    "bundle.json: no files");
 		jv_free(files);
 		files = jv_array();
 	}
@@ -207,8 +208,8 @@ verify_bundle(int fd, long long size, jv *problems, int *checked)
 			    "'%.40s' is not 16 hex digits",
 			    path, ck);
 		else if (entry_sha256(fd, e, hex, &err) == -1)
-			bnd_problem(problems, "INVALID_HASH", "'%.200s': %s", path,
-			    err.msg);
+			bnd_problem(problems, "INVALID_HASH", "'%.200s': %s",
+			    path, err.msg);
 		else if (strncmp(hex, ck, 16) != 0)
 			bnd_problem(problems, "INVALID_HASH",
 			    "'%.200s': checksum %s does not match the content "
@@ -272,7 +273,8 @@ verify_ref(struct mi_bundle *c, jv ref, const char *where, const char *tenant,
 		    "%s: checksum '%.80s' is not "
 		    "sha256: and 64 hex digits",
 		    where, ck ? ck : "?");
-	if (bnd_uri_asset(uri, &p, &err) == -1 || strcmp(p.tenant, tenant) != 0 ||
+	if (bnd_uri_asset(uri, &p, &err) == -1 ||
+	    strcmp(p.tenant, tenant) != 0 ||
 	    (fd = bnd_open_stored(c, &p)) == -1 ||
 	    !bnd_artifact_known(c, tenant, p.hash)) {
 		bnd_problem(problems, "MISSING_ASSET",
@@ -283,7 +285,8 @@ verify_ref(struct mi_bundle *c, jv ref, const char *where, const char *tenant,
 	}
 	if (bnd_sha256_fd(fd, hex, &size, &err) == -1) {
 		close(fd);
-		bnd_problem(problems, "STORAGE_ERROR", "%s: %s", where, err.msg);
+		bnd_problem(problems, "STORAGE_ERROR", "%s: %s", where,
+		    err.msg);
 		return;
 	}
 	if (ck != NULL && mi_manifest_hash_ok(ck) && strcmp(ck + 7, hex) != 0)
@@ -363,7 +366,8 @@ verify_manifest(struct mi_bundle *c, jv m, const char *tenant, jv *problems,
 			{
 				if (jv_get_kind(col) != JV_KIND_STRING ||
 				    !mi_css_colour_ok(jv_string_value(col)))
-					bnd_problem(problems, "VALIDATION_ERROR",
+					bnd_problem(problems,
+					    "VALIDATION_ERROR",
 					    "branding.colors.%s: not a CSS "
 					    "colour",
 					    jv_string_value(k));
@@ -394,7 +398,8 @@ bnd_verdict(struct mi_bundle *c, jv out, jv problems, int checked)
 	msg = jv_object_get(first, jv_string("message"));
 	out = jv_object_set(out, jv_string("verified"), jv_false());
 	out = jv_object_set(out, jv_string("problems"), problems);
-	bnd_note(c, MI_BUNDLE_WARN, "%s: %s", jv_string_value(code), jv_string_value(msg));
+	bnd_note(c, MI_BUNDLE_WARN, "%s: %s", jv_string_value(code),
+	    jv_string_value(msg));
 	mi_json_write(stdout,
 	    mi_json_error(out, jv_string_value(code), jv_string_value(msg), 0));
 	jv_free(code);
