@@ -568,8 +568,8 @@ start(struct slot *s)
 	if ((s->tx = mi_store_begin(s->c->st, &s->req, &s->err)) == NULL)
 		return;
 	s->state = S_LOADING;
-	if (mi_transport_fetch_start(s->c->m, &s->fetch, s->p, fetch_input(s->job), uri,
-	    sink, s, loaded, &err) == -1) {
+	if (mi_transport_fetch_start(s->c->m, &s->fetch, s->p,
+	    fetch_input(s->job), uri, sink, s, loaded, &err) == -1) {
 		s->state = S_LOADED;
 		s->err = err;
 	}

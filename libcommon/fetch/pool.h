@@ -9,8 +9,8 @@
  * linked to its job.  Up to jobs downloads run at once; the leases of
  * every job held are renewed while they last, stalled or not.  A
  * transient failure or a truncated result is tried again with backoff
- * (6 times, the waits doubling up to 30 s), a result that is gone once more and then afresh from the
- * provider (a new result URL).
+ * (6 times, the waits doubling up to 30 s), a result that is gone once
+ * more and then afresh from the provider (a new result URL).
  *
  * Records leave through out, each consumed by it, in the order they came
  * in (a record done waits for those before it), and only after the rows
