@@ -9,8 +9,8 @@
  * linked to its job.  Up to jobs downloads run at once; the leases of
  * every job held are renewed while they last, stalled or not.  A
  * transient failure or a truncated result is tried again with backoff
- * (6 times, the waits doubling up to 30 s), a result that is gone once more and then afresh from the
- * provider (a new result URL).
+ * (6 times, the waits doubling up to 30 s), a result that is gone once
+ * more and then afresh from the provider (a new result URL).
  *
  * Records leave through out, each consumed by it, in the order they came
  * in (a record done waits for those before it), and only after the rows
@@ -29,6 +29,9 @@
  *
  * One pool per process, on one thread; db and st are borrowed (they
  * outlive the pool).  Every jv given to the pool is consumed.
+ *
+ * The pool's code is in fetch/, one file per part (fetch/fetch.h lists
+ * them); this header is all that callers see.
  */
 #ifndef MI_FETCH_POOL_H
 #define MI_FETCH_POOL_H
@@ -91,7 +94,8 @@ int mi_fetch_pool_wait(struct mi_fetch_pool *c, const int *fds, int nfds,
  * After *stop: every download abandoned and its job released (a note
  * names them), every record in hand dropped.  Records done behind one
  * that is not are not written: their jobs are stored, and a run again
- * gives their artifacts.
+ * gives their artifacts.  Only mi_fetch_pool_stats and
+ * mi_fetch_pool_free may follow.
  */
 void mi_fetch_pool_stop(struct mi_fetch_pool *c);
 void mi_fetch_pool_stats(const struct mi_fetch_pool *c,
