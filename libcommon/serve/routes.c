@@ -447,6 +447,7 @@ serve_metrics(struct mi_serve *s, const struct mi_http_req *req,
 {
 	struct mi_buf b = MI_BUF_INIT;
 	struct mi_httpd_stats st;
+	struct mi_httpd *h;
 	const char *auth;
 	size_t i, n;
 	char *text;
@@ -464,7 +465,14 @@ serve_metrics(struct mi_serve *s, const struct mi_http_req *req,
 		not_found(s, req, r, R_NO_CREDENTIALS);
 		return;
 	}
-	mi_httpd_stats(s->httpd, &st);
+	/* Set once the workers run: a request in that first moment is
+	 * answered without the counters. */
+	h = atomic_load_explicit(&s->httpd, memory_order_acquire);
+	if (h == NULL) {
+		text_answer(s, req, r, 503, "starting\n");
+		return;
+	}
+	mi_httpd_stats(h, &st);
 	mi_buf_adds(&b, "# HELP mi_serve_requests_total Requests answered, "
 	    "by status.\n# TYPE mi_serve_requests_total counter\n");
 	for (code = 100; code < 600; code++)
@@ -688,7 +696,7 @@ fail:
 void
 mi_serve_set_httpd(struct mi_serve *s, struct mi_httpd *h)
 {
-	s->httpd = h;
+	atomic_store_explicit(&s->httpd, h, memory_order_release);
 }
 
 const char *

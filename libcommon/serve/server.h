@@ -53,7 +53,7 @@ struct mi_serve {
 	size_t norigins;
 	const char *metrics_token;
 	int metrics_loopback;	/* MI_METRICS_LOOPBACK=1 */
-	struct mi_httpd *httpd;
+	struct mi_httpd *_Atomic httpd;	/* set once the server runs */
 	atomic_llong refused[R_NREFUSAL];
 	pthread_mutex_t lock;	/* the tenant table and the caches list */
 	struct tenant_stat **tenants;
