@@ -52,23 +52,6 @@ out(void *arg, jv rec)
 	mi_json_write(stdout, rec);
 }
 
-static void
-noted(void *arg, int level, const char *msg)
-{
-	(void)arg;
-	if (level == MI_NOTE_WARN)
-		mi_warn("%s", msg);
-	else if (level == MI_NOTE_INFO || mi_verbosity > 0)
-		fprintf(stderr, "%s: %s\n", mi_getprogname(), msg);
-}
-
-static void __attribute__((noreturn))
-fatal(void *arg, const struct mi_err *err)
-{
-	(void)arg;
-	mi_die_err(err);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -79,8 +62,8 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct mi_fetch_pool_opts o = { 4, 4LL << 30, 1000, &stop, out, noted,
-	    fatal, NULL };
+	struct mi_fetch_pool_opts o = { 4, 4LL << 30, 1000, &stop, out,
+	    mi_note_cb, mi_die_cb, NULL };
 	struct mi_err err = MI_ERR_INIT;
 	struct mi_fetch_pool_stats st;
 	struct mi_fetch_pool *pool;

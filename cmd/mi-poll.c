@@ -79,10 +79,7 @@ static void
 note(void *arg, int level, const char *msg)
 {
 	clear_progress(arg);
-	if (level == MI_NOTE_WARN)
-		mi_warn("%s", msg);
-	else if (level == MI_NOTE_INFO || mi_verbosity > 0)
-		fprintf(stderr, "%s: %s\n", mi_getprogname(), msg);
+	mi_note(level, msg);
 }
 
 /* One line, rewritten in place, at most once a second. */

@@ -49,23 +49,6 @@ out(void *arg, jv rec)
 	mi_json_write(stdout, rec);
 }
 
-static void
-noted(void *arg, int level, const char *msg)
-{
-	(void)arg;
-	if (level == MI_NOTE_WARN)
-		mi_warn("%s", msg);
-	else if (level == MI_NOTE_INFO || mi_verbosity > 0)
-		fprintf(stderr, "%s: %s\n", mi_getprogname(), msg);
-}
-
-static void __attribute__((noreturn))
-fatal(void *arg, const struct mi_err *err)
-{
-	(void)arg;
-	mi_die_err(err);
-}
-
 /* The mi-fetch beside this program, or else the one on PATH. */
 static void
 fetch_program(char *prog, size_t progsz)
@@ -99,8 +82,8 @@ main(int argc, char **argv)
 		{ "watch", no_argument, NULL, 'w' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct mi_recover_opts o = { 1, 2, 1000, NULL, &stop, out, noted,
-	    fatal, NULL };
+	struct mi_recover_opts o = { 1, 2, 1000, NULL, &stop, out,
+	    mi_note_cb, mi_die_cb, NULL };
 	struct mi_err err = MI_ERR_INIT;
 	struct mi_recover_stats st;
 	struct mi_recover *rc;

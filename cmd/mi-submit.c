@@ -62,16 +62,6 @@ emit(void *arg, jv rec, int passed)
 	mi_json_write(stdout, rec);
 }
 
-static void
-note(void *arg, int level, const char *msg)
-{
-	(void)arg;
-	if (level == MI_NOTE_WARN)
-		mi_warn("%s", msg);
-	else if (level == MI_NOTE_INFO || mi_verbosity > 0)
-		fprintf(stderr, "%s: %s\n", mi_getprogname(), msg);
-}
-
 int
 main(int argc, char **argv)
 {
@@ -82,7 +72,7 @@ main(int argc, char **argv)
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct mi_runner_opts ro = { 0, 0, emit, note, NULL };
+	struct mi_runner_opts ro = { 0, 0, emit, mi_note_cb, NULL };
 	struct mi_err err = MI_ERR_INIT;
 	struct ctx c = { 0, 0 };
 	struct mi_runner *r;

@@ -190,6 +190,29 @@ mi_warn(const char *fmt, ...)
 }
 
 void
+mi_note(int level, const char *msg)
+{
+	if (level == MI_NOTE_WARN)
+		mi_warn("%s", msg);
+	else if (level == MI_NOTE_INFO || mi_verbosity > 0)
+		fprintf(stderr, "%s: %s\n", mi_getprogname(), msg);
+}
+
+void
+mi_note_cb(void *arg, int level, const char *msg)
+{
+	(void)arg;
+	mi_note(level, msg);
+}
+
+void
+mi_die_cb(void *arg, const struct mi_err *err)
+{
+	(void)arg;
+	mi_die_err(err);
+}
+
+void
 mi_verbose(const char *fmt, ...)
 {
 	va_list ap;

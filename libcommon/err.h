@@ -44,6 +44,20 @@ void mi_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void mi_verbose(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern int mi_verbosity;
 
+/* The levels of the notes libcommon's engines hand their command. */
+enum {
+	MI_NOTE_INFO,		/* always shown: costs */
+	MI_NOTE_VERBOSE,	/* with -v */
+	MI_NOTE_WARN
+};
+/* For commands: a note on standard error (a warning as mi_warn, info
+ * always, verbose with -v); as a note callback (arg unused). */
+void mi_note(int level, const char *msg);
+void mi_note_cb(void *arg, int level, const char *msg);
+/* For commands: a fatal-error callback (arg unused): mi_die_err. */
+void mi_die_cb(void *arg, const struct mi_err *err)
+    __attribute__((noreturn));
+
 /* "usage: ..." to stderr, exit 64; or to stdout, exit 0 for --help. */
 void mi_usage(const char *usage, int status) __attribute__((noreturn));
 void mi_version(void) __attribute__((noreturn));

@@ -25,12 +25,6 @@
 #include "db.h"
 #include "err.h"
 
-enum {
-	MI_NOTE_INFO,		/* always shown: costs */
-	MI_NOTE_VERBOSE,	/* with -v */
-	MI_NOTE_WARN
-};
-
 struct mi_runner_opts {
 	int final;		/* to a final state; else until submitted */
 	int no_wait;		/* a job finding no free slot stays queued */
