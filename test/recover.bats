@@ -278,6 +278,24 @@ creates() {
 	assert_output --partial "fal: the request list did not settle the create"
 }
 
+@test "a lost Blockade skybox create is found in its request history and driven on, not sent again" {
+	run -0 --separate-stderr mi-submit <<<"$(req blockade-skybox environment_map 'u4')"
+	run -0 job_sql "provider_job_id" u4
+	rid=$output
+	[ -n "$rid" ]
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    artifact_id = NULL, provider_job_id = NULL, provider_state = '{}',
+	    submit_unknown = true WHERE request->>'prompt' = 'u4'"
+	orphan u4
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "environment_map"' "$output"
+	# The skybox and its export, no second skybox: the task found is
+	# the one the first create made.
+	[ "$(creates u4)" -eq 2 ]
+	run -0 job_sql "(recovery @> '[{\"event\": \"create found\", \"provider_job_id\": \"$rid\"}]')" u4
+	assert_output "t"
+}
+
 @test "two runs at once share the work: each job is done once" {
 	local i in=
 	for i in $(seq 1 12); do
