@@ -710,5 +710,5 @@ mi_step_cache_put(struct mi_db *db, const char *job_id,
 {
 	const char *params[2] = { job_id, artifact_id };
 
-	return mi_db_exec(db, cache_put_sql, 2, params, NULL, err);
+	return mi_db_defer(db, cache_put_sql, 2, params, err);
 }

@@ -100,7 +100,8 @@ int mi_step_end(struct mi_db *db, int ok, struct mi_err *err);
  * After job_id's result was stored as artifact_id: the step cache entry
  * of the job's step, unless its cache is off or the job is not of the
  * step's current attempt.  A global entry is replaced only by another
- * global one (or once expired).
+ * global one (or once expired).  Inside a transaction it is sent with
+ * the next statement (mi_db_defer).
  */
 int mi_step_cache_put(struct mi_db *db, const char *job_id,
     const char *artifact_id, struct mi_err *err);

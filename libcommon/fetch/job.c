@@ -433,8 +433,16 @@ stored(struct slot *s, struct mi_store_result *res)
 		strict_refused(s, err.msg);
 		return;
 	}
+	/* The artifact row, its link to the job and the step cache entry
+	 * commit together: one commit, and no row without the others. */
+	if (mi_db_begin(c->db, &err) == -1) {
+		jv_free(extra);
+		fetch_release(c, s);
+		fetch_fatal(c, &err);
+	}
 	art = mi_artifact_record(c->db, &s->req, res, extra, &err);
 	if (!jv_is_valid(art)) {
+		mi_db_rollback(c->db);
 		fetch_release(c, s);
 		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE)
 			fetch_fatal(c, &err);
@@ -447,16 +455,20 @@ stored(struct slot *s, struct mi_store_result *res)
 	    jv_string(artid));
 	p2 = jv_object_set(p2, jv_string("release"), jv_true());
 	linked = mi_jobs_patch(c->db, s->id, p2, &err);
-	if (!jv_is_valid(linked))
+	/* Only a stored result enters the step cache (sent with the
+	 * commit). */
+	if (!jv_is_valid(linked) ||
+	    mi_step_cache_put(c->db, s->id, artid, &err) == -1 ||
+	    mi_db_commit(c->db, &err) == -1) {
+		jv_free(linked);
+		mi_db_rollback(c->db);
 		fetch_fatal(c, &err);
+	}
 	s->held = 0;
 	/* A lease lost meanwhile: the job's new holder links the same
 	 * stored bytes, and needs the spool file for it. */
 	link_ok = jv_get_kind(linked) == JV_KIND_OBJECT;
 	jv_free(linked);
-	/* Only a stored result enters the step cache. */
-	if (mi_step_cache_put(c->db, s->id, artid, &err) == -1)
-		fetch_fatal(c, &err);
 	if (link_ok && mi_json_str(job, "result_uri", &uri, 0, NULL) == 1 &&
 	    strncmp(uri, "file://", 7) == 0)
 		unlink(uri + 7);

@@ -15,7 +15,8 @@
 #
 # usage: sh test/bench/pipeline.sh [N] [WORKERS]
 #   env TENANTS=one|many, MIX=both|sync (sound effects only),
-#   MI_BENCH_KEEP=1 keeps the working directory
+#   STATEMENTS=1 also prints the statements mi ran, by calls per job
+#   (pg_stat_statements), MI_BENCH_KEEP=1 keeps the working directory
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,10 +28,14 @@ tenants=${TENANTS:-one}
 mix=${MIX:-both}
 
 bench_init pipeline
+[ -z "${STATEMENTS:-}" ] ||
+	export PG_EXTRA_OPTS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
 bench_pg
 psql() {
 	"$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$DATABASE_URL" "$@"
 }
+[ -z "${STATEMENTS:-}" ] ||
+	psql -c "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
 export MI_SHAREDIR=$top/share ASSET_STORAGE_DIR=$tmp/store
 bench_fake --log /dev/null --job-ms 0 --no-log-polls --key bench-key
 export ELEVENLABS_API_KEY=bench-key FAL_KEY=bench-key
@@ -123,6 +128,14 @@ echo "CPU per job: mi programs $(echo "scale=2; ($m1 - $m0) * 1000 / $n" | bc) m
     "PostgreSQL $(echo "scale=2; ($p1 - $p0) * 1000 / $hz / $n" | bc) ms," \
     "fake provider $(echo "scale=2; ($k1 - $k0) * 1000 / $hz / $n" | bc) ms" \
     "($(nproc) cores: $(echo "scale=2; $(nproc) * $secs * 1000 / $n" | bc) ms of CPU a job at this rate)"
+if [ -n "${STATEMENTS:-}" ]; then
+	psql -c "SELECT round(calls::numeric / $n, 2) AS per_job,
+	    round(total_exec_time::numeric / $n, 3) AS ms_job,
+	    round(total_plan_time::numeric / $n, 3) AS plan_ms_job,
+	    left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS statement
+	  FROM pg_stat_statements WHERE calls >= $n / 20
+	  ORDER BY total_exec_time + total_plan_time DESC LIMIT 25"
+fi
 if [ "$done" -ne "$n" ]; then
 	echo "mi: $((n - done)) jobs not stored; errors:" >&2
 	cat "$tmp"/*.err | sort | uniq -c | sort -rn | head -5 >&2

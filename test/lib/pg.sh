@@ -84,7 +84,7 @@ pg_start() {
 		    { cat "$_d/initdb.log" >&2; return 1; }
 	fi
 	as_pg "$PGBIN/pg_ctl" -D "$_d/data" -l "$_d/server.log" -w -t 60 \
-	    -o "-p $_p -k $_d/sock -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-on} -c max_connections=300" \
+	    -o "-p $_p -k $_d/sock -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-on} -c max_connections=300 ${PG_EXTRA_OPTS:-}" \
 	    start >/dev/null || { cat "$_d/server.log" >&2; return 1; }
 }
 
