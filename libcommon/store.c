@@ -41,6 +41,7 @@ struct mi_store_tx {
 	unsigned char head[HEAD_SIZE];
 	size_t headlen;
 	long long size;
+	int adopted;		/* fd is the caller's file, linked as it is */
 };
 
 /* Backoff before retry i (1-based): 20, 80, 320 ms. */
@@ -219,8 +220,8 @@ check_req(const struct mi_store_req *req, struct mi_err *err)
 	return 0;
 }
 
-struct mi_store_tx *
-mi_store_begin(struct mi_store *st, const struct mi_store_req *req,
+static struct mi_store_tx *
+begin_dir(struct mi_store *st, const struct mi_store_req *req,
     struct mi_err *err)
 {
 	struct mi_store_tx *tx;
@@ -249,6 +250,19 @@ mi_store_begin(struct mi_store *st, const struct mi_store_req *req,
 		mi_store_abort(tx);
 		return NULL;
 	}
+	if ((tx->h = mi_sha256_new(err)) == NULL) {
+		mi_store_abort(tx);
+		return NULL;
+	}
+	return tx;
+}
+
+/* The unnamed file new content is written to, in tx's objects. */
+static int
+open_tmp(struct mi_store_tx *tx, struct mi_err *err)
+{
+	int i;
+
 	for (i = 0; i <= RETRIES; i++) {
 		if (i > 0)
 			backoff(i);
@@ -280,7 +294,43 @@ mi_store_begin(struct mi_store *st, const struct mi_store_req *req,
 		if (err->code != EX_IOERR)
 			break;
 	}
-	if (tx->fd == -1 || (tx->h = mi_sha256_new(err)) == NULL) {
+	return tx->fd == -1 ? -1 : 0;
+}
+
+struct mi_store_tx *
+mi_store_begin(struct mi_store *st, const struct mi_store_req *req,
+    struct mi_err *err)
+{
+	struct mi_store_tx *tx = begin_dir(st, req, err);
+
+	if (tx && open_tmp(tx, err) == -1) {
+		mi_store_abort(tx);
+		return NULL;
+	}
+	return tx;
+}
+
+struct mi_store_tx *
+mi_store_begin_adopt(struct mi_store *st, const struct mi_store_req *req,
+    const char *path, struct mi_err *err)
+{
+	struct mi_store_tx *tx = begin_dir(st, req, err);
+	struct stat fsb, dsb;
+	int fd;
+
+	if (tx == NULL)
+		return NULL;
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd != -1 && fstat(fd, &fsb) == 0 && S_ISREG(fsb.st_mode) &&
+	    stat(tx->objdir, &dsb) == 0 && fsb.st_dev == dsb.st_dev &&
+	    fsb.st_uid == geteuid()) {
+		tx->fd = fd;
+		tx->adopted = 1;
+		return tx;
+	}
+	if (fd != -1)
+		close(fd);
+	if (open_tmp(tx, err) == -1) {
 		mi_store_abort(tx);
 		return NULL;
 	}
@@ -351,7 +401,8 @@ mi_store_write(struct mi_store_tx *tx, const void *data, size_t len,
 		    tx->req.max_size);
 	take_head(tx, data, len);
 	mi_sha256_update(tx->h, data, len);
-	if (write_at(tx->fd, data, len, tx->size, tx->objdir, err) == -1)
+	if (!tx->adopted &&
+	    write_at(tx->fd, data, len, tx->size, tx->objdir, err) == -1)
 		return -1;
 	tx->size += (long long)len;
 	return 0;
@@ -426,6 +477,13 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 	if (fstat(tx->fd, &sb) == -1 || (long long)sb.st_size != tx->size) {
 		mi_err_set(err, EX_SOFTWARE, "stored size differs from the "
 		    "hashed size in '%s'", tx->objdir);
+		goto fail;
+	}
+	/* An adopted file gets the mode of the store's files (mi-serve may
+	 * run as another user). */
+	if (tx->adopted && fchmod(tx->fd, 0644) == -1) {
+		storage_err(err, "set the mode of a file for", tx->objdir,
+		    errno);
 		goto fail;
 	}
 	for (i = 0; fsync(tx->fd) == -1; ) {

@@ -56,6 +56,16 @@ int mi_store_write(struct mi_store_tx *tx, const void *data, size_t len,
 int mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
     struct mi_err *err);	/* frees tx, success or not */
 void mi_store_abort(struct mi_store_tx *tx);
+/*
+ * The same for a file that is already whole on the store's filesystem
+ * (a spool file): its bytes are written to tx as they are read from path,
+ * which are hashed and checked as usual, but not copied; the commit links
+ * path's own inode into place.  The caller must never write to path again
+ * (it may remove it).  A file on another filesystem, or not a regular
+ * file of this user, is copied as by mi_store_begin.
+ */
+struct mi_store_tx *mi_store_begin_adopt(struct mi_store *st,
+    const struct mi_store_req *req, const char *path, struct mi_err *err);
 
 /*
  * Whole file descriptor.  A regular file is copied in the kernel and hashed

@@ -365,8 +365,11 @@ spool_sink(void *arg, const struct mi_http_resp *r, const void *data,
 	const char *p = data;
 
 	(void)r;
-	if (x->fd == -1 && (x->fd = open(x->spool, O_WRONLY | O_CREAT |
-	    O_TRUNC | O_CLOEXEC, 0600)) == -1)
+	/* A new file, never the old one's bytes: a spool file that mi-fetch
+	 * adopted is the stored file (store.h). */
+	if (x->fd == -1 && (unlink(x->spool) == -1 && errno != ENOENT ? -1 :
+	    (x->fd = open(x->spool, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+	    0600))) == -1)
 		return mi_err_set_errno(err, EX_IOERR, "unable to create '%s'",
 		    x->spool);
 	while (len > 0) {

@@ -6,10 +6,12 @@
  * the loop's thread but the op, which only the thread writes until the
  * done callback runs.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "localgen/localgen.h"
@@ -106,6 +108,13 @@ local_submit(struct mi_loop *l, struct mi_provider *p, jv input,
 	if ((size_t)snprintf(o->path, sizeof(o->path), "%s.%s", spool,
 	    mi_gen_ext(media)) >= sizeof(o->path)) {
 		mi_err_set(err, EX_CONFIG, "spool path too long");
+		goto out;
+	}
+	/* The generator writes a new file, never an old one's bytes: a spool
+	 * file that mi-fetch adopted is the stored file (store.h). */
+	if (unlink(o->path) == -1 && errno != ENOENT) {
+		mi_err_set_errno(err, EX_IOERR, "unable to remove '%s'",
+		    o->path);
 		goto out;
 	}
 	params = jv_object_get(jv_copy(req), jv_string("params"));

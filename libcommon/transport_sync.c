@@ -52,8 +52,9 @@ decode_to(const char *s, size_t len, const char *path, struct mi_err *err)
 	unsigned acc = 0;
 	int bits = 0, fd, v;
 
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-	    0600)) == -1)
+	/* A new file, never the old one's bytes (see spool_sink). */
+	if ((unlink(path) == -1 && errno != ENOENT) || (fd = open(path,
+	    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) == -1)
 		return mi_err_set_errno(err, EX_IOERR, "unable to create '%s'",
 		    path);
 	for (i = 0; i < len; i++) {

@@ -57,6 +57,26 @@ teardown_file() {
 	assert_output ''
 }
 
+@test "a result in the spool is stored as it is: the stored file is the spool file's own inode, readable by all, and the spool keeps no name for it" {
+	local rec uri ino art path
+	req local image "kept as it is" '{"width":512,"height":512}' |
+	    mi-submit 2>"$BATS_TEST_TMPDIR/submit.err" |
+	    mi-poll -q >"$BATS_TEST_TMPDIR/rec" 2>"$BATS_TEST_TMPDIR/poll.err" ||
+	    { cat "$BATS_TEST_TMPDIR"/*.err; false; }
+	rec=$(cat "$BATS_TEST_TMPDIR/rec")
+	uri=$(jq -r .result_uri <<<"$rec")
+	[[ $uri == file://"$ASSET_STORAGE_DIR"/.spool/* ]]
+	ino=$(command stat -c %i "${uri#file://}")
+	art=$(mi-fetch <<<"$rec" 2>/dev/null)
+	path=$(stored_path "$art")
+	[ -f "$path" ]
+	[ "$(command stat -c %i "$path")" = "$ino" ]
+	[ "$(command stat -c %a "$path")" = 644 ]
+	[ ! -e "${uri#file://}" ]
+	# The bytes are the ones hashed.
+	[ "$(sha256sum <"$path" | cut -c1-64)" = "$(jq -r .content_hash <<<"$art")" ]
+}
+
 @test "mi-submit writes the job row before calling the provider, then processing with the provider's id" {
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'a wheel' '{"refine":false}')"
 	jqok '.status == "processing" and .provider_id == "meshy" and

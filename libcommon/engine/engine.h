@@ -93,6 +93,18 @@ struct held {
 	struct held *next;
 };
 
+/* A completion waiting for the next batch (eng_complete): its job is out
+ * of the runner already; its row changes with the batch's one statement,
+ * and its record leaves after that. */
+struct done {
+	char id[40];
+	char provider[128];
+	jv patch;
+	double cost;		/* the provider's, when have_cost */
+	int have_cost, late;
+	struct done *next;
+};
+
 /* A record emitted under group commit, waiting for its barrier. */
 struct outrec {
 	jv rec;
@@ -107,6 +119,8 @@ struct mi_runner {
 	int group;
 	struct outrec *outq, **outq_tail;
 	struct held *held, **held_tail;
+	struct done *done, **done_tail;	/* completions to write */
+	int ndone;
 	int db_waiting, dbgen;
 	struct mi_loop *loop;
 	struct mi_runner_opts o;
@@ -172,6 +186,13 @@ void eng_pass(struct mi_runner *r, jv rec);
 void eng_deliver(struct mi_runner *r);
 jv eng_with_error(jv row, int retryable);
 jv eng_patch(struct mi_runner *r, struct rjob *j, jv p);
+/* j completed: p (consumed) is written with the next batch of completions
+ * (eng_flush_done: at the latest before the next records leave, or when
+ * ENG_DONE_BATCH wait), and j is dropped now. */
+#define ENG_DONE_BATCH 256
+void eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
+    double cost);
+void eng_flush_done(struct mi_runner *r);
 jv eng_field(jv o, const char *key);
 jv eng_obj1(const char *k, jv v);
 

@@ -226,6 +226,7 @@ eng_deliver(struct mi_runner *r)
 	struct mi_err err = MI_ERR_INIT;
 	struct outrec *o;
 
+	eng_flush_done(r);
 	if (!r->group || (r->outq == NULL && !mi_db_unflushed(r->db)))
 		return;
 	if (mi_db_durable(r->db, &err) == -1) {
@@ -283,6 +284,91 @@ eng_patch(struct mi_runner *r, struct rjob *j, jv p)
 		eng_drop(r, j);
 	}
 	return row;
+}
+
+void
+eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
+    double cost)
+{
+	struct done *d = calloc(1, sizeof(*d));
+	jv row;
+
+	if (d == NULL) {
+		/* No room to wait: written alone, now. */
+		row = eng_patch(r, j, p);
+		if (jv_get_kind(row) != JV_KIND_OBJECT) {
+			jv_free(row);
+			return;
+		}
+		eng_drop(r, j);
+		eng_emit(r, row);
+		return;
+	}
+	snprintf(d->id, sizeof(d->id), "%s", j->id);
+	snprintf(d->provider, sizeof(d->provider), "%s", mi_provider_id(j->p));
+	d->patch = p;
+	d->have_cost = have_cost;
+	d->cost = cost;
+	d->late = j->last_look;
+	*r->done_tail = d;
+	r->done_tail = &d->next;
+	r->ndone++;
+	eng_drop(r, j);
+	if (r->ndone >= ENG_DONE_BATCH)
+		eng_flush_done(r);
+}
+
+/*
+ * The completions waiting, in one statement (one commit), then their
+ * records in the order they came.  A job whose lease was lost meanwhile
+ * has no row back: its new holder reports it.
+ */
+void
+eng_flush_done(struct mi_runner *r)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct done *d, *list = r->done;
+	jv items = jv_array(), rows;
+
+	if (list == NULL)
+		return;
+	r->done = NULL;
+	r->done_tail = &r->done;
+	r->ndone = 0;
+	for (d = list; d; d = d->next) {
+		jv it = eng_obj1("id", jv_string(d->id));
+
+		items = jv_array_append(items, jv_object_set(it,
+		    jv_string("p"), d->patch));
+		d->patch = jv_invalid();
+	}
+	rows = r->fatal ? (jv_free(items), jv_invalid()) :
+	    mi_jobs_patch_many(r->db, items, &err);
+	if (!jv_is_valid(rows) && !r->fatal)
+		eng_fatal(r, &err);
+	while ((d = list) != NULL) {
+		jv row = jv_is_valid(rows) ? jv_object_get(jv_copy(rows),
+		    jv_string(d->id)) : jv_null();
+		double c = d->cost;
+
+		list = d->next;
+		if (jv_get_kind(row) == JV_KIND_OBJECT) {
+			if (!d->have_cost)
+				mi_json_num(row, "cost_usd", &c, 0, NULL);
+			eng_note(r, MI_NOTE_INFO, "job %s: completed by %s, "
+			    "cost $%.4f (%s)%s", d->id, d->provider, c,
+			    d->have_cost ? "provider" : "estimate", d->late ?
+			    ", found at the deadline (late)" : "");
+			eng_emit(r, row);
+		} else {
+			if (jv_is_valid(rows))
+				eng_note(r, MI_NOTE_WARN, "job %s: lease lost "
+				    "to another worker", d->id);
+			jv_free(row);
+		}
+		free(d);
+	}
+	jv_free(rows);
 }
 
 /* o[key] (o borrowed), null when absent. */

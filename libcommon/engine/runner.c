@@ -72,6 +72,7 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->db = db;
 	r->o = *o;
 	r->held_tail = &r->held;
+	r->done_tail = &r->done;
 	r->outq_tail = &r->outq;
 	r->nbuck = 1024;
 	if ((r->tab = calloc(r->nbuck, sizeof(*r->tab))) == NULL ||
@@ -184,7 +185,8 @@ int
 mi_runner_count(const struct mi_runner *r)
 {
 	return (int)r->n + jv_array_length(jv_copy(r->take)) +
-	    jv_object_length(jv_copy(r->follow)) + r->cancels;
+	    jv_object_length(jv_copy(r->follow)) + r->cancels +
+	    r->ndone;
 }
 
 int

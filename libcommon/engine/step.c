@@ -209,7 +209,7 @@ static void
 finish_completed(struct mi_runner *r, struct rjob *j, jv outcome)
 {
 	jv res = jv_object_get(jv_copy(outcome), jv_string("result"));
-	jv p = jv_object(), st, cost, meta, url, file, exp, row;
+	jv p = jv_object(), st, cost, meta, url, file, exp;
 	char uri[4200];
 	double c = 0;
 	int have_cost = 0;
@@ -283,18 +283,7 @@ finish_completed(struct mi_runner *r, struct rjob *j, jv outcome)
 	else
 		jv_free(meta);
 	jv_free(outcome);
-	row = eng_patch(r, j, p);
-	if (jv_get_kind(row) != JV_KIND_OBJECT) {
-		jv_free(row);
-		return;
-	}
-	if (!have_cost)
-		mi_json_num(row, "cost_usd", &c, 0, NULL);
-	eng_note(r, MI_NOTE_INFO, "job %s: completed by %s, cost $%.4f (%s)%s",
-	    j->id, mi_provider_id(j->p), c, have_cost ? "provider" :
-	    "estimate", j->last_look ? ", found at the deadline (late)" : "");
-	eng_drop(r, j);
-	eng_emit(r, row);
+	eng_complete(r, j, p, have_cost, c);
 }
 
 static long long

@@ -243,7 +243,11 @@ fetch_start(struct slot *s)
 		mi_err_set(&s->err, EX_PROTOCOL, "the job has no result");
 		return;
 	}
-	if ((s->tx = mi_store_begin(s->c->st, &s->req, &s->err)) == NULL)
+	/* A spool file (a synchronous answer) becomes the stored file: no
+	 * second file, no copy. */
+	if ((s->tx = strncmp(uri, "file://", 7) == 0 ?
+	    mi_store_begin_adopt(s->c->st, &s->req, uri + 7, &s->err) :
+	    mi_store_begin(s->c->st, &s->req, &s->err)) == NULL)
 		return;
 	s->state = S_LOADING;
 	if (mi_transport_fetch_start(s->c->m, &s->fetch, s->p,
@@ -399,14 +403,65 @@ strict_refused(struct slot *s, const char *msg)
 	fetch_done(s, mi_json_error(f, "PROVIDER_ERROR", msg, 0));
 }
 
+/*
+ * The stored result's rows in one transaction: the artifact (an insert
+ * that finds the row a first run made), the job's link to it (*linked:
+ * its row, null when the lease was lost) and the step cache entry (sent
+ * with the commit).  A transaction lost with its connection runs again
+ * from the start: a first run that did commit leaves the job released,
+ * so the link finds no row, as for a lease lost.  extra is consumed.
+ */
+static jv
+record_rows(struct mi_fetch_pool *c, struct slot *s,
+    struct mi_store_result *res, jv extra, jv *linked, struct mi_err *err)
+{
+	const char *artid = NULL;
+	jv art = jv_invalid(), p2;
+	int i;
+
+	*linked = jv_null();
+	for (i = 0; i < 3; i++) {
+		if (i > 0)
+			*err = (struct mi_err)MI_ERR_INIT;
+		if (mi_db_begin(c->db, err) == -1)
+			break;
+		art = mi_artifact_record(c->db, &s->req, res, jv_copy(extra),
+		    err);
+		if (!jv_is_valid(art)) {
+			mi_db_rollback(c->db);
+			if (mi_db_tx_lost(c->db))
+				continue;
+			break;
+		}
+		mi_json_str(art, "id", &artid, 1, NULL);
+		p2 = jv_object_set(jv_object(), jv_string("artifact_id"),
+		    jv_string(artid));
+		p2 = jv_object_set(p2, jv_string("release"), jv_true());
+		*linked = mi_jobs_patch(c->db, s->id, p2, err);
+		if (jv_is_valid(*linked) &&
+		    mi_step_cache_put(c->db, s->id, artid, err) == 0 &&
+		    mi_db_commit(c->db, err) == 0)
+			break;
+		jv_free(*linked);
+		*linked = jv_null();
+		mi_db_rollback(c->db);
+		if (!mi_db_tx_lost(c->db))
+			fetch_fatal(c, err);
+		jv_free(art);
+		art = jv_invalid();
+	}
+	jv_free(extra);
+	return art;
+}
+
 /* The result is in the store: probe it, record the artifact, link it. */
 static void
 stored(struct slot *s, struct mi_store_result *res)
 {
 	struct mi_fetch_pool *c = s->c;
 	struct mi_err err = MI_ERR_INIT;
-	const char *uri = NULL, *artid = NULL;
-	jv extra, art, p2, linked, job = s->job;
+	const char *uri = NULL;
+	jv extra, art, linked, job = s->job;
 	int link_ok;
 
 	extra = jv_object();
@@ -435,34 +490,14 @@ stored(struct slot *s, struct mi_store_result *res)
 	}
 	/* The artifact row, its link to the job and the step cache entry
 	 * commit together: one commit, and no row without the others. */
-	if (mi_db_begin(c->db, &err) == -1) {
-		jv_free(extra);
-		fetch_release(c, s);
-		fetch_fatal(c, &err);
-	}
-	art = mi_artifact_record(c->db, &s->req, res, extra, &err);
+	art = record_rows(c, s, res, extra, &linked, &err);
 	if (!jv_is_valid(art)) {
-		mi_db_rollback(c->db);
 		fetch_release(c, s);
 		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE)
 			fetch_fatal(c, &err);
 		fetch_error(s, job, "STORAGE_ERROR", err.msg, 0);
 		s->job = jv_null();
 		return;
-	}
-	mi_json_str(art, "id", &artid, 1, NULL);
-	p2 = jv_object_set(jv_object(), jv_string("artifact_id"),
-	    jv_string(artid));
-	p2 = jv_object_set(p2, jv_string("release"), jv_true());
-	linked = mi_jobs_patch(c->db, s->id, p2, &err);
-	/* Only a stored result enters the step cache (sent with the
-	 * commit). */
-	if (!jv_is_valid(linked) ||
-	    mi_step_cache_put(c->db, s->id, artid, &err) == -1 ||
-	    mi_db_commit(c->db, &err) == -1) {
-		jv_free(linked);
-		mi_db_rollback(c->db);
-		fetch_fatal(c, &err);
 	}
 	s->held = 0;
 	/* A lease lost meanwhile: the job's new holder links the same
