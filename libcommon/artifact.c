@@ -8,6 +8,7 @@
 
 #include "artifact.h"
 #include "json.h"
+#include "names.h"
 #include "sign.h"
 #include "banned.h"
 
@@ -15,9 +16,9 @@
 static const char insert_sql[] =
     "INSERT INTO app.artifacts AS a (tenant_id, run_id, skill_id, type, uri,"
     " content_hash, size_bytes, filename, metadata, run_step_id, job_id,"
-    " cache_hit)"
+    " cache_hit, id)"
     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::uuid,"
-    " $11::uuid, coalesce($12::boolean, false))"
+    " $11::uuid, coalesce($12::boolean, false), $13::uuid)"
     " ON CONFLICT (tenant_id, run_id, type, content_hash)"
     " DO UPDATE SET updated_at = now(),"
     "  metadata = a.metadata || jsonb_strip_nulls(EXCLUDED.metadata)"
@@ -72,8 +73,8 @@ jv
 mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
     const struct mi_store_result *res, jv extra, struct mi_err *err)
 {
-	const char *params[12];
-	char uri[2048], size[32];
+	const char *params[13];
+	char uri[2048], size[32], id[37];
 	jv meta, row;
 	char *metatext;
 
@@ -108,7 +109,11 @@ mi_artifact_record(struct mi_db *db, const struct mi_store_req *req,
 	params[9] = opt_str(extra, "run_step_id", NULL);
 	params[10] = opt_str(extra, "job_id", NULL);
 	params[11] = cache_hit(extra);
-	row = mi_db_json1(db, insert_sql, 12, params, err);
+	/* The id is made here, not by the server: a transaction run again
+	 * after a lost connection (db.h) makes the same row. */
+	mi_name_uuid_new(id);
+	params[12] = id;
+	row = mi_db_json1(db, insert_sql, 13, params, err);
 	free(metatext);
 	jv_free(extra);
 	if (!jv_is_valid(row))

@@ -3,7 +3,11 @@
  * allowed set (including '/', '.', '%', '\\' and NUL-like tricks) fails.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "mime.h"
 #include "names.h"
@@ -127,4 +131,26 @@ mi_asset_path_parse(const char *path, struct mi_asset_path *p,
 		return mi_err_set(err, EX_DATAERR,
 		    "bad extension in asset path");
 	return 0;
+}
+
+void
+mi_name_uuid_new(char out[37])
+{
+	unsigned char b[16];
+	size_t got = 0;
+	ssize_t n;
+	int i;
+
+	while (got < sizeof(b) && ((n = getrandom(b + got, sizeof(b) - got,
+	    0)) > 0 || (n == -1 && errno == EINTR)))
+		if (n > 0)
+			got += (size_t)n;
+	if (got < sizeof(b))
+		for (i = 0; i < 16; i++)
+			b[i] = (unsigned char)(random() & 0xff);
+	b[6] = (b[6] & 0x0f) | 0x40;
+	b[8] = (b[8] & 0x3f) | 0x80;
+	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+	    "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
+	    b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }

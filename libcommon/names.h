@@ -16,6 +16,8 @@ int mi_name_tenant_ok(const char *s);
 int mi_name_type_ok(const char *s);
 int mi_name_uuid_ok(const char *s);
 int mi_name_hash_ok(const char *s);
+/* A new random (version 4) UUID, in lower case. */
+void mi_name_uuid_new(char out[37]);
 
 /*
  * Parses "/api/assets/{tenant}/{run}/{type}/{sha256}.{ext}" (no query) into

@@ -17,25 +17,6 @@
 #include "store.h"
 #include "banned.h"
 
-static void
-new_uuid(char out[37])
-{
-	unsigned char b[16];
-	int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC), i;
-	ssize_t n = fd >= 0 ? read(fd, b, sizeof(b)) : -1;
-
-	if (fd >= 0)
-		close(fd);
-	if (n != (ssize_t)sizeof(b))
-		for (i = 0; i < 16; i++)
-			b[i] = (unsigned char)(random() & 0xff);
-	b[6] = (b[6] & 0x0f) | 0x40;
-	b[8] = (b[8] & 0x3f) | 0x80;
-	snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-	    "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5],
-	    b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
-}
-
 static int
 step_name_ok(const char *s)
 {
@@ -115,7 +96,7 @@ mi_step_parse(jv req, struct mi_step *s, struct mi_err *err)
 		lower(s->id);
 		s->given_id = 1;
 	} else
-		new_uuid(s->id);
+		mi_name_uuid_new(s->id);
 	if (step)
 		snprintf(s->step_id, sizeof(s->step_id), "%s", step);
 	else if (rsid)
