@@ -299,58 +299,60 @@ fail:
 	return jv_invalid();
 }
 
-#define PATCH_SET \
+#define PATCH_SET(P) \
     "UPDATE app.generation_jobs j SET" \
-    " status = coalesce(p->>'status', j.status)," \
-    " provider_job_id = CASE WHEN p ? 'provider_job_id'" \
-    "  THEN p->>'provider_job_id' ELSE j.provider_job_id END," \
-    " provider_state = CASE WHEN jsonb_typeof(p->'provider_state') =" \
-    "  'object' THEN j.provider_state || (p->'provider_state')" \
+    " status = coalesce(" P "->>'status', j.status)," \
+    " provider_job_id = CASE WHEN " P " ? 'provider_job_id'" \
+    "  THEN " P "->>'provider_job_id' ELSE j.provider_job_id END," \
+    " provider_state = CASE WHEN jsonb_typeof(" P "->'provider_state') =" \
+    "  'object' THEN j.provider_state || (" P "->'provider_state')" \
     "  ELSE j.provider_state END," \
-    " progress = coalesce((p->>'progress')::int, j.progress)," \
-    " attempts = coalesce((p->>'attempts')::int, j.attempts)," \
-    " result_uri = coalesce(p->>'result_uri', j.result_uri)," \
-    " result_expires_at = CASE WHEN p ? 'result_expires_ms' THEN" \
-    "  to_timestamp((p->>'result_expires_ms')::double precision / 1000)" \
+    " progress = coalesce((" P "->>'progress')::int, j.progress)," \
+    " attempts = coalesce((" P "->>'attempts')::int, j.attempts)," \
+    " result_uri = coalesce(" P "->>'result_uri', j.result_uri)," \
+    " result_expires_at = CASE WHEN " P " ? 'result_expires_ms' THEN" \
+    "  to_timestamp((" P "->>'result_expires_ms')::double precision / 1000)" \
     "  ELSE j.result_expires_at END," \
-    " cost_usd = CASE WHEN p ? 'cost_usd' THEN (p->>'cost_usd')::numeric" \
+    " cost_usd = CASE WHEN " P " ? 'cost_usd' THEN (" P "->>'cost_usd')::numeric" \
     "  ELSE j.cost_usd END," \
-    " cost_source = coalesce(p->>'cost_source', j.cost_source)," \
-    " error_code = CASE WHEN p ? 'error_code' THEN p->>'error_code'" \
+    " cost_source = coalesce(" P "->>'cost_source', j.cost_source)," \
+    " error_code = CASE WHEN " P " ? 'error_code' THEN " P "->>'error_code'" \
     "  ELSE j.error_code END," \
-    " error_message = CASE WHEN p ? 'error_message'" \
-    "  THEN p->>'error_message' ELSE j.error_message END," \
-    " submit_unknown = coalesce((p->>'submit_unknown')::boolean," \
+    " error_message = CASE WHEN " P " ? 'error_message'" \
+    "  THEN " P "->>'error_message' ELSE j.error_message END," \
+    " submit_unknown = coalesce((" P "->>'submit_unknown')::boolean," \
     "  j.submit_unknown)," \
-    " submit_count = j.submit_count + coalesce((p->>'submit_add')::int, 0)," \
-    " started_at = CASE WHEN p ? 'started' THEN coalesce(j.started_at," \
+    " submit_count = j.submit_count + coalesce((" P "->>'submit_add')::int, 0)," \
+    " started_at = CASE WHEN " P " ? 'started' THEN coalesce(j.started_at," \
     "  now()) ELSE j.started_at END," \
-    " completed_at = CASE WHEN p->>'status' IN ('completed', 'failed'," \
+    " completed_at = CASE WHEN " P "->>'status' IN ('completed', 'failed'," \
     "  'timed_out') THEN now() ELSE j.completed_at END," \
-    " next_poll_at = CASE WHEN p ? 'next_poll_ms' THEN" \
-    "  to_timestamp((p->>'next_poll_ms')::double precision / 1000)" \
+    " next_poll_at = CASE WHEN " P " ? 'next_poll_ms' THEN" \
+    "  to_timestamp((" P "->>'next_poll_ms')::double precision / 1000)" \
     "  ELSE j.next_poll_at END," \
-    " late = coalesce((p->>'late')::boolean, j.late)," \
-    " artifact_id = CASE WHEN p ? 'artifact_id'" \
-    "  THEN (p->>'artifact_id')::uuid ELSE j.artifact_id END," \
-    " lease_owner = CASE WHEN (p->>'release')::boolean THEN NULL" \
+    " late = coalesce((" P "->>'late')::boolean, j.late)," \
+    " artifact_id = CASE WHEN " P " ? 'artifact_id'" \
+    "  THEN (" P "->>'artifact_id')::uuid ELSE j.artifact_id END," \
+    " lease_owner = CASE WHEN (" P "->>'release')::boolean THEN NULL" \
     "  ELSE j.lease_owner END," \
-    " lease_expires_at = CASE WHEN (p->>'release')::boolean THEN NULL" \
+    " lease_expires_at = CASE WHEN (" P "->>'release')::boolean THEN NULL" \
     "  ELSE now() + $3::int * interval '1 ms' END," \
     " updated_at = now()"
 
 static const char patch_sql[] =
-    PATCH_SET
+    PATCH_SET("x.p")
     " FROM (SELECT $2::jsonb AS p) x"
     " WHERE j.id = $1::uuid AND j.lease_owner = $4"
     " RETURNING to_jsonb(j)";
 
-/* The same for many jobs: $2 is [{"id", "p"}, ...] ($1 unused). */
+/*
+ * The same for many jobs: $1 their ids, $2 {id: patch}.  No join, as for
+ * take_sql below: each row is reached by its primary key (joined with the
+ * patches as a set, the planner scanned the whole table for each batch).
+ */
 static const char patch_many_sql[] =
-    PATCH_SET
-    " FROM (SELECT (e->>'id')::uuid AS id, e->'p' AS p"
-    "  FROM jsonb_array_elements($2::jsonb) e) x"
-    " WHERE j.id = x.id AND j.lease_owner = $4 AND $1 = ''"
+    PATCH_SET("($2::jsonb -> j.id::text)")
+    " WHERE j.id = ANY($1::uuid[]) AND j.lease_owner = $4"
     " RETURNING to_jsonb(j)";
 
 jv
@@ -379,22 +381,42 @@ jv
 mi_jobs_patch_many(struct mi_db *db, jv items, struct mi_err *err)
 {
 	const char *params[4];
-	char lease[32], *text = mi_json_dump(items);
-	jv rows, out = jv_object();
-	int i, n;
+	char lease[32], *a, *text;
+	jv rows, out = jv_object(), ids = jv_array(), byid = jv_object();
+	int i, n = jv_array_length(jv_copy(items));
 
+	for (i = 0; i < n; i++) {
+		jv it = jv_array_get(jv_copy(items), i);
+		jv id = jv_object_get(jv_copy(it), jv_string("id"));
+
+		if (jv_get_kind(id) == JV_KIND_STRING) {
+			ids = jv_array_append(ids, jv_copy(id));
+			byid = jv_object_set(byid, id, jv_object_get(it,
+			    jv_string("p")));
+		} else {
+			jv_free(id);
+			jv_free(it);
+		}
+	}
 	jv_free(items);
-	if (text == NULL) {
+	a = array_literal(ids);
+	text = mi_json_dump(byid);
+	jv_free(ids);
+	jv_free(byid);
+	if (a == NULL || text == NULL) {
+		free(a);
+		free(text);
 		jv_free(out);
 		mi_err_set(err, EX_OSERR, "out of memory");
 		return jv_invalid();
 	}
 	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
-	params[0] = "";
+	params[0] = a;
 	params[1] = text;
 	params[2] = lease;
 	params[3] = mi_jobs_owner();
 	rows = mi_db_json(db, patch_many_sql, 4, params, err);
+	free(a);
 	free(text);
 	if (!jv_is_valid(rows)) {
 		jv_free(out);
