@@ -206,6 +206,28 @@ mi_note_cb(void *arg, int level, const char *msg)
 }
 
 void
+mi_note_send(void (*note)(void *, int, const char *), void *arg, int level,
+    const char *fmt, va_list ap)
+{
+	char small[1024], *msg = small;
+	va_list again;
+	int n;
+
+	if (note == NULL)
+		return;
+	va_copy(again, ap);
+	n = vsnprintf(small, sizeof(small), fmt, ap);
+	if (n >= (int)sizeof(small) && (msg = malloc((size_t)n + 1)) != NULL)
+		vsnprintf(msg, (size_t)n + 1, fmt, again);
+	else
+		msg = small;
+	va_end(again);
+	note(arg, level, msg);
+	if (msg != small)
+		free(msg);
+}
+
+void
 mi_die_cb(void *arg, const struct mi_err *err)
 {
 	(void)arg;

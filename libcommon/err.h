@@ -54,6 +54,10 @@ enum {
  * always, verbose with -v); as a note callback (arg unused). */
 void mi_note(int level, const char *msg);
 void mi_note_cb(void *arg, int level, const char *msg);
+/* For engines: fmt and ap formatted whole (however long) and handed to
+ * note(arg, level, text); nothing when note is NULL. */
+void mi_note_send(void (*note)(void *, int, const char *), void *arg,
+    int level, const char *fmt, va_list ap);
 /* For commands: a fatal-error callback (arg unused): mi_die_err. */
 void mi_die_cb(void *arg, const struct mi_err *err)
     __attribute__((noreturn));

@@ -63,13 +63,11 @@ bnd_out(struct mi_bundle *c, jv rec)
 void
 bnd_note(struct mi_bundle *c, int level, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	mi_note_send(c->io.note, c->io.arg, level, fmt, ap);
 	va_end(ap);
-	c->io.note(c->io.arg, level, msg);
 }
 
 void

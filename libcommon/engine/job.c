@@ -194,15 +194,11 @@ out(struct mi_runner *r, jv rec, int passed)
 void
 eng_note(struct mi_runner *r, int level, const char *fmt, ...)
 {
-	char msg[600];
 	va_list ap;
 
-	if (r->o.note == NULL)
-		return;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	mi_note_send(r->o.note, r->o.arg, level, fmt, ap);
 	va_end(ap);
-	r->o.note(r->o.arg, level, msg);
 }
 
 void

@@ -99,6 +99,10 @@ jv fetch_fail_job(struct mi_fetch_pool *c, const char *id, const char *code,
     const char *msg);
 jv fetch_linked_artifact(struct mi_fetch_pool *c, const char *artifact_id);
 void fetch_release(struct mi_fetch_pool *c, struct slot *s);
-jv fetch_stored_meanwhile(struct mi_fetch_pool *c, const char *id);
+/* The artifact of job id, when it has one (stored by another worker
+ * meanwhile), else null; *found (may be NULL): whether the job's row is
+ * there at all. */
+jv fetch_stored_meanwhile(struct mi_fetch_pool *c, const char *id,
+    int *found);
 
 #endif

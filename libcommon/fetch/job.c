@@ -63,8 +63,9 @@ fetch_take(struct slot *s)
 {
 	struct mi_fetch_pool *c = s->c;
 	struct mi_err err = MI_ERR_INIT;
-	const char *owner = NULL, *aid = NULL;
-	jv rows, row;
+	const char *owner = NULL;
+	jv rows, art;
+	int found;
 
 	mi_json_str(s->job, "lease_owner", &owner, 0, NULL);
 	rows = mi_jobs_take(c->db, jv_array_append(jv_array(),
@@ -80,29 +81,20 @@ fetch_take(struct slot *s)
 		return;
 	}
 	jv_free(rows);
-	rows = mi_jobs_get(c->db, jv_array_append(jv_array(),
-	    jv_string(s->id)), &err);
-	if (!jv_is_valid(rows))
-		fetch_fatal(c, &err);
-	row = jv_array_length(jv_copy(rows)) > 0 ?
-	    jv_array_get(jv_copy(rows), 0) : jv_null();
-	jv_free(rows);
-	if (jv_get_kind(row) == JV_KIND_OBJECT &&
-	    mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1) {
+	art = fetch_stored_meanwhile(c, s->id, &found);
+	if (jv_get_kind(art) == JV_KIND_OBJECT) {
 		jv_free(s->job);
 		s->job = jv_null();
-		fetch_done(s, fetch_linked_artifact(c, aid));
-		jv_free(row);
+		fetch_done(s, art);
 		return;
 	}
-	if (jv_get_kind(row) != JV_KIND_OBJECT || mi_now_ms() > s->take_until) {
-		jv_free(row);
+	jv_free(art);
+	if (!found || mi_now_ms() > s->take_until) {
 		fetch_error(s, s->job, "TIMEOUT", "the job is held by another "
 		    "worker", 1);
 		s->job = jv_null();
 		return;
 	}
-	jv_free(row);
 	s->state = S_TAKING;
 	s->wake = mi_now_ms() + 500;
 }
@@ -264,8 +256,8 @@ failed(struct slot *s)
 {
 	struct mi_fetch_pool *c = s->c;
 	struct mi_err *err = &s->err;
-	jv a = err->code == EX_NOINPUT ? fetch_stored_meanwhile(c, s->id) :
-	    jv_null();
+	jv a = err->code == EX_NOINPUT ?
+	    fetch_stored_meanwhile(c, s->id, NULL) : jv_null();
 	const char *code = err->code == EX_IOERR ||
 	    err->code == EX_CANTCREAT ? "STORAGE_ERROR" :
 	    err->code == EX_CONFIG ? "CONFIG_ERROR" :

@@ -40,23 +40,12 @@ stopped(const struct mi_fetch_pool *c)
 void __attribute__((format(printf, 3, 4)))
 fetch_note(struct mi_fetch_pool *c, int level, const char *fmt, ...)
 {
-	char small[1024], *msg = small;
 	va_list ap;
-	int n;
 
+	/* Whole however long: the names of the jobs released may be. */
 	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
+	mi_note_send(c->o.note, c->o.arg, level, fmt, ap);
 	va_end(ap);
-	/* The names of the jobs released may be long: said in full. */
-	if (n >= (int)sizeof(small) && (msg = malloc((size_t)n + 1)) != NULL) {
-		va_start(ap, fmt);
-		vsnprintf(msg, (size_t)n + 1, fmt, ap);
-		va_end(ap);
-	} else if (n >= (int)sizeof(small))
-		msg = small;
-	c->o.note(c->o.arg, level, msg);
-	if (msg != small)
-		free(msg);
 }
 
 void __attribute__((noreturn))

@@ -187,7 +187,8 @@ fetch_release(struct mi_fetch_pool *c, struct slot *s)
 
 /* The artifact a job got while this worker was fetching it, or null. */
 jv
-fetch_stored_meanwhile(struct mi_fetch_pool *c, const char *id)
+fetch_stored_meanwhile(struct mi_fetch_pool *c, const char *id,
+    int *found)
 {
 	struct mi_err err = MI_ERR_INIT;
 	const char *aid = NULL;
@@ -199,6 +200,8 @@ fetch_stored_meanwhile(struct mi_fetch_pool *c, const char *id)
 	row = jv_array_length(jv_copy(rows)) > 0 ?
 	    jv_array_get(jv_copy(rows), 0) : jv_null();
 	jv_free(rows);
+	if (found)
+		*found = jv_get_kind(row) == JV_KIND_OBJECT;
 	if (jv_get_kind(row) == JV_KIND_OBJECT &&
 	    mi_json_str(row, "artifact_id", &aid, 0, NULL) == 1)
 		a = fetch_linked_artifact(c, aid);

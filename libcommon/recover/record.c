@@ -209,13 +209,11 @@ rec_emitted(void *arg, jv rec, int passed)
 void
 rec_note(struct mi_recover *c, int level, const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	mi_note_send(c->o.note, c->o.arg, level, fmt, ap);
 	va_end(ap);
-	c->o.note(c->o.arg, level, msg);
 }
 
 void
