@@ -32,6 +32,20 @@ orphan() {
 	    WHERE request->>'prompt' = '$1'" >/dev/null
 }
 
+# lose_create PROMPT [SET...]: the job of PROMPT as a worker leaves it
+# when it dies between sending the create and reading its answer (in
+# processing, no provider id, the create's outcome unknown), extra SET
+# clauses applied too, and orphaned.
+lose_create() {
+	local prompt=$1 more=
+	shift
+	[ $# -eq 0 ] || more=", $*"
+	sql "UPDATE app.generation_jobs SET status = 'processing',
+	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true$more
+	    WHERE request->>'prompt' = '$prompt'" >/dev/null
+	orphan "$prompt"
+}
+
 # The fake's creates for a prompt.
 creates() {
 	stat ".creates_by_prompt[\"$1\"] // 0"
@@ -211,20 +225,14 @@ creates() {
 	rm -f "$ASSET_STORAGE_DIR/.spool/$(jq -r .id <<<"$output")".*
 	# The create's answer never came: ElevenLabs keeps no list of
 	# sound generations.
-	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true
-	    WHERE request->>'prompt' = 'u1'"
-	orphan u1
+	lose_create u1
 	run -0 --separate-stderr mi-recover --once
 	jqok '.type == "audio_sfx"' "$output"
 	[ "$(creates u1)" -eq 2 ]
 	run -0 job_sql "submit_count || ' ' || (recovery @> '[{\"event\": \"create re-sent\"}]')" u1
 	assert_output '2 true'
 	# Lost again after the second create: not sent a third time.
-	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true
-	    WHERE request->>'prompt' = 'u1'"
-	orphan u1
+	lose_create u1
 	run -0 --separate-stderr mi-recover --once
 	jqok '.status == "failed" and (.error.message | test("not sent a third time"))' "$output"
 	[ "$(creates u1)" -eq 2 ]
@@ -234,10 +242,7 @@ creates() {
 	run -0 --separate-stderr mi-submit <<<"$(req elevenlabs-sfx audio_sfx 'u3')"
 	# The answer is lost with the process: nothing in the spool either.
 	rm -f "$ASSET_STORAGE_DIR/.spool/$(jq -r .id <<<"$output")".*
-	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    artifact_id = NULL, provider_job_id = NULL, submit_unknown = true
-	    WHERE request->>'prompt' = 'u3'"
-	orphan u3
+	lose_create u3
 	# A setting that is neither is named, and the job is left alone.
 	MI_ELEVENLABS_SFX_LOST_CREATE=sometimes run -75 --separate-stderr mi-recover --once
 	[[ "$stderr" == *"MI_elevenlabs-sfx_LOST_CREATE: 'sometimes' is neither resend nor hold"* ]]
@@ -254,10 +259,7 @@ creates() {
 	run -0 job_sql "provider_job_id" u2
 	rid=$output
 	[ -n "$rid" ]
-	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    artifact_id = NULL, provider_job_id = NULL, provider_state = '{}',
-	    submit_unknown = true WHERE request->>'prompt' = 'u2'"
-	orphan u2
+	lose_create u2 "provider_state = '{}'"
 	run -0 --separate-stderr mi-recover --once
 	jqok '.type == "image"' "$output"
 	[ "$(creates u2)" -eq 1 ]
@@ -265,12 +267,8 @@ creates() {
 	assert_output "$rid 1 true"
 	# A list entry of another input is not taken: the job whose sent
 	# input differs (here its width) is sent again, with the reason.
-	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    artifact_id = NULL, provider_job_id = NULL, provider_state = '{}',
-	    submit_unknown = true, recovery = '[]',
-	    request = jsonb_set(request, '{params,width}', '700')
-	    WHERE request->>'prompt' = 'u2'"
-	orphan u2
+	lose_create u2 "provider_state = '{}', recovery = '[]'," \
+	    "request = jsonb_set(request, '{params,width}', '700')"
 	run -0 --separate-stderr mi-recover --once
 	jqok '.type == "image"' "$output"
 	[ "$(creates u2)" -eq 2 ]
@@ -283,10 +281,7 @@ creates() {
 	run -0 job_sql "provider_job_id" u4
 	rid=$output
 	[ -n "$rid" ]
-	sql "UPDATE app.generation_jobs SET status = 'processing',
-	    artifact_id = NULL, provider_job_id = NULL, provider_state = '{}',
-	    submit_unknown = true WHERE request->>'prompt' = 'u4'"
-	orphan u4
+	lose_create u4 "provider_state = '{}'"
 	run -0 --separate-stderr mi-recover --once
 	jqok '.type == "environment_map"' "$output"
 	# The skybox and its export, no second skybox: the task found is
