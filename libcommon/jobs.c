@@ -173,7 +173,7 @@ mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err)
 
 static const char claim_sql[] =
     "SELECT json_build_object('id', c.job_id, 'estimate', c.estimate)"
-    " FROM app.mi_claim_slots($1, $2, $3::int, $4) c";
+    " FROM app.mi_claim_slots($1, $2, $3::int, $4, $5::int) c";
 
 static const char take_slot_sql[] =
     "UPDATE app.generation_jobs j SET status = 'processing',"
@@ -204,14 +204,15 @@ static const char over_budget_sql[] =
 
 jv
 mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
-    int limit, struct mi_err *err)
+    int limit, int most, struct mi_err *err)
 {
-	const char *params[4];
-	char lim[16], lease[32];
+	const char *params[5];
+	char lim[16], lease[32], mostv[16];
 	jv cand, out = jv_array();
 	int i, n, budgets = 0;
 
 	snprintf(lim, sizeof(lim), "%d", limit);
+	snprintf(mostv, sizeof(mostv), "%d", most > 0 ? most : limit);
 	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
 	if (mi_db_begin(db, err) == -1) {
 		jv_free(out);
@@ -221,10 +222,15 @@ mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
 	params[1] = provider;
 	params[2] = lim;
 	params[3] = mi_jobs_owner();
-	cand = mi_db_json(db, claim_sql, 4, params, err);
+	params[4] = mostv;
+	cand = mi_db_json(db, claim_sql, 5, params, err);
 	if (!jv_is_valid(cand))
 		goto fail;
 	n = jv_array_length(jv_copy(cand));
+	/* The oldest of them, when the caller can start only so many: the
+	 * rest wait, in their order, for its next claim. */
+	if (most > 0 && n > most)
+		n = most;
 	/* The budget rows are locked once for the whole claim. */
 	if (n > 0 && (budgets = mi_budget_lock(db, tenant, provider,
 	    err)) == -1)

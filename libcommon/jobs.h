@@ -50,11 +50,12 @@ jv mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err);
  * Takes the free slots of tenant with provider for this process's
  * waiting jobs, oldest first (app.mi_claim_slots; limit is the
  * provider's concurrency, app.tenant_limits may override it), checking
- * each against the tenant's budget.  Returns the rows taken: status
- * processing, or failed with error_code BUDGET_EXCEEDED.
+ * each against the tenant's budget; most > 0 takes at most that many
+ * (the oldest).  Returns the rows taken: status processing, or failed
+ * with error_code BUDGET_EXCEEDED.
  */
 jv mi_jobs_claim(struct mi_db *db, const char *tenant, const char *provider,
-    int limit, struct mi_err *err);
+    int limit, int most, struct mi_err *err);
 
 /*
  * Applies patch (consumed) to a job this process holds, renewing the

@@ -77,6 +77,23 @@ teardown_file() {
 	[ "$(sha256sum <"$path" | cut -c1-64)" = "$(jq -r .content_hash <<<"$art")" ]
 }
 
+@test "mi-submit claims only what it can start soon: with one create at a time, the third job is claimed after the first's create came back" {
+	local i
+	for i in 1 2 3 4; do
+		req elevenlabs-sfx audio_sfx "room $i [slow:400]" '{"duration_sec":1}'
+	done >"$BATS_TEST_TMPDIR/room.in"
+	MI_POLL_PARALLEL=1 MI_ELEVENLABS_SFX_CONCURRENCY=100 \
+	    run -0 --separate-stderr mi-submit <"$BATS_TEST_TMPDIR/room.in"
+	[ "${#lines[@]}" -eq 4 ]
+	# A claimed job's deadline runs from its claim (started_at): claimed
+	# all at once, the last would wait for every create before its own.
+	run -0 sql "SELECT (SELECT started_at FROM app.generation_jobs
+	      WHERE request->>'prompt' = 'room 3 [slow:400]') >=
+	    (SELECT completed_at FROM app.generation_jobs
+	      WHERE request->>'prompt' = 'room 1 [slow:400]')"
+	assert_output t
+}
+
 @test "mi-submit writes the job row before calling the provider, then processing with the provider's id" {
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'a wheel' '{"refine":false}')"
 	jqok '.status == "processing" and .provider_id == "meshy" and

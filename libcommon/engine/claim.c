@@ -24,13 +24,27 @@ eng_claim(struct mi_runner *r, struct group *g)
 {
 	struct mi_err err = MI_ERR_INIT;
 	jv rows;
-	int i, n;
+	int i, n, room;
 
 	g->want = 0;
+	g->capped = 0;
 	if (g->head == NULL)
 		return;
+	/*
+	 * No more than the runner can start soon: a claimed job's deadline
+	 * runs from its claim, so ten thousand claimed at once and created
+	 * 64 at a time would time out before their creates went.  The rest
+	 * are claimed when the creates under way drop to the parallel limit
+	 * (eng_claim_room).  With no_wait every free slot is taken now: the
+	 * jobs left are handed on below.
+	 */
+	room = r->o.no_wait ? 0 : 2 * r->parallel - eng_creating(r);
+	if (!r->o.no_wait && room < 1) {
+		g->capped = 1;
+		return;
+	}
 	rows = mi_jobs_claim(r->db, g->tenant, mi_provider_id(g->p),
-	    mi_provider_concurrency(g->p, g->media), &err);
+	    mi_provider_concurrency(g->p, g->media), room, &err);
 	if (!jv_is_valid(rows)) {
 		jv_free(rows);
 		/* A claim cut short by an outage is made again. */
@@ -41,6 +55,8 @@ eng_claim(struct mi_runner *r, struct group *g)
 		return;
 	}
 	n = jv_array_length(jv_copy(rows));
+	if (room > 0 && n >= room)
+		g->capped = 1;
 	for (i = 0; i < n; i++) {
 		jv row = jv_array_get(jv_copy(rows), i);
 		const char *id = NULL, *st = NULL;
@@ -82,5 +98,37 @@ eng_claim(struct mi_runner *r, struct group *g)
 			eng_drop(r, j);
 			eng_emit(r, row);
 		}
+	}
+}
+
+/* The jobs in hand whose create is due or under way. */
+int
+eng_creating(const struct mi_runner *r)
+{
+	const struct rjob *j;
+	size_t i;
+	int k = 0;
+
+	for (i = 0; i < r->nbuck; i++)
+		for (j = r->tab[i]; j; j = j->hnext)
+			k += j->phase == P_CREATE || j->phase == P_CREATING;
+	return k;
+}
+
+/* A group whose last claim was cut short by the runner's room claims
+ * again once the creates under way are down to the parallel limit. */
+void
+eng_claim_room(struct mi_runner *r)
+{
+	struct group *g;
+	int creating = -1;
+
+	for (g = r->groups; g; g = g->next) {
+		if (!g->capped || g->head == NULL || g->want)
+			continue;
+		if (creating == -1)
+			creating = eng_creating(r);
+		if (creating <= r->parallel)
+			g->want = 1;
 	}
 }

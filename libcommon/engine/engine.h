@@ -56,6 +56,7 @@ struct group {
 	char media[24];		/* of the oldest waiting job: sets the limit */
 	struct rjob *head, *tail;	/* waiting jobs, oldest first */
 	int want;		/* a claim is due */
+	int capped;		/* the last claim took only the runner's room */
 	int missed;		/* a webhook did not come: poll as usual */
 	struct group *next;
 };
@@ -198,6 +199,8 @@ jv eng_obj1(const char *k, jv v);
 
 /* claim.c */
 void eng_claim(struct mi_runner *r, struct group *g);
+int eng_creating(const struct mi_runner *r);
+void eng_claim_room(struct mi_runner *r);
 
 /* admit.c */
 int eng_choose(struct mi_runner *r, jv req, jv cand, int strict,

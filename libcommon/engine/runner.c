@@ -278,6 +278,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	 * on the socket: look at them each time round. */
 	eng_notified(r);
 	eng_take_hooks(r);
+	eng_claim_room(r);
 	for (g = r->groups; g && !r->fatal; g = g->next)
 		if (g->want)
 			eng_claim(r, g);
