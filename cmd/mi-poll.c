@@ -19,6 +19,7 @@
 #include "err.h"
 #include "inq.h"
 #include "json.h"
+#include "outq.h"
 #include "provider.h"
 #include "runner.h"
 #include "banned.h"
@@ -72,7 +73,7 @@ emit(void *arg, jv rec, int passed)
 			c->config = 1;
 	}
 	jv_free(e);
-	mi_json_write(stdout, rec);
+	mi_outq_put(rec);
 }
 
 static void
@@ -142,8 +143,14 @@ main(int argc, char **argv)
 	    (r = mi_runner_new(db, &ro, &err)) == NULL ||
 	    (q = mi_inq_start(stdin, &err)) == NULL)
 		mi_die_err(&err);
-	while (!stop && (k = mi_runner_pump(r, q, 1, 1000, &err)) == 1)
+	/* Records wait in memory while the next program is busy: this one
+	 * goes on polling, its jobs' deadlines running (outq.h). */
+	mi_outq_start();
+	while (!stop && (k = mi_runner_pump(r, q, 1,
+	    mi_outq_pending() ? 10 : 1000, &err)) == 1) {
+		mi_outq_flush();
 		progress(&c, r);
+	}
 	clear_progress(&c);
 	if (mi_verbosity > 0) {
 		struct mi_runner_stats s;
@@ -157,13 +164,16 @@ main(int argc, char **argv)
 		mi_runner_release(r);
 		fprintf(stderr, "mi-poll: stopped by signal %d; jobs in hand "
 		    "released\n", (int)stop);
-	} else if (k == -1)
+	} else if (k == -1) {
+		mi_outq_drain();
 		mi_die_err(&err);
+	}
 	/* Everything freed, a stop too (no leak for LeakSanitizer). */
 	mi_inq_free(q);
 	mi_runner_free(r);
 	mi_provider_free_all();
 	mi_db_close(db);
+	mi_outq_drain();
 	mi_close_stdout();
 	if (stop)
 		return EX_TEMPFAIL;

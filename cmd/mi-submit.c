@@ -18,6 +18,7 @@
 #include "err.h"
 #include "inq.h"
 #include "json.h"
+#include "outq.h"
 #include "provider.h"
 #include "runner.h"
 #include "banned.h"
@@ -59,7 +60,7 @@ emit(void *arg, jv rec, int passed)
 			c->config = 1;
 	}
 	jv_free(e);
-	mi_json_write(stdout, rec);
+	mi_outq_put(rec);
 }
 
 int
@@ -104,19 +105,27 @@ main(int argc, char **argv)
 	    (r = mi_runner_new(db, &ro, &err)) == NULL ||
 	    (q = mi_inq_start(stdin, &err)) == NULL)
 		mi_die_err(&err);
-	while (!stop && (k = mi_runner_pump(r, q, 0, 1000, &err)) == 1)
-		;
+	/* Records wait in memory while the next program is busy: this one
+	 * goes on creating (outq.h). */
+	mi_outq_start();
+	while (!stop && (k = mi_runner_pump(r, q, 0,
+	    mi_outq_pending() ? 10 : 1000, &err)) == 1)
+		mi_outq_flush();
 	if (stop) {
 		mi_runner_release(r);
+		mi_outq_drain();
 		mi_die(EX_TEMPFAIL, "stopped by signal %d; jobs in hand "
 		    "released", (int)stop);
 	}
-	if (k == -1)
+	if (k == -1) {
+		mi_outq_drain();
 		mi_die_err(&err);
+	}
 	mi_inq_free(q);
 	mi_runner_free(r);
 	mi_provider_free_all();
 	mi_db_close(db);
+	mi_outq_drain();
 	mi_close_stdout();
 	return c.config ? EX_CONFIG : c.failed ? 1 : 0;
 }

@@ -324,7 +324,7 @@ mi_close_stdout(void)
 		e = errno;
 		bad = 1;
 	}
-	if (ferror(stdout))
+	if (ferror(stdout) || output_errno != 0)
 		bad = 1;
 	if (fclose(stdout) != 0) {
 		if (e == 0)
