@@ -94,6 +94,27 @@ teardown_file() {
 	assert_output t
 }
 
+@test "mi-poll goes on polling while the program after it reads nothing: its job is seen done when the provider is done, though the records before it wait" {
+	local i t0
+	req fal image "stalled reader fal [slow:1500]" >"$BATS_TEST_TMPDIR/stall.in"
+	for i in $(seq 1 80); do
+		req elevenlabs-sfx audio_sfx "stalled reader $i" '{"duration_sec":1}'
+	done >>"$BATS_TEST_TMPDIR/stall.in"
+	mi-submit <"$BATS_TEST_TMPDIR/stall.in" >"$BATS_TEST_TMPDIR/stall.jobs" 2>/dev/null
+	# The fal job comes first, then 80 records (twice what a pipe holds)
+	# that nothing reads for 6 s.
+	t0=$(sql "SELECT now()")
+	mi-poll -q <"$BATS_TEST_TMPDIR/stall.jobs" 2>"$BATS_TEST_TMPDIR/stall.err" |
+	    { sleep 6; cat; } >"$BATS_TEST_TMPDIR/stall.out"
+	[ "$(wc -l <"$BATS_TEST_TMPDIR/stall.out")" -eq 81 ]
+	# Done at the provider 1.5 s after its create: blocked on the pipe,
+	# the worker saw it only once the reader woke (after 6 s).
+	run -0 job_sql "status || ' ' ||
+	    (completed_at < '$t0'::timestamptz + interval '4 s')" \
+	    "stalled reader fal [slow:1500]"
+	assert_output "completed true"
+}
+
 @test "mi-submit writes the job row before calling the provider, then processing with the provider's id" {
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d 'a wheel' '{"refine":false}')"
 	jqok '.status == "processing" and .provider_id == "meshy" and
