@@ -115,14 +115,22 @@ eng_creating(const struct mi_runner *r)
 	return k;
 }
 
-/* A group whose last claim was cut short by the runner's room claims
- * again once the creates under way are down to the parallel limit. */
+/*
+ * A group whose last claim was cut short by the runner's room claims
+ * again once the creates under way are down to the parallel limit.  They
+ * are counted again only when the jobs in hand changed (a create that
+ * ends drops its job or hands it on), not at every turn of the loop; the
+ * backstop claim covers any other case.
+ */
 void
 eng_claim_room(struct mi_runner *r)
 {
 	struct group *g;
 	int creating = -1;
 
+	if (r->n == r->room_n)
+		return;
+	r->room_n = r->n;
 	for (g = r->groups; g; g = g->next) {
 		if (!g->capped || g->head == NULL || g->want)
 			continue;

@@ -127,6 +127,7 @@ struct mi_runner {
 	struct mi_runner_opts o;
 	struct rjob **tab;
 	size_t nbuck, n;
+	size_t room_n;		/* n when eng_claim_room last counted */
 	struct rjob **heap;
 	size_t hn, hcap;
 	struct group *groups;
