@@ -26,8 +26,13 @@
 #define HEAD_SIZE 8192
 #define RETRIES 3
 
+#define MAX_UNSYNCED 64
+
 struct mi_store {
 	char root[PATH_MAX];
+	/* Directories with a new name, not fsynced yet (deferred commits). */
+	char *unsynced[MAX_UNSYNCED];
+	int nunsynced;
 };
 
 struct mi_store_tx {
@@ -121,9 +126,13 @@ mkdirs_once(const char *path, struct mi_err *err)
 {
 	char tmp[PATH_MAX];
 	char *p, *end;
+	struct stat sb;
 
 	if ((size_t)snprintf(tmp, sizeof(tmp), "%s", path) >= sizeof(tmp))
 		return mi_err_set(err, EX_DATAERR, "path too long");
+	/* Most often it is there already: one call, not one a component. */
+	if (stat(tmp, &sb) == 0 && S_ISDIR(sb.st_mode))
+		return 0;
 	end = tmp + strlen(tmp);
 	for (p = tmp + 1; p <= end; p++) {
 		char *slash;
@@ -194,7 +203,48 @@ mi_store_open(const char *root, struct mi_err *err)
 void
 mi_store_close(struct mi_store *st)
 {
+	int i;
+
+	if (st == NULL)
+		return;
+	for (i = 0; i < st->nunsynced; i++)
+		free(st->unsynced[i]);
 	free(st);
+}
+
+/* dir joins the directories waiting for mi_store_sync: 1, or 0 when
+ * there is no room (the caller syncs it itself). */
+static int
+defer_dir(struct mi_store *st, const char *dir)
+{
+	int i;
+
+	for (i = 0; i < st->nunsynced; i++)
+		if (strcmp(st->unsynced[i], dir) == 0)
+			return 1;
+	if (st->nunsynced == MAX_UNSYNCED ||
+	    (st->unsynced[st->nunsynced] = strdup(dir)) == NULL)
+		return 0;
+	st->nunsynced++;
+	return 1;
+}
+
+int
+mi_store_sync(struct mi_store *st, struct mi_err *err)
+{
+	while (st->nunsynced > 0) {
+		if (fsync_dir_retrying(st->unsynced[st->nunsynced - 1],
+		    err) == -1)
+			return -1;
+		free(st->unsynced[--st->nunsynced]);
+	}
+	return 0;
+}
+
+int
+mi_store_unsynced(const struct mi_store *st)
+{
+	return st->nunsynced;
 }
 
 const char *
@@ -440,8 +490,25 @@ mismatch(struct mi_store_tx *tx, struct mi_err *err)
 	return -1;
 }
 
+static int commit(struct mi_store_tx *tx, struct mi_store_result *res,
+    int defer, struct mi_err *err);
+
 int
 mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
+    struct mi_err *err)
+{
+	return commit(tx, res, 0, err);
+}
+
+int
+mi_store_commit_deferred(struct mi_store_tx *tx, struct mi_store_result *res,
+    struct mi_err *err)
+{
+	return commit(tx, res, 1, err);
+}
+
+static int
+commit(struct mi_store_tx *tx, struct mi_store_result *res, int defer,
     struct mi_err *err)
 {
 	const struct mi_mime *m, *declared;
@@ -515,7 +582,8 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		goto fail;
 	if ((existed = link_tmp(tx, obj, err)) == -1)
 		goto fail;
-	if (!existed && fsync_dir_retrying(tx->objdir, err) == -1)
+	if (!existed && !(defer && defer_dir(tx->st, tx->objdir)) &&
+	    fsync_dir_retrying(tx->objdir, err) == -1)
 		goto fail;
 	for (i = 0; (r = link(obj, res->path)) == -1 && errno != EEXIST; ) {
 		if (++i > RETRIES) {
@@ -524,7 +592,8 @@ mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
 		}
 		backoff(i);
 	}
-	if (r == 0 && fsync_dir_retrying(dir, err) == -1)
+	if (r == 0 && !(defer && defer_dir(tx->st, dir)) &&
+	    fsync_dir_retrying(dir, err) == -1)
 		goto fail;
 	res->deduplicated = existed;
 	mi_store_abort(tx);

@@ -57,6 +57,21 @@ int mi_store_commit(struct mi_store_tx *tx, struct mi_store_result *res,
     struct mi_err *err);	/* frees tx, success or not */
 void mi_store_abort(struct mi_store_tx *tx);
 /*
+ * The same, but the directories that got a new name are not fsynced yet:
+ * they wait, each named once however many commits touched it, for
+ * mi_store_sync(), which must succeed before anything that points at
+ * these files (a row) is written.  The file's own bytes are durable
+ * before its name exists, as always.  A store holds up to 64 directories
+ * waiting; a commit that finds no room syncs its own at once.
+ */
+int mi_store_commit_deferred(struct mi_store_tx *tx,
+    struct mi_store_result *res, struct mi_err *err);
+/* fsyncs every directory waiting (retried like writes); 0, or -1 and
+ * err (they stay waiting, for a next try). */
+int mi_store_sync(struct mi_store *st, struct mi_err *err);
+/* Directories waiting for mi_store_sync(). */
+int mi_store_unsynced(const struct mi_store *st);
+/*
  * The same for a file that is already whole on the store's filesystem
  * (a spool file): its bytes are written to tx as they are read from path,
  * which are hashed and checked as usual, but not copied; the commit links

@@ -77,6 +77,65 @@ teardown_file() {
 	[ "$(sha256sum <"$path" | cut -c1-64)" = "$(jq -r .content_hash <<<"$art")" ]
 }
 
+@test "results stored together share their directories' fsyncs and one transaction for their rows" {
+	local i root run
+	root=$(realpath "$ASSET_STORAGE_DIR")
+	run=$(cat /proc/sys/kernel/random/uuid)
+	cc -shared -fPIC -o "$BATS_TEST_TMPDIR/failwrite.so" \
+	    "$BATS_TEST_DIRNAME/lib/failwrite.c" -ldl
+	for i in 1 2 3 4 5 6; do
+		RUN_ID=$run req local image "together $i" '{"width":512,"height":512}'
+	done | mi-submit 2>"$BATS_TEST_TMPDIR/submit.err" |
+	    mi-poll -q >"$BATS_TEST_TMPDIR/recs" 2>"$BATS_TEST_TMPDIR/poll.err" ||
+	    { cat "$BATS_TEST_TMPDIR"/*.err; false; }
+	[ "$(wc -l <"$BATS_TEST_TMPDIR/recs")" -eq 6 ]
+	MI_FSYNC_LOG="$BATS_TEST_TMPDIR/fsyncs" \
+	    LD_PRELOAD="$BATS_TEST_TMPDIR/failwrite.so" \
+	    run -0 --separate-stderr mi-fetch -j 8 <"$BATS_TEST_TMPDIR/recs"
+	[ "${#lines[@]}" -eq 6 ]
+	jqok -s 'all(.content_hash | length == 64)' "$output"
+	# Six files linked into one run directory: it was fsynced once for
+	# them all (twice if they came in two turns), not once a file ...
+	run -0 grep -cx "$root/org_a/$run/image" "$BATS_TEST_TMPDIR/fsyncs"
+	[ "$output" -le 2 ]
+	run -0 grep -cx "$root/org_a/.objects" "$BATS_TEST_TMPDIR/fsyncs"
+	[ "$output" -le 2 ]
+	# ... and their rows were written by as many transactions (now() is
+	# the transaction's start).
+	run -0 sql "SELECT count(DISTINCT created_at) FROM app.artifacts
+	    WHERE run_id = '$run'"
+	[ "$output" -le 2 ]
+	run -0 sql "SELECT count(*) FROM app.generation_jobs j
+	    JOIN app.artifacts a ON a.id = j.artifact_id WHERE j.run_id = '$run'"
+	assert_output 6
+}
+
+@test "a directory fsync that fails for results stored together fails each of them, writes none of their rows, and a run again stores them" {
+	local i run
+	run=$(cat /proc/sys/kernel/random/uuid)
+	cc -shared -fPIC -o "$BATS_TEST_TMPDIR/failwrite.so" \
+	    "$BATS_TEST_DIRNAME/lib/failwrite.c" -ldl
+	for i in 1 2 3; do
+		RUN_ID=$run req local image "unsynced $i" '{"width":512,"height":512}'
+	done | mi-submit 2>"$BATS_TEST_TMPDIR/submit.err" |
+	    mi-poll -q >"$BATS_TEST_TMPDIR/recs" 2>"$BATS_TEST_TMPDIR/poll.err" ||
+	    { cat "$BATS_TEST_TMPDIR"/*.err; false; }
+	MI_FAULT_DIR_COUNT=1000 MI_FAULT_ERRNO=5 \
+	    LD_PRELOAD="$BATS_TEST_TMPDIR/failwrite.so" \
+	    run -1 --separate-stderr mi-fetch -j 8 <"$BATS_TEST_TMPDIR/recs"
+	[ "${#lines[@]}" -eq 3 ]
+	jqok -s 'all(.error.code == "STORAGE_ERROR" and .error.retryable and
+	    (.error.message | test("fsync directory .*Input/output error")))' "$output"
+	run -0 sql "SELECT count(*) FROM app.artifacts WHERE run_id = '$run'"
+	assert_output 0
+	# The jobs were released, not failed: the same records store them.
+	run -0 sql "SELECT count(*) FROM app.generation_jobs WHERE run_id = '$run'
+	    AND status = 'completed' AND artifact_id IS NULL AND lease_owner IS NULL"
+	assert_output 3
+	run -0 --separate-stderr mi-fetch -j 8 <"$BATS_TEST_TMPDIR/recs"
+	jqok -s 'length == 3 and all(.content_hash | length == 64)' "$output"
+}
+
 @test "mi-submit claims only what it can start soon: with one create at a time, the third job is claimed after the first's create came back" {
 	local i
 	for i in 1 2 3 4; do

@@ -36,6 +36,7 @@ enum {
 	S_TAKING,	/* waiting for another worker's lease */
 	S_LOADING,	/* its download is under way */
 	S_LOADED,	/* the download ended: r, err */
+	S_STORED,	/* in the store and probed: res, extra; rows next */
 	S_BACKOFF,	/* waiting to download again */
 	S_DONE		/* out is the record to write */
 };
@@ -60,6 +61,8 @@ struct slot {
 	int r;			/* S_LOADED: the download's outcome */
 	long long received, content_length;
 	struct mi_err err;
+	struct mi_store_result *res;	/* S_STORED */
+	jv extra;			/* S_STORED: the artifact's fields */
 };
 
 struct mi_fetch_pool {
@@ -90,6 +93,9 @@ void fetch_begin(struct slot *s);
 void fetch_take(struct slot *s);
 void fetch_start(struct slot *s);
 void fetch_after_load(struct slot *s);
+/* The rows of every S_STORED slot, after one fsync of the directories
+ * their files were linked into (mi_store_sync), in one transaction. */
+void fetch_record_stored(struct mi_fetch_pool *c);
 
 /* rows.c */
 jv fetch_input(jv job);

@@ -327,7 +327,7 @@ fetch_after_load(struct slot *s)
 	if (r == -1 && s->tx)
 		mi_store_abort(s->tx);
 	else if (r == 0)
-		r = mi_store_commit(s->tx, &res, err);
+		r = mi_store_commit_deferred(s->tx, &res, err);
 	s->tx = NULL;
 	if (r == 0) {
 		stored(s, &res);
@@ -396,54 +396,129 @@ strict_refused(struct slot *s, const char *msg)
 }
 
 /*
- * The stored result's rows in one transaction: the artifact (an insert
- * that finds the row a first run made), the job's link to it (*linked:
- * its row, null when the lease was lost) and the step cache entry (sent
- * with the commit).  A transaction lost with its connection runs again
- * from the start: a first run that did commit leaves the job released,
- * so the link finds no row, as for a lease lost.  extra is consumed.
+ * The rows of stored results, all in one transaction: for each slot the
+ * artifact (an insert that finds the row a first run made), the job's
+ * link to it (links[i]: its row, null when the lease was lost) and the
+ * step cache entry (sent with the next statement).  A transaction lost
+ * with its connection runs again from the start: a first run that did
+ * commit left the jobs released, so the links find no row, as for a
+ * lease lost.  Returns 0 with arts[] and links[] filled, or -1 and err
+ * (nothing written).
  */
-static jv
-record_rows(struct mi_fetch_pool *c, struct slot *s,
-    struct mi_store_result *res, jv extra, jv *linked, struct mi_err *err)
+static int
+record_rows(struct mi_fetch_pool *c, struct slot **v, int n, jv *arts,
+    jv *links, struct mi_err *err)
 {
 	const char *artid = NULL;
-	jv art = jv_invalid(), p2;
-	int i;
+	jv p2;
+	int i, k, try;
 
-	*linked = jv_null();
-	for (i = 0; i < 3; i++) {
-		if (i > 0)
+	for (try = 0; try < 3; try++) {
+		if (try > 0)
 			*err = (struct mi_err)MI_ERR_INIT;
+		for (i = 0; i < n; i++)
+			arts[i] = links[i] = jv_invalid();
 		if (mi_db_begin(c->db, err) == -1)
-			break;
-		art = mi_artifact_record(c->db, &s->req, res, jv_copy(extra),
-		    err);
-		if (!jv_is_valid(art)) {
-			mi_db_rollback(c->db);
-			if (mi_db_tx_lost(c->db))
-				continue;
-			break;
+			return -1;
+		for (i = 0; i < n; i++) {
+			arts[i] = mi_artifact_record(c->db, &v[i]->req,
+			    v[i]->res, jv_copy(v[i]->extra), err);
+			if (!jv_is_valid(arts[i]))
+				break;
+			mi_json_str(arts[i], "id", &artid, 1, NULL);
+			p2 = jv_object_set(jv_object(),
+			    jv_string("artifact_id"), jv_string(artid));
+			p2 = jv_object_set(p2, jv_string("release"),
+			    jv_true());
+			links[i] = mi_jobs_patch(c->db, v[i]->id, p2, err);
+			if (!jv_is_valid(links[i]) ||
+			    mi_step_cache_put(c->db, v[i]->id, artid,
+			    err) == -1)
+				break;
 		}
-		mi_json_str(art, "id", &artid, 1, NULL);
-		p2 = jv_object_set(jv_object(), jv_string("artifact_id"),
-		    jv_string(artid));
-		p2 = jv_object_set(p2, jv_string("release"), jv_true());
-		*linked = mi_jobs_patch(c->db, s->id, p2, err);
-		if (jv_is_valid(*linked) &&
-		    mi_step_cache_put(c->db, s->id, artid, err) == 0 &&
-		    mi_db_commit(c->db, err) == 0)
-			break;
-		jv_free(*linked);
-		*linked = jv_null();
+		if (i == n && mi_db_commit(c->db, err) == 0)
+			return 0;
+		for (k = 0; k < n; k++) {
+			jv_free(arts[k]);
+			jv_free(links[k]);
+			arts[k] = links[k] = jv_invalid();
+		}
 		mi_db_rollback(c->db);
 		if (!mi_db_tx_lost(c->db))
-			fetch_fatal(c, err);
-		jv_free(art);
-		art = jv_invalid();
+			return -1;
 	}
-	jv_free(extra);
-	return art;
+	return -1;
+}
+
+static void stored_rows(struct slot *s, jv art, jv linked);
+
+/* The rows of one slot, in a transaction of its own. */
+static void
+record_one(struct slot *s)
+{
+	struct mi_fetch_pool *c = s->c;
+	struct mi_err err = MI_ERR_INIT;
+	jv art, linked;
+
+	if (record_rows(c, &s, 1, &art, &linked, &err) == -1) {
+		fetch_release(c, s);
+		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE)
+			fetch_fatal(c, &err);
+		fetch_error(s, s->job, "STORAGE_ERROR", err.msg, 0);
+		s->job = jv_null();
+		return;
+	}
+	stored_rows(s, art, linked);
+}
+
+/* Slots stored at once: their rows wait, beyond this many, for the next
+ * transaction. */
+#define ROWS_BATCH 64
+
+void
+fetch_record_stored(struct mi_fetch_pool *c)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct slot *v[ROWS_BATCH], *s;
+	jv arts[ROWS_BATCH], links[ROWS_BATCH];
+	int i, n;
+
+	for (;;) {
+		n = 0;
+		for (s = c->head; s && n < ROWS_BATCH; s = s->next)
+			if (s->state == S_STORED)
+				v[n++] = s;
+		if (n == 0)
+			return;
+		/* The new names durable before any row points at them. */
+		if (mi_store_sync(c->st, &err) == -1) {
+			for (i = 0; i < n; i++) {
+				fetch_release(c, v[i]);
+				fetch_error(v[i], v[i]->job, "STORAGE_ERROR",
+				    err.msg, 1);
+				v[i]->job = jv_null();
+			}
+			continue;
+		}
+		if (n == 1) {
+			record_one(v[0]);
+			continue;
+		}
+		if (record_rows(c, v, n, arts, links, &err) == 0) {
+			for (i = 0; i < n; i++)
+				stored_rows(v[i], arts[i], links[i]);
+			continue;
+		}
+		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE) {
+			for (i = 0; i < n; i++)
+				fetch_release(c, v[i]);
+			fetch_fatal(c, &err);
+		}
+		/* One slot's rows failed the batch: each alone, so that only
+		 * its own record says so. */
+		for (i = 0; i < n; i++)
+			record_one(v[i]);
+	}
 }
 
 /* The result is in the store: probe it, record the artifact, link it. */
@@ -452,9 +527,7 @@ stored(struct slot *s, struct mi_store_result *res)
 {
 	struct mi_fetch_pool *c = s->c;
 	struct mi_err err = MI_ERR_INIT;
-	const char *uri = NULL;
-	jv extra, art, linked, job = s->job;
-	int link_ok;
+	jv extra, job = s->job;
 
 	extra = jv_object();
 	extra = jv_object_set(extra, jv_string("skill_id"),
@@ -481,16 +554,31 @@ stored(struct slot *s, struct mi_store_result *res)
 		return;
 	}
 	/* The artifact row, its link to the job and the step cache entry
-	 * commit together: one commit, and no row without the others. */
-	art = record_rows(c, s, res, extra, &linked, &err);
-	if (!jv_is_valid(art)) {
+	 * commit together, with those of the other results stored now,
+	 * once the directories they were linked into are durable
+	 * (fetch_record_stored). */
+	if ((s->res = malloc(sizeof(*res))) == NULL) {
+		jv_free(extra);
 		fetch_release(c, s);
-		if (err.code == EX_TEMPFAIL || err.code == EX_UNAVAILABLE)
-			fetch_fatal(c, &err);
-		fetch_error(s, job, "STORAGE_ERROR", err.msg, 0);
-		s->job = jv_null();
-		return;
+		mi_err_set(&err, EX_OSERR, "out of memory");
+		fetch_fatal(c, &err);
 	}
+	*s->res = *res;
+	jv_free(s->extra);
+	s->extra = extra;
+	s->state = S_STORED;
+}
+
+/* The rows are written: art and linked (consumed) are what they gave. */
+static void
+stored_rows(struct slot *s, jv art, jv linked)
+{
+	struct mi_fetch_pool *c = s->c;
+	struct mi_store_result *res = s->res;
+	const char *uri = NULL;
+	jv job = s->job;
+	int link_ok;
+
 	s->held = 0;
 	/* A lease lost meanwhile: the job's new holder links the same
 	 * stored bytes, and needs the spool file for it. */

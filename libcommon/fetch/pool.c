@@ -121,6 +121,8 @@ slot_free(struct slot *s)
 		mi_store_abort(s->tx);
 	jv_free(s->job);
 	jv_free(s->out);
+	jv_free(s->extra);
+	free(s->res);
 	free(s);
 }
 
@@ -157,6 +159,7 @@ slot_add(struct mi_fetch_pool *c, jv rec)
 	s->c = c;
 	s->job = rec;
 	s->out = jv_null();
+	s->extra = jv_null();
 	s->state = S_TAKING;
 	*c->tail = s;
 	c->tail = &s->next;
@@ -187,6 +190,8 @@ mi_fetch_pool_step(struct mi_fetch_pool *c)
 			}
 		}
 	}
+	if (!stopped(c))
+		fetch_record_stored(c);
 	for (s = c->head; s; s = s->next)
 		if ((s->state == S_TAKING || s->state == S_BACKOFF) &&
 		    s->wake < next)

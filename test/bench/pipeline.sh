@@ -132,6 +132,8 @@ if [ -n "${STATEMENTS:-}" ]; then
 	psql -c "SELECT round(calls::numeric / $n, 2) AS per_job,
 	    round(total_exec_time::numeric / $n, 3) AS ms_job,
 	    round(total_plan_time::numeric / $n, 3) AS plan_ms_job,
+	    round(min_exec_time::numeric, 3) AS min_ms,
+	    round(max_exec_time::numeric, 1) AS max_ms,
 	    left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS statement
 	  FROM pg_stat_statements WHERE calls >= $n / 20
 	  ORDER BY total_exec_time + total_plan_time DESC LIMIT 25"
