@@ -240,7 +240,7 @@ av(const char *path, const char *kind, const char *ext)
 	out = jv_object_set(out, jv_string("format"), jv_string(ext));
 	/* $MI_FFPROBE names a program to run instead of the library. */
 	text = ffprobe && *ffprobe ? mi_probe_run(argv, 1 << 20, 20000, &err)
-				   : mi_probe_av(path, 1 << 20, 20000, &err);
+				   : mi_probe_av(path, ext, 1 << 20, 20000, &err);
 	if (!jv_is_valid(text)) {
 		jv_free(text);
 		return jv_object_set(out, jv_string("error"),

@@ -87,16 +87,36 @@ add_rate(struct mi_buf *b, const char *key, AVRational r)
 	add_str(b, key, tmp, 1);
 }
 
-int
-mi_probe_av_json(const char *path, struct mi_buf *b, char *msg, size_t msgsz)
+/* path opened with the demuxer fmt (NULL: the one libavformat's probe
+ * finds) and its streams read; rc < 0 when it failed. */
+static int
+open_av(AVFormatContext **fc, const char *path, const AVInputFormat *fmt)
 {
-	AVFormatContext *fc = NULL;
-	unsigned i;
 	int rc;
 
+	*fc = NULL;
+	if ((rc = avformat_open_input(fc, path, fmt, NULL)) < 0 ||
+	    (rc = avformat_find_stream_info(*fc, NULL)) < 0)
+		avformat_close_input(fc);
+	return rc;
+}
+
+int
+mi_probe_av_json(const char *path, const char *format, struct mi_buf *b,
+    char *msg, size_t msgsz)
+{
+	AVFormatContext *fc = NULL;
+	const AVInputFormat *fmt;
+	unsigned i;
+	int rc = -1;
+
 	av_log_set_level(AV_LOG_QUIET);
-	if ((rc = avformat_open_input(&fc, path, NULL, NULL)) < 0 ||
-	    (rc = avformat_find_stream_info(fc, NULL)) < 0) {
+	/* The probe asks each of some 300 demuxers what it makes of the
+	 * file's first bytes, which costs more than reading the file: the
+	 * demuxer of the format found by its signature goes first. */
+	fmt = format && *format ? av_find_input_format(format) : NULL;
+	if ((fmt == NULL || (rc = open_av(&fc, path, fmt)) < 0) &&
+	    (rc = open_av(&fc, path, NULL)) < 0) {
 		char e[200];
 
 		av_strerror(rc, e, sizeof(e));
@@ -206,7 +226,7 @@ io_full(int fd, void *p, size_t n, int out, long long until)
 static void __attribute__((noreturn))
 avw_main(int fd)
 {
-	char path[PATH_MAX];
+	char req[PATH_MAX + 32], *path, *format;
 	uint32_t len;
 
 	for (;;) {
@@ -217,11 +237,16 @@ avw_main(int fd)
 
 		if (io_full(fd, &len, sizeof(len), 0, 0) == -1)
 			_exit(0);
-		if (len == 0 || len >= sizeof(path) ||
-		    io_full(fd, path, len, 0, 0) == -1)
+		/* The format, a NUL, the path. */
+		if (len == 0 || len >= sizeof(req) ||
+		    io_full(fd, req, len, 0, 0) == -1)
 			_exit(2);
-		path[len] = '\0';
-		rc = mi_probe_av_json(path, &b, msg, sizeof(msg));
+		req[len] = '\0';
+		format = req;
+		if ((path = memchr(req, '\0', len)) == NULL || path[1] == '\0')
+			_exit(2);
+		path++;
+		rc = mi_probe_av_json(path, format, &b, msg, sizeof(msg));
 		hdr[0] = (uint32_t)rc;
 		hdr[1] = rc ? (uint32_t)strlen(msg) : (uint32_t)b.len;
 		if (io_full(fd, hdr, sizeof(hdr), 1, 0) == -1 ||
@@ -296,20 +321,26 @@ avw_start(struct mi_err *err)
 }
 
 static jv
-avw_probe(const char *path, size_t max_out, long timeout_ms,
-    struct mi_err *err)
+avw_probe(const char *path, const char *format, size_t max_out,
+    long timeout_ms, struct mi_err *err)
 {
 	struct timespec ts;
-	uint32_t len = (uint32_t)strlen(path), hdr[2];
+	char req[PATH_MAX + 32];
+	uint32_t len, hdr[2];
 	long long until;
 	char *body;
 	int r, status;
 	jv res;
 
-	if (len == 0 || len >= PATH_MAX) {
+	if (format == NULL || strlen(format) > 16)
+		format = "";
+	if (*path == '\0' || strlen(path) >= PATH_MAX) {
 		mi_err_set(err, EX_SOFTWARE, "libavformat: path too long");
 		return jv_invalid();
 	}
+	len = (uint32_t)(strlen(format) + 1 + strlen(path));
+	memcpy(req, format, strlen(format) + 1);
+	memcpy(req + strlen(format) + 1, path, strlen(path));
 	if (avw.pid > 0 &&
 	    (avw.owner != getpid() || avw.served >= AVW_MAX_SERVED))
 		avw_stop(0, NULL);
@@ -326,7 +357,7 @@ avw_probe(const char *path, size_t max_out, long timeout_ms,
 	until = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 +
 	    timeout_ms;
 	if (io_full(avw.fd, &len, sizeof(len), 1, 0) == -1 ||
-	    io_full(avw.fd, (void *)path, len, 1, 0) == -1)
+	    io_full(avw.fd, req, len, 1, 0) == -1)
 		r = -1;
 	else
 		r = io_full(avw.fd, hdr, sizeof(hdr), 0, until);
@@ -369,14 +400,14 @@ avw_probe(const char *path, size_t max_out, long timeout_ms,
 }
 
 jv
-mi_probe_av(const char *path, size_t max_out, long timeout_ms,
-    struct mi_err *err)
+mi_probe_av(const char *path, const char *format, size_t max_out,
+    long timeout_ms, struct mi_err *err)
 {
 	jv res;
 
 	pthread_mutex_lock(&avw_lock);
 	avw_died = 0;
-	res = avw_probe(path, max_out, timeout_ms, err);
+	res = avw_probe(path, format, max_out, timeout_ms, err);
 	/*
 	 * A worker that ended without an answer may have been dying already
 	 * (killed) when the file was sent: a new one reads it once more.  A
@@ -384,7 +415,7 @@ mi_probe_av(const char *path, size_t max_out, long timeout_ms,
 	 */
 	if (!jv_is_valid(res) && avw_died) {
 		jv_free(res);
-		res = avw_probe(path, max_out, timeout_ms, err);
+		res = avw_probe(path, format, max_out, timeout_ms, err);
 	}
 	pthread_mutex_unlock(&avw_lock);
 	return res;

@@ -19,16 +19,19 @@
  * avg_frame_rate, r_frame_rate, sample_rate, channels, duration,
  * disposition.attached_pic; format duration), as a string; read by the
  * worker within timeout_ms and max_out bytes.  Else invalid, err filled.
+ * format (may be NULL): the container the file's bytes were found to be
+ * (an extension: "mp3", "wav", "mp4"): its demuxer is tried first, and
+ * libavformat's probe of every demuxer only when that one fails.
  * Thread-safe (one worker per process, one file at a time).
  */
-jv mi_probe_av(const char *path, size_t max_out, long timeout_ms,
-    struct mi_err *err);
+jv mi_probe_av(const char *path, const char *format, size_t max_out,
+    long timeout_ms, struct mi_err *err);
 
 /*
  * In this process: appends that JSON to out and returns 0, or writes a
  * line to msg and returns 1.  Only the worker calls it.
  */
-int mi_probe_av_json(const char *path, struct mi_buf *out, char *msg,
-    size_t msgsz);
+int mi_probe_av_json(const char *path, const char *format, struct mi_buf *out,
+    char *msg, size_t msgsz);
 
 #endif
