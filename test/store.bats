@@ -454,3 +454,19 @@ EOF
 	assert_output "$n"
 	DATABASE_URL="postgresql://postgres@127.0.0.1:1/none" run -69 mi-migrate
 }
+
+@test "MP3 is known by its frame header, after an ID3 tag or without it; a frame header with a bitrate that does not exist is not MP3" {
+	local d=$BATS_TEST_TMPDIR
+	ffmpeg -v error -f lavfi -i sine=d=1 -metadata title=tagged -y "$d/tagged.mp3"
+	ffmpeg -v error -f lavfi -i sine=d=1 -id3v2_version 0 -write_xing 0 -y "$d/bare.mp3"
+	[ "$(head -c 3 "$d/tagged.mp3")" = ID3 ]
+	[ "$(head -c 2 "$d/bare.mp3" | od -An -tx1 | tr -d ' ')" = fffb ]
+	for f in tagged bare; do
+		run -0 --separate-stderr mi-store -t org_mp3 -r "$RUN" -y audio_sfx "$d/$f.mp3"
+		echo "$output" | jq -e '.metadata.mime_type == "audio/mpeg" and (.uri | endswith(".mp3"))'
+	done
+	# Bitrate index 15 does not exist: libmagic does not take it either.
+	{ printf '\377\373\360\000'; head -c 4000 /dev/urandom; } >"$d/bad.mp3"
+	run -1 --separate-stderr mi-store -t org_mp3 -r "$RUN" -y audio_sfx "$d/bad.mp3"
+	echo "$output" | jq -e '.error.message | test("not a known media type")'
+}
