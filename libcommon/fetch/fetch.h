@@ -90,7 +90,8 @@ void fetch_renew(struct mi_fetch_pool *c, int soon);
 
 /* job.c */
 void fetch_begin(struct slot *s);
-void fetch_take(struct slot *s);
+/* Takes the leases of the jobs due in one statement; how many it tried. */
+int fetch_take_due(struct mi_fetch_pool *c);
 void fetch_start(struct slot *s);
 void fetch_after_load(struct slot *s);
 /* The rows of every S_STORED slot, after one fsync of the directories

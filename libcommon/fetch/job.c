@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <limits.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -54,33 +55,15 @@ sink(void *arg, const struct mi_http_resp *resp, const void *data,
 	return mi_store_write(s->tx, data, len, err);
 }
 
-/*
- * Takes the job's lease; while another worker holds it, waits (2 leases
- * at most, trying every 500 ms) for that worker to store the result.
- */
-void
-fetch_take(struct slot *s)
+/* The job was not taken: stored by another worker meanwhile, or held by
+ * one (waited for 2 leases at most, trying every 500 ms). */
+static void
+not_taken(struct slot *s)
 {
 	struct mi_fetch_pool *c = s->c;
-	struct mi_err err = MI_ERR_INIT;
-	const char *owner = NULL;
-	jv rows, art;
+	jv art;
 	int found;
 
-	mi_json_str(s->job, "lease_owner", &owner, 0, NULL);
-	rows = mi_jobs_take(c->db, jv_array_append(jv_array(),
-	    jv_array_append(jv_array_append(jv_array(), jv_string(s->id)),
-	    owner ? jv_string(owner) : jv_null())), 1, &err);
-	if (!jv_is_valid(rows))
-		fetch_fatal(c, &err);
-	if (jv_array_length(jv_copy(rows)) > 0) {
-		jv_free(s->job);
-		s->job = jv_array_get(rows, 0);
-		s->held = 1;
-		fetch_start(s);
-		return;
-	}
-	jv_free(rows);
 	art = fetch_stored_meanwhile(c, s->id, &found);
 	if (jv_get_kind(art) == JV_KIND_OBJECT) {
 		jv_free(s->job);
@@ -97,6 +80,71 @@ fetch_take(struct slot *s)
 	}
 	s->state = S_TAKING;
 	s->wake = mi_now_ms() + 500;
+}
+
+/* Slots taken in one statement at most. */
+#define TAKE_BATCH 64
+
+/*
+ * Takes the leases of every job due (S_TAKING, its wake passed) in one
+ * statement, and starts the download of each job taken.  Returns how
+ * many slots it tried.
+ */
+int
+fetch_take_due(struct mi_fetch_pool *c)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct slot *v[TAKE_BATCH], *s;
+	long long now = mi_now_ms();
+	jv pairs = jv_array(), rows;
+	int i, k, n = 0, nrows;
+
+	for (s = c->head; s && n < TAKE_BATCH; s = s->next) {
+		const char *owner = NULL;
+
+		if (s->state != S_TAKING || s->wake > now)
+			continue;
+		v[n++] = s;
+		mi_json_str(s->job, "lease_owner", &owner, 0, NULL);
+		pairs = jv_array_append(pairs, jv_array_append(jv_array_append(
+		    jv_array(), jv_string(s->id)), owner ? jv_string(owner) :
+		    jv_null()));
+	}
+	if (n == 0) {
+		jv_free(pairs);
+		return 0;
+	}
+	/* Claimed before the statement: a slot is tried once a turn. */
+	for (i = 0; i < n; i++)
+		v[i]->wake = LLONG_MAX;
+	rows = mi_jobs_take(c->db, pairs, 1, &err);
+	if (!jv_is_valid(rows))
+		fetch_fatal(c, &err);
+	nrows = jv_array_length(jv_copy(rows));
+	for (k = 0; k < nrows; k++) {
+		jv row = jv_array_get(jv_copy(rows), k);
+		const char *id = NULL;
+
+		mi_json_str(row, "id", &id, 1, NULL);
+		for (i = 0; i < n; i++)
+			if (v[i] != NULL && id && strcmp(v[i]->id, id) == 0)
+				break;
+		if (i == n) {
+			jv_free(row);
+			continue;
+		}
+		s = v[i];
+		v[i] = NULL;
+		jv_free(s->job);
+		s->job = row;
+		s->held = 1;
+		fetch_start(s);
+	}
+	jv_free(rows);
+	for (i = 0; i < n; i++)
+		if (v[i] != NULL)
+			not_taken(v[i]);
+	return n;
 }
 
 /* A record read: passed through, refused, or its job taken. */
@@ -157,7 +205,9 @@ fetch_begin(struct slot *s)
 	}
 	s->job = job;
 	s->take_until = mi_now_ms() + 2 * mi_jobs_lease_ms();
-	fetch_take(s);
+	/* Taken with the other records of this turn (fetch_take_due). */
+	s->state = S_TAKING;
+	s->wake = 0;
 }
 
 /* The job just taken: its provider and the names of its result. */

@@ -175,17 +175,14 @@ mi_fetch_pool_step(struct mi_fetch_pool *c)
 
 	fetch_renew(c, 0);
 	while (again && !stopped(c)) {
-		again = 0;
+		again = fetch_take_due(c) > 0;
 		for (s = c->head; s && !stopped(c); s = s->next) {
 			if (s->state == S_LOADED) {
 				fetch_after_load(s);
 				again = 1;
-			} else if ((s->state == S_TAKING ||
-			    s->state == S_BACKOFF) && s->wake <= mi_now_ms()) {
-				if (s->state == S_TAKING)
-					fetch_take(s);
-				else
-					fetch_start(s);
+			} else if (s->state == S_BACKOFF &&
+			    s->wake <= mi_now_ms()) {
+				fetch_start(s);
 				again = 1;
 			}
 		}
