@@ -447,20 +447,20 @@ strict_refused(struct slot *s, const char *msg)
 
 /*
  * The rows of stored results, all in one transaction: for each slot the
- * artifact (an insert that finds the row a first run made), the job's
- * link to it (links[i]: its row, null when the lease was lost) and the
- * step cache entry (sent with the next statement).  A transaction lost
- * with its connection runs again from the start: a first run that did
- * commit left the jobs released, so the links find no row, as for a
- * lease lost.  Returns 0 with arts[] and links[] filled, or -1 and err
- * (nothing written).
+ * artifact (an insert that finds the row a first run made); then the
+ * jobs' links to them in one statement (links[i]: the job's row, null
+ * when its lease was lost); then the step cache entries (sent with the
+ * commit).  A transaction lost with its connection runs again from the
+ * start: a first run that did commit left the jobs released, so the
+ * links find no row, as for a lease lost.  Returns 0 with arts[] and
+ * links[] filled, or -1 and err (nothing written).
  */
 static int
 record_rows(struct mi_fetch_pool *c, struct slot **v, int n, jv *arts,
     jv *links, struct mi_err *err)
 {
 	const char *artid = NULL;
-	jv p2;
+	jv items, rows = jv_invalid();
 	int i, k, try;
 
 	for (try = 0; try < 3; try++) {
@@ -470,24 +470,47 @@ record_rows(struct mi_fetch_pool *c, struct slot **v, int n, jv *arts,
 			arts[i] = links[i] = jv_invalid();
 		if (mi_db_begin(c->db, err) == -1)
 			return -1;
+		items = jv_array();
 		for (i = 0; i < n; i++) {
+			jv p;
+
 			arts[i] = mi_artifact_record(c->db, &v[i]->req,
 			    v[i]->res, jv_copy(v[i]->extra), err);
 			if (!jv_is_valid(arts[i]))
 				break;
 			mi_json_str(arts[i], "id", &artid, 1, NULL);
-			p2 = jv_object_set(jv_object(),
+			p = jv_object_set(jv_object(),
 			    jv_string("artifact_id"), jv_string(artid));
-			p2 = jv_object_set(p2, jv_string("release"),
-			    jv_true());
-			links[i] = mi_jobs_patch(c->db, v[i]->id, p2, err);
-			if (!jv_is_valid(links[i]) ||
-			    mi_step_cache_put(c->db, v[i]->id, artid,
-			    err) == -1)
-				break;
+			p = jv_object_set(p, jv_string("release"), jv_true());
+			items = jv_array_append(items, jv_object_set(
+			    jv_object_set(jv_object(), jv_string("id"), jv_string(v[i]->id)), jv_string("p"), p));
 		}
-		if (i == n && mi_db_commit(c->db, err) == 0)
+		if (i == n) {
+			rows = mi_jobs_patch_many(c->db, items, err);
+			items = jv_null();
+		}
+		jv_free(items);
+		for (k = 0; i == n && jv_is_valid(rows) && k < n; k++) {
+			links[k] = jv_object_get(jv_copy(rows),
+			    jv_string(v[k]->id));
+			if (jv_get_kind(links[k]) != JV_KIND_OBJECT) {
+				jv_free(links[k]);
+				links[k] = jv_null();	/* lease lost */
+			}
+			mi_json_str(arts[k], "id", &artid, 1, NULL);
+			if (mi_step_cache_put(c->db, v[k]->id, artid,
+			    err) == -1) {
+				jv_free(rows);
+				rows = jv_invalid();
+			}
+		}
+		if (i == n && jv_is_valid(rows) &&
+		    mi_db_commit(c->db, err) == 0) {
+			jv_free(rows);
 			return 0;
+		}
+		jv_free(rows);
+		rows = jv_invalid();
 		for (k = 0; k < n; k++) {
 			jv_free(arts[k]);
 			jv_free(links[k]);
