@@ -65,6 +65,10 @@ struct mi_db {
 	int nqueue, pipeline;
 	PGconn *conn;
 	int in_tx, tx_lost, generation;
+	/* A batch (mi_db_batch_begin): requests' transactions are savepoints
+	 * of one; batch_lost: it can no longer commit (a conflict, a lost
+	 * connection, a savepoint that could not be rolled back to). */
+	int batch, batch_lost;
 	char lost[200];		/* why the connection went, seen idle */
 	long retry_ms;
 	void (*wait)(void *arg, long ms);
@@ -705,6 +709,19 @@ run(struct mi_db *db, const char *sql, int n, const char *const *params,
 		st = PQresultStatus(res);
 		if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
 			break;
+		if (conflict(res) && db->batch && db->in_tx) {
+			/* Undone as a whole: the caller runs it again. */
+			PQclear(res);
+			PQclear(PQexec(db->conn, "ROLLBACK"));
+			db->in_tx = 0;
+			db->tx_lost = 1;
+			db->batch_lost = 1;
+			log_clear(db);
+			queue_clear(db);
+			mi_err_set(err, EX_TEMPFAIL, "database: a deadlock; the "
+			    "batch's transaction is lost");
+			return NULL;
+		}
 		if (conflict(res) && ++conflicts < CONFLICT_TRIES &&
 		    !db->log_full) {
 			/*
@@ -868,9 +885,63 @@ queue_add(struct mi_db *db, const char *sql, int n,
 	return 0;
 }
 
+static void mi_db_rollback_all(struct mi_db *db);
+
+/* In a batch whose transaction is gone: nothing more runs in it. */
+static int
+batch_gone(struct mi_db *db, struct mi_err *err)
+{
+	db->tx_lost = 1;
+	db->batch_lost = 1;
+	return mi_err_set(err, EX_TEMPFAIL, "database: the batch's "
+	    "transaction is lost");
+}
+
+int
+mi_db_batch_begin(struct mi_db *db, struct mi_err *err)
+{
+	if (db->in_tx || db->batch)
+		return mi_err_set(err, EX_SOFTWARE, "database: a batch inside "
+		    "a transaction");
+	if (mi_db_begin(db, err) == -1)
+		return -1;
+	db->batch = 1;
+	db->batch_lost = 0;
+	return 0;
+}
+
+int
+mi_db_batch_lost(const struct mi_db *db)
+{
+	return db->batch && (db->batch_lost || !db->in_tx);
+}
+
+int
+mi_db_batch_end(struct mi_db *db, int commit, struct mi_err *err)
+{
+	int r = 0;
+
+	if (commit && (mi_db_batch_lost(db) ||
+	    PQtransactionStatus(db->conn) == PQTRANS_INERROR))
+		r = batch_gone(db, err);
+	else if (commit)
+		/* Still a batch: a conflict at the commit loses it whole. */
+		r = mi_db_exec(db, "COMMIT", 0, NULL, NULL, err);
+	db->batch = 0;
+	db->batch_lost = 0;
+	if (db->in_tx)
+		mi_db_rollback_all(db);
+	return r;
+}
+
 int
 mi_db_begin(struct mi_db *db, struct mi_err *err)
 {
+	if (db->batch) {
+		if (!db->in_tx || db->batch_lost)
+			return batch_gone(db, err);
+		return mi_db_defer(db, "SAVEPOINT mi_request", 0, NULL, err);
+	}
 	/* Sent with the transaction's first statement. */
 	if (!db->in_tx && db->pipeline) {
 		log_clear(db);
@@ -896,11 +967,33 @@ mi_db_defer(struct mi_db *db, const char *sql, int n,
 int
 mi_db_commit(struct mi_db *db, struct mi_err *err)
 {
+	if (db->batch) {
+		if (!db->in_tx || db->batch_lost)
+			return batch_gone(db, err);
+		return mi_db_defer(db, "RELEASE SAVEPOINT mi_request", 0, NULL,
+		    err);
+	}
 	return mi_db_exec(db, "COMMIT", 0, NULL, NULL, err);
 }
 
 void
 mi_db_rollback(struct mi_db *db)
+{
+	if (db->batch) {
+		struct mi_err e = MI_ERR_INIT;
+
+		/* Back to the request's savepoint; the batch goes on. */
+		if (db->in_tx && !db->batch_lost && mi_db_exec(db,
+		    "ROLLBACK TO SAVEPOINT mi_request", 0, NULL, NULL, &e) == 0)
+			return;
+		db->batch_lost = 1;
+		return;
+	}
+	mi_db_rollback_all(db);
+}
+
+static void
+mi_db_rollback_all(struct mi_db *db)
 {
 	/* A BEGIN still queued never reached the server. */
 	int begun = !(db->nqueue > 0 && strcmp(db->queue[0].sql, "BEGIN") == 0);

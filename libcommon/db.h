@@ -69,6 +69,21 @@ int mi_db_commit(struct mi_db *db, struct mi_err *err);
 void mi_db_rollback(struct mi_db *db);
 
 /*
+ * A batch: one transaction around the transactions of many requests.
+ * Inside it mi_db_begin, mi_db_commit and mi_db_rollback are a savepoint,
+ * its release (sent with the next statement) and a rollback to it, so a
+ * request that fails undoes its own statements only, and the batch
+ * commits once.  A deadlock, a serialization failure or a lost connection
+ * loses the whole batch (mi_db_batch_lost; nothing more runs in it):
+ * mi_db_batch_end then fails with mi_db_tx_lost set, for the caller to
+ * undo what it did on the batch's account and run its requests again.
+ * mi_db_batch_end(db, 0, ...) rolls the batch back.
+ */
+int mi_db_batch_begin(struct mi_db *db, struct mi_err *err);
+int mi_db_batch_lost(const struct mi_db *db);
+int mi_db_batch_end(struct mi_db *db, int commit, struct mi_err *err);
+
+/*
  * What to do while waiting to connect again (default: sleep): wait(arg,
  * ms) must return within about ms and must not use the database.
  */

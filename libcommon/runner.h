@@ -53,6 +53,9 @@ void mi_runner_free(struct mi_runner *r);
 /* A request record (consumed): admitted as a new job, or emitted back
  * with an error. */
 void mi_runner_request(struct mi_runner *r, jv request);
+/* Requests reqs[0..n-1] (consumed) admitted in one transaction, up to
+ * $MI_ADMIT_BATCH (default 64) at once; 1 admits each in its own. */
+void mi_runner_requests(struct mi_runner *r, jv *reqs, int n);
 /* A job record (consumed): its lease is taken over and the job driven;
  * records with an error, or that need nothing, are emitted back. */
 void mi_runner_job(struct mi_runner *r, jv job);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buf.h"
 #include "jobs.h"
 #include "json.h"
 #include "paths.h"
@@ -273,6 +274,22 @@ eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
 	    mi_provider_id(c->p), media, est);
 	j->phase = P_WAIT;
 	eng_wait_add(j->g, j);
+	if (r->admitting) {
+		if (r->nbatch_jobs == r->batch_cap) {
+			int cap = r->batch_cap ? 2 * r->batch_cap : 64;
+			struct rjob **v = realloc(r->batch_jobs,
+			    (size_t)cap * sizeof(*v));
+
+			if (v == NULL) {
+				mi_err_set(&err, EX_OSERR, "out of memory");
+				eng_fatal(r, &err);
+				return -1;
+			}
+			r->batch_jobs = v;
+			r->batch_cap = cap;
+		}
+		r->batch_jobs[r->nbatch_jobs++] = j;
+	}
 	return 0;
 }
 
@@ -424,4 +441,138 @@ mi_runner_request(struct mi_runner *r, jv req)
 	return;
 invalid:
 	eng_emit(r, mi_json_error(req, "VALIDATION_ERROR", err.msg, 0));
+}
+
+/* The (tenant, provider) group a request most likely joins: its own
+ * provider, else its media type's default route. */
+static char *
+group_key(struct mi_runner *r, jv req)
+{
+	const char *t = "", *p = NULL, *m = NULL;
+	struct mi_buf b = MI_BUF_INIT;
+	jv d = jv_null();
+
+	if (jv_get_kind(req) != JV_KIND_OBJECT)
+		return strdup("");
+	mi_json_str(req, "tenant_id", &t, 0, NULL);
+	if (mi_json_str(req, "provider_id", &p, 0, NULL) != 1 &&
+	    mi_json_str(req, "media_type", &m, 0, NULL) == 1) {
+		d = jv_object_get(jv_object_get(routing(r), jv_string(m)),
+		    jv_string("provider_id"));
+		if (jv_get_kind(d) == JV_KIND_STRING)
+			p = jv_string_value(d);
+	}
+	mi_buf_addf(&b, "%s/%s", t ? t : "", p ? p : "");
+	jv_free(d);
+	return b.buf ? b.buf : strdup("");
+}
+
+struct keyed {
+	char *key;
+	int i;
+	jv req;
+};
+
+static int
+by_key(const void *a, const void *b)
+{
+	const struct keyed *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+
+	return c ? c : x->i - y->i;
+}
+
+/* Undoes, in memory, what a lost batch did: its jobs and its records. */
+static void
+batch_undo(struct mi_runner *r, struct outrec **mark, long finished)
+{
+	struct outrec *o, *next;
+	int i;
+
+	for (i = 0; i < r->nbatch_jobs; i++)
+		eng_drop(r, r->batch_jobs[i]);
+	r->nbatch_jobs = 0;
+	for (o = *mark; o; o = next) {
+		next = o->next;
+		jv_free(o->rec);
+		free(o);
+	}
+	*mark = NULL;
+	r->outq_tail = mark;
+	r->finished = finished;
+}
+
+/*
+ * Admits reqs[0..n-1] (consumed) in one transaction: each request's own
+ * is a savepoint of it (db.h), so a request that fails undoes only its
+ * own rows, and the whole batch costs one commit.  The records they give
+ * wait for that commit.  The requests are admitted in the order of their
+ * (tenant, provider) groups, and in arrival order within each: every
+ * process takes the groups' locks in one order, and a group's jobs keep
+ * the order they came in.  A batch lost to a deadlock or a lost
+ * connection is undone and its requests admitted again one by one.
+ */
+void
+mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct outrec **mark;
+	struct keyed *v;
+	long finished;
+	int i, ok, lost;
+
+	if (n <= 1 || r->batch_max <= 1 ||
+	    (v = calloc((size_t)n, sizeof(*v))) == NULL) {
+		for (i = 0; i < n; i++)
+			mi_runner_request(r, reqs[i]);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		v[i].key = group_key(r, reqs[i]);
+		v[i].i = i;
+		v[i].req = reqs[i];
+	}
+	qsort(v, (size_t)n, sizeof(*v), by_key);
+	mark = r->outq_tail;
+	finished = r->finished;
+	r->nbatch_jobs = 0;
+	if (mi_db_batch_begin(r->db, &err) == -1) {
+		eng_fatal(r, &err);
+		for (i = 0; i < n; i++) {
+			free(v[i].key);
+			jv_free(v[i].req);
+		}
+		free(v);
+		return;
+	}
+	r->admitting = 1;
+	for (i = 0; i < n && !r->fatal; i++)
+		mi_runner_request(r, jv_copy(v[i].req));
+	r->admitting = 0;
+	ok = !r->fatal;
+	lost = mi_db_batch_lost(r->db);
+	if (mi_db_batch_end(r->db, ok, &err) == -1 && ok) {
+		lost = mi_db_tx_lost(r->db);
+		if (!lost)
+			eng_fatal(r, &err);
+	}
+	if (lost) {
+		/* Nothing of it committed: as if it never ran. */
+		batch_undo(r, mark, finished);
+		r->fatal = 0;
+		r->ferr = (struct mi_err)MI_ERR_INIT;
+		eng_note(r, MI_NOTE_INFO, "%d requests admitted together were "
+		    "undone (%s); admitting them one by one", n,
+		    ok ? err.msg : "the transaction was lost");
+		for (i = 0; i < n && !r->fatal; i++) {
+			mi_runner_request(r, v[i].req);
+			v[i].req = jv_invalid();
+		}
+	}
+	r->nbatch_jobs = 0;
+	for (i = 0; i < n; i++) {
+		free(v[i].key);
+		jv_free(v[i].req);
+	}
+	free(v);
 }

@@ -147,6 +147,11 @@ struct mi_runner {
 	int closing;
 	int input_ready;
 	jv routing;
+	/* Admission of an input batch in one transaction (admit.c): the
+	 * jobs it made, undone with it when the batch is lost. */
+	int admitting, batch_max;
+	struct rjob **batch_jobs;
+	int nbatch_jobs, batch_cap;
 	long finished;
 	long polls, polls_read;	/* polls made; answers the definitions read */
 	int fatal, eof;

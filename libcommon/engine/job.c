@@ -178,7 +178,9 @@ out(struct mi_runner *r, jv rec, int passed)
 {
 	struct outrec *o;
 
-	if (!r->group || (o = malloc(sizeof(*o))) == NULL) {
+	/* During a batch's admission records wait for its commit. */
+	if ((!r->group && !r->admitting) ||
+	    (o = malloc(sizeof(*o))) == NULL) {
 		if (r->group && mi_db_durable(r->db, &r->ferr) == -1)
 			r->fatal = 1;
 		r->o.emit(r->o.arg, rec, passed);
@@ -222,10 +224,12 @@ eng_deliver(struct mi_runner *r)
 	struct mi_err err = MI_ERR_INIT;
 	struct outrec *o;
 
-	eng_flush_done(r);
-	if (!r->group || (r->outq == NULL && !mi_db_unflushed(r->db)))
+	if (r->admitting)
 		return;
-	if (mi_db_durable(r->db, &err) == -1) {
+	eng_flush_done(r);
+	if (r->outq == NULL && !(r->group && mi_db_unflushed(r->db)))
+		return;
+	if (r->group && mi_db_durable(r->db, &err) == -1) {
 		eng_fatal(r, &err);
 		return;
 	}

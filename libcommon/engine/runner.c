@@ -107,6 +107,7 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->lease_ms = mi_jobs_lease_ms();
 	r->backstop_ms = env_num("MI_SLOT_POLL_MS", 2000, 10, 3600000);
 	r->parallel = (int)env_num("MI_POLL_PARALLEL", 64, 1, 100000);
+	r->batch_max = (int)env_num("MI_ADMIT_BATCH", 64, 1, 1024);
 	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
 	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
 	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 2, 0, 1000);
@@ -382,10 +383,15 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
     long timeout_ms, struct mi_err *err)
 {
 	struct mi_err rerr = MI_ERR_INIT;
-	int k, fd, n = 0;
-	jv v;
+	int k, fd, n = 0, nreq = 0, i;
+	jv v, *reqs = NULL;
 
-	while (!r->eof && r->input_ready && n < 500) {
+	if (!jobs && (reqs = calloc((size_t)r->batch_max, sizeof(*reqs))) ==
+	    NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return -1;
+	}
+	while (!r->eof && r->input_ready && n < 500 && !r->fatal) {
 		k = mi_inq_next(q, &v, &rerr);
 		if (k == 0) {
 			r->input_ready = 0;
@@ -394,6 +400,9 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 		if (k == 2)
 			r->eof = 1;
 		else if (k == -2) {
+			for (i = 0; i < nreq; i++)
+				jv_free(reqs[i]);
+			free(reqs);
 			*err = rerr;
 			return -1;
 		} else if (k == -1)
@@ -401,10 +410,19 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 			    rerr.msg, 0));
 		else if (jobs)
 			mi_runner_job(r, v);
-		else
-			mi_runner_request(r, v);
+		else {
+			/* Requests read together are admitted together. */
+			reqs[nreq++] = v;
+			if (nreq == r->batch_max) {
+				mi_runner_requests(r, reqs, nreq);
+				nreq = 0;
+			}
+		}
 		n++;
 	}
+	if (nreq > 0)
+		mi_runner_requests(r, reqs, nreq);
+	free(reqs);
 	if (r->fatal) {
 		*err = r->ferr;
 		return -1;
