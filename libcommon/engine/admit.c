@@ -482,6 +482,44 @@ by_key(const void *a, const void *b)
 	return c ? c : x->i - y->i;
 }
 
+static int
+by_order(const void *a, const void *b)
+{
+	const struct outrec *x = *(struct outrec *const *)a;
+	const struct outrec *y = *(struct outrec *const *)b;
+
+	return x->order != y->order ? x->order - y->order :
+	    (x < y ? -1 : x > y);
+}
+
+/* The records of a batch, from *mark on, in the order their requests
+ * came (they were made in the order of the groups). */
+static void
+batch_reorder(struct mi_runner *r, struct outrec **mark)
+{
+	struct outrec *o, **v;
+	size_t n = 0, i;
+
+	for (o = *mark; o; o = o->next)
+		n++;
+	if (n < 2 || (v = calloc(n, sizeof(*v))) == NULL)
+		return;
+	for (i = 0, o = *mark; o; o = o->next)
+		v[i++] = o;
+	/* Ties keep their place: the list's order is the pointers' order
+	 * only by chance, so rank them first. */
+	for (i = 0; i < n; i++)
+		v[i]->order = v[i]->order * (int)(n + 1) + (int)i;
+	qsort(v, n, sizeof(*v), by_order);
+	for (i = 0; i < n; i++) {
+		v[i]->next = i + 1 < n ? v[i + 1] : NULL;
+		v[i]->order = 0;
+	}
+	*mark = v[0];
+	r->outq_tail = &v[n - 1]->next;
+	free(v);
+}
+
 /* Undoes, in memory, what a lost batch did: its jobs and its records. */
 static void
 batch_undo(struct mi_runner *r, struct outrec **mark, long finished)
@@ -546,8 +584,10 @@ mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
 		return;
 	}
 	r->admitting = 1;
-	for (i = 0; i < n && !r->fatal; i++)
+	for (i = 0; i < n && !r->fatal; i++) {
+		r->batch_order = v[i].i;
 		mi_runner_request(r, jv_copy(v[i].req));
+	}
 	r->admitting = 0;
 	ok = !r->fatal;
 	lost = mi_db_batch_lost(r->db);
@@ -568,6 +608,11 @@ mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
 			mi_runner_request(r, v[i].req);
 			v[i].req = jv_invalid();
 		}
+	}
+	else if (!r->fatal) {
+		batch_reorder(r, mark);
+		eng_note(r, MI_NOTE_VERBOSE, "%d requests admitted in one "
+		    "transaction", n);
 	}
 	r->nbatch_jobs = 0;
 	for (i = 0; i < n; i++) {

@@ -110,6 +110,7 @@ struct done {
 struct outrec {
 	jv rec;
 	int passed;
+	int order;		/* in a batch: its request's arrival */
 	struct outrec *next;
 };
 
@@ -149,7 +150,7 @@ struct mi_runner {
 	jv routing;
 	/* Admission of an input batch in one transaction (admit.c): the
 	 * jobs it made, undone with it when the batch is lost. */
-	int admitting, batch_max;
+	int admitting, batch_max, batch_order;
 	struct rjob **batch_jobs;
 	int nbatch_jobs, batch_cap;
 	long finished;

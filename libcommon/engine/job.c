@@ -188,6 +188,7 @@ out(struct mi_runner *r, jv rec, int passed)
 	}
 	o->rec = rec;
 	o->passed = passed;
+	o->order = r->admitting ? r->batch_order : 0;
 	o->next = NULL;
 	*r->outq_tail = o;
 	r->outq_tail = &o->next;

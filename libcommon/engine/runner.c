@@ -9,6 +9,7 @@
  * the first of: an answer, a caller's fd, the database socket, the next
  * due time.  A fatal database error (r->fatal) ends the turn with -1.
  */
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -383,7 +384,7 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
     long timeout_ms, struct mi_err *err)
 {
 	struct mi_err rerr = MI_ERR_INIT;
-	int k, fd, n = 0, nreq = 0, i;
+	int k, fd, n = 0, nreq = 0, i, linger = 0;
 	jv v, *reqs = NULL;
 
 	if (!jobs && (reqs = calloc((size_t)r->batch_max, sizeof(*reqs))) ==
@@ -393,6 +394,16 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 	}
 	while (!r->eof && r->input_ready && n < 500 && !r->fatal) {
 		k = mi_inq_next(q, &v, &rerr);
+		/* Requests that come together are read together: one that
+		 * has others right behind it waits a millisecond for them
+		 * (a few times at most) rather than going alone. */
+		if (k == 0 && nreq > 0 && linger < 5) {
+			struct pollfd p = { mi_inq_fd(q), POLLIN, 0 };
+
+			linger++;
+			if (poll(&p, 1, 1) > 0)
+				continue;
+		}
 		if (k == 0) {
 			r->input_ready = 0;
 			break;
