@@ -176,6 +176,46 @@ teardown_file() {
 	done
 }
 
+@test "a batch of requests lost to a deadlock is undone and admitted again one by one: one job a step, every record out" {
+	local run i d=$BATS_TEST_TMPDIR
+	run=$(uuid)
+	for i in 1 2; do
+		RUN_ID=$run req elevenlabs-sfx audio_sfx "deadlock sfx $i" '{"duration_sec":1}'
+		RUN_ID=$run req fal image "deadlock fal $i"
+	done >"$d/in"
+	# Another session holds the fal group's lock, waits until mi-submit
+	# (holding the sound effects' lock, the first group in its order)
+	# waits for it, then asks for the sound effects' lock: a deadlock,
+	# which PostgreSQL breaks in mi-submit's session, the first to wait.
+	$PSQL -X -q -v ON_ERROR_STOP=1 "$DATABASE_URL" >"$d/locker.out" 2>&1 <<-'SQL' &
+		BEGIN;
+		SELECT pg_advisory_xact_lock(hashtextextended('org_a/fal', 0));
+		DO $$ BEGIN
+		  WHILE NOT EXISTS (SELECT 1 FROM pg_locks
+		      WHERE locktype = 'advisory' AND NOT granted) LOOP
+		    PERFORM pg_sleep(0.02);
+		  END LOOP;
+		END $$;
+		SELECT pg_sleep(0.2);
+		SELECT pg_advisory_xact_lock(hashtextextended('org_a/elevenlabs-sfx', 0));
+		SELECT pg_sleep(0.5);
+		COMMIT;
+	SQL
+	locker=$!
+	run -0 --separate-stderr mi-submit -v <"$d/in"
+	wait "$locker"
+	[ "${#lines[@]}" -eq 4 ]
+	jqok -s 'all(has("error") | not)' "$output"
+	[[ $stderr == *"4 requests admitted together were undone"* ]]
+	[[ $stderr == *"deadlock"* ]]
+	# Nothing of the lost batch stayed, nothing was made twice.
+	run -0 sql "SELECT count(*), count(DISTINCT run_step_id)
+	    FROM app.generation_jobs WHERE run_id = '$run'"
+	assert_output "4|4"
+	run -0 sql "SELECT count(*) FROM app.run_steps WHERE run_id = '$run'"
+	assert_output 4
+}
+
 @test "mi-submit claims only what it can start soon: with one create at a time, the third job is claimed after the first's create came back" {
 	local i
 	for i in 1 2 3 4; do

@@ -599,11 +599,12 @@ mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
 	if (lost) {
 		/* Nothing of it committed: as if it never ran. */
 		batch_undo(r, mark, finished);
+		if (!ok)
+			err = r->ferr;
 		r->fatal = 0;
 		r->ferr = (struct mi_err)MI_ERR_INIT;
 		eng_note(r, MI_NOTE_INFO, "%d requests admitted together were "
-		    "undone (%s); admitting them one by one", n,
-		    ok ? err.msg : "the transaction was lost");
+		    "undone (%s); admitting them one by one", n, err.msg);
 		for (i = 0; i < n && !r->fatal; i++) {
 			mi_runner_request(r, v[i].req);
 			v[i].req = jv_invalid();
