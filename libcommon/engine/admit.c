@@ -488,8 +488,7 @@ by_order(const void *a, const void *b)
 	const struct outrec *x = *(struct outrec *const *)a;
 	const struct outrec *y = *(struct outrec *const *)b;
 
-	return x->order != y->order ? x->order - y->order :
-	    (x < y ? -1 : x > y);
+	return (x->order > y->order) - (x->order < y->order);
 }
 
 /* The records of a batch, from *mark on, in the order their requests
@@ -506,8 +505,7 @@ batch_reorder(struct mi_runner *r, struct outrec **mark)
 		return;
 	for (i = 0, o = *mark; o; o = o->next)
 		v[i++] = o;
-	/* Ties keep their place: the list's order is the pointers' order
-	 * only by chance, so rank them first. */
+	/* Records of one request keep their place among themselves. */
 	for (i = 0; i < n; i++)
 		v[i]->order = v[i]->order * (int)(n + 1) + (int)i;
 	qsort(v, n, sizeof(*v), by_order);

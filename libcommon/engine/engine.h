@@ -153,6 +153,7 @@ struct mi_runner {
 	int admitting, batch_max, batch_order;
 	struct rjob **batch_jobs;
 	int nbatch_jobs, batch_cap;
+	jv *reqs;		/* the requests read for the next batch */
 	long finished;
 	long polls, polls_read;	/* polls made; answers the definitions read */
 	int fatal, eof;

@@ -154,6 +154,8 @@ mi_runner_free(struct mi_runner *r)
 		jv_free(o->rec);
 		free(o);
 	}
+	free(r->batch_jobs);
+	free(r->reqs);
 	r->closing = 1;
 	/* Operations still under way end here; their jobs are freed. */
 	for (i = 0; i < r->nbuck; i++) {
@@ -387,11 +389,13 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 	int k, fd, n = 0, nreq = 0, i, linger = 0;
 	jv v, *reqs = NULL;
 
-	if (!jobs && (reqs = calloc((size_t)r->batch_max, sizeof(*reqs))) ==
-	    NULL) {
+	/* The requests of one batch, kept for the runner's life. */
+	if (!jobs && r->reqs == NULL && (r->reqs = calloc((size_t)r->batch_max,
+	    sizeof(*r->reqs))) == NULL) {
 		mi_err_set(err, EX_OSERR, "out of memory");
 		return -1;
 	}
+	reqs = r->reqs;
 	while (!r->eof && r->input_ready && n < 500 && !r->fatal) {
 		k = mi_inq_next(q, &v, &rerr);
 		/* Requests that come together are read together: one that
@@ -413,7 +417,6 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 		else if (k == -2) {
 			for (i = 0; i < nreq; i++)
 				jv_free(reqs[i]);
-			free(reqs);
 			*err = rerr;
 			return -1;
 		} else if (k == -1)
@@ -433,7 +436,6 @@ mi_runner_pump(struct mi_runner *r, struct mi_inq *q, int jobs,
 	}
 	if (nreq > 0)
 		mi_runner_requests(r, reqs, nreq);
-	free(reqs);
 	if (r->fatal) {
 		*err = r->ferr;
 		return -1;
