@@ -123,6 +123,35 @@ video() {
 	jqok '.status == "processing"' "$output"
 }
 
+@test "a worker takes its job past another worker's older one when slots are plenty, and waits its turn when they are short" {
+	local id
+	id=$(uuid)
+	# Another worker's job waits, older than the others, its lease live.
+	sql "INSERT INTO app.generation_jobs (id, tenant_id, run_id, run_step_id,
+	    provider_id, media_type, status, poll_interval_ms, timeout_ms,
+	    input_params, lease_owner, lease_expires_at, created_at)
+	    VALUES ('$id', 'th', '$RUN_ID', '$(uuid)', 'nano-banana-video',
+	    'video', 'pending', 50, 1000, '{}', 'another-worker',
+	    now() + interval '1 hour', now() - interval '1 minute')"
+	# A thousand slots free: more than the claim's window, so every job
+	# in it has one to spare.
+	sql "INSERT INTO app.tenant_limits VALUES ('th', '*', 1000)"
+	run -0 --separate-stderr timeout 10 mi-submit <<<"$(video th 'past it')"
+	jqok '.status == "processing"' "$output"
+	# The other worker's job still waits for its own worker.
+	run -0 sql "SELECT status || ' ' || lease_owner FROM app.generation_jobs
+	    WHERE id = '$id'"
+	assert_output 'pending another-worker'
+	# Three slots, one held: the limit is within reach, and the job
+	# waits for the older one's turn.
+	sql "UPDATE app.tenant_limits SET concurrency = 3 WHERE tenant_id = 'th'"
+	run --separate-stderr timeout 3 mi-submit <<<"$(video th 'its turn')"
+	[ "$status" -eq 124 ]
+	run -0 sql "SELECT status FROM app.generation_jobs
+	    WHERE request->>'prompt' = 'its turn'"
+	assert_output pending
+}
+
 @test "a waiting mi-submit wakes when a slot frees in another process" {
 	local t0 t1
 	sql "INSERT INTO app.tenant_limits VALUES ('tg', '*', 1)"
