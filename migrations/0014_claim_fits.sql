@@ -17,11 +17,10 @@
 -- stops at another worker's older job as before: strictly in arrival
 -- order.
 --
--- The window is read without locks: a worker renewing the leases of its
--- waiting jobs is never blocked by another's claim (the claims of one
--- group are serialised by the advisory lock anyway).  The jobs taken
--- are then locked, and taken only if they still wait and are still this
--- worker's.
+-- A roomy claim skips the rows other transactions hold (SKIP LOCKED): it
+-- takes none of the others' jobs, so it never waits for a worker
+-- renewing its leases.  A claim short of slots locks the rows it reads,
+-- as before, in the order renewals lock them.
 CREATE OR REPLACE FUNCTION app.mi_claim_slots(p_tenant text,
     p_provider text, p_limit integer, p_owner text, p_most integer)
 RETURNS TABLE (job_id uuid, estimate numeric)
@@ -33,7 +32,7 @@ DECLARE
 	win integer;
 	roomy boolean;
 	h record;
-	ids uuid[] := '{}';
+	mine integer := 0;
 	others integer := 0;
 BEGIN
 	PERFORM pg_advisory_xact_lock(
@@ -54,31 +53,51 @@ BEGIN
 	END IF;
 	win := least(lim - used, 4::bigint * p_most)::integer;
 	roomy := lim - used > win;
-	FOR h IN
-		SELECT j.id, j.lease_owner
-		  FROM app.generation_jobs j
-		 WHERE j.tenant_id = p_tenant AND j.provider_id = p_provider
-		   AND j.status = 'pending' AND j.lease_expires_at > now()
-		 ORDER BY j.created_at, j.id
-		 LIMIT CASE WHEN roomy THEN win ELSE least(lim - used, p_most) END
-	LOOP
-		IF h.lease_owner IS DISTINCT FROM p_owner THEN
-			others := others + 1;
-			-- Slots are short: another worker's job is next, its turn.
-			EXIT WHEN NOT roomy;
-			CONTINUE;
-		END IF;
-		EXIT WHEN cardinality(ids) >= p_most;
-		ids := ids || h.id;
-	END LOOP;
-	IF others > 0 AND cardinality(ids) > 0 THEN
+	IF roomy THEN
+		FOR h IN
+			SELECT j.id, j.cost_usd, j.lease_owner
+			  FROM app.generation_jobs j
+			 WHERE j.tenant_id = p_tenant
+			   AND j.provider_id = p_provider
+			   AND j.status = 'pending' AND j.lease_expires_at > now()
+			 ORDER BY j.created_at, j.id
+			 LIMIT win
+			 FOR UPDATE SKIP LOCKED
+		LOOP
+			IF h.lease_owner IS DISTINCT FROM p_owner THEN
+				others := others + 1;
+				CONTINUE;
+			END IF;
+			EXIT WHEN mine >= p_most;
+			mine := mine + 1;
+			job_id := h.id;
+			estimate := h.cost_usd;
+			RETURN NEXT;
+		END LOOP;
+	ELSE
+		FOR h IN
+			SELECT j.id, j.cost_usd, j.lease_owner
+			  FROM app.generation_jobs j
+			 WHERE j.tenant_id = p_tenant
+			   AND j.provider_id = p_provider
+			   AND j.status = 'pending' AND j.lease_expires_at > now()
+			 ORDER BY j.created_at, j.id
+			 LIMIT least(lim - used, p_most)
+			 FOR UPDATE
+		LOOP
+			IF h.lease_owner IS DISTINCT FROM p_owner THEN
+				-- Another worker's job is next: its turn.
+				others := others + 1;
+				EXIT;
+			END IF;
+			mine := mine + 1;
+			job_id := h.id;
+			estimate := h.cost_usd;
+			RETURN NEXT;
+		END LOOP;
+	END IF;
+	IF others > 0 AND mine > 0 THEN
 		PERFORM pg_notify('mi_slot', p_tenant || '/' || p_provider);
 	END IF;
-	RETURN QUERY
-		SELECT j.id, j.cost_usd FROM app.generation_jobs j
-		 WHERE j.id = ANY (ids) AND j.status = 'pending'
-		   AND j.lease_owner = p_owner
-		 ORDER BY j.created_at, j.id
-		 FOR UPDATE;
 END
 $$;
