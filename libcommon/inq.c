@@ -1,11 +1,15 @@
 /*
  * inq.c - a reader thread over mi_json_next and a bounded queue.  The
  * thread blocks when the queue is full, so a fast producer does not fill
- * memory; an eventfd-like pipe wakes the consumer.
+ * memory; an eventfd-like pipe wakes the consumer.  The records of one
+ * burst of input are queued at once (see reader), so a consumer that
+ * takes what is queued as a batch gets the burst whole.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -41,17 +45,86 @@ wake(struct mi_inq *q)
 		(void)0;	/* a full pipe is awake already */
 }
 
+/*
+ * Whether reading on can go without waiting: bytes in the stream's buffer
+ * (glibc's read pointers; elsewhere unknown, taken as none) or readable
+ * on its descriptor.
+ */
+static int
+ahead(FILE *fp)
+{
+	struct pollfd p = { fileno(fp), POLLIN, 0 };
+
+#ifdef __GLIBC__
+	if (fp->_IO_read_ptr < fp->_IO_read_end)
+		return 1;
+#endif
+	return poll(&p, 1, 0) > 0;
+}
+
+/* Appends the parsed items to the queue, waiting for room; 0 if stopped. */
+static int
+publish(struct mi_inq *q, struct item **head, struct item **tail,
+    unsigned long count)
+{
+	struct item *it;
+	int n = 0;
+
+	if (*head == NULL)
+		return 1;
+	pthread_mutex_lock(&q->lock);
+	while ((it = *head) != NULL) {
+		while (q->n >= QUEUE_MAX && !q->stop)
+			pthread_cond_wait(&q->room, &q->lock);
+		if (q->stop)
+			break;
+		*head = it->next;
+		it->next = NULL;
+		if (q->tail)
+			q->tail->next = it;
+		else
+			q->head = it;
+		q->tail = it;
+		q->n++;
+		n++;
+	}
+	q->count = count;
+	pthread_mutex_unlock(&q->lock);
+	if (n > 0)
+		wake(q);
+	while ((it = *head) != NULL) {
+		*head = it->next;
+		jv_free(it->v);
+		free(it);
+	}
+	*tail = NULL;
+	return !q->stop;
+}
+
+/*
+ * Records that were read together are queued together: parsed ones wait
+ * here while more can be read without waiting (at most PUBLISH_MAX), so
+ * the consumer sees a burst whole, however the threads are scheduled.
+ */
+#define PUBLISH_MAX 64
+
 static void *
 reader(void *arg)
 {
 	struct mi_inq *q = arg;
 	struct mi_json_in *in = mi_json_in_new(q->fp);
-	int r;
+	struct item *head = NULL, *tail = NULL;
+	int r, n = 0;
 
 	for (;;) {
-		struct item *it = calloc(1, sizeof(*it));
+		struct item *it;
 
-		if (it == NULL || in == NULL) {
+		if (n > 0 && (n >= PUBLISH_MAX || !ahead(q->fp))) {
+			if (!publish(q, &head, &tail, mi_json_count(in)))
+				break;
+			n = 0;
+		}
+		if ((it = calloc(1, sizeof(*it))) == NULL || in == NULL) {
 			free(it);
 			break;
 		}
@@ -62,27 +135,17 @@ reader(void *arg)
 			break;
 		}
 		it->kind = r;
-		pthread_mutex_lock(&q->lock);
-		while (q->n >= QUEUE_MAX && !q->stop)
-			pthread_cond_wait(&q->room, &q->lock);
-		if (q->stop) {
-			pthread_mutex_unlock(&q->lock);
-			jv_free(it->v);
-			free(it);
-			break;
-		}
-		if (q->tail)
-			q->tail->next = it;
+		if (tail)
+			tail->next = it;
 		else
-			q->head = it;
-		q->tail = it;
-		q->n++;
-		q->count = mi_json_count(in);
-		pthread_mutex_unlock(&q->lock);
-		wake(q);
+			head = it;
+		tail = it;
+		n++;
 		if (r == -2)
 			break;
 	}
+	if (in)
+		publish(q, &head, &tail, mi_json_count(in));
 	mi_json_in_free(in);
 	pthread_mutex_lock(&q->lock);
 	q->done = 1;

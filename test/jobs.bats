@@ -146,7 +146,8 @@ teardown_file() {
 		# One slot: the first job holds it, the other five wait, their
 		# rows untouched since they were written.
 		MI_ADMIT_BATCH=$b MI_ELEVENLABS_SFX_CONCURRENCY=1 \
-		    mi-submit <"$BATS_TEST_TMPDIR/in.$b" >/dev/null 2>&1 &
+		    mi-submit -v <"$BATS_TEST_TMPDIR/in.$b" >/dev/null \
+		    2>"$BATS_TEST_TMPDIR/err.$b" &
 		pid=$!
 		for i in $(seq 50); do
 			n=$(sql "SELECT count(*) FROM app.generation_jobs
@@ -160,7 +161,7 @@ teardown_file() {
 		n=$(sql "SELECT count(DISTINCT lease_expires_at) FROM app.generation_jobs
 		    WHERE run_id = '$run' AND status = 'pending'")
 		if [ "$b" -eq 64 ]; then
-			[ "$n" -eq 1 ]
+			[ "$n" -eq 1 ] || { cat "$BATS_TEST_TMPDIR/err.$b"; false; }
 		else
 			[ "$n" -eq 5 ]
 		fi
