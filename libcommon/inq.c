@@ -74,8 +74,12 @@ publish(struct mi_inq *q, struct item **head, struct item **tail,
 		return 1;
 	pthread_mutex_lock(&q->lock);
 	while ((it = *head) != NULL) {
-		while (q->n >= QUEUE_MAX && !q->stop)
+		while (q->n >= QUEUE_MAX && !q->stop) {
+			/* The consumer may sleep: what is queued wakes it. */
+			if (n > 0)
+				wake(q);
 			pthread_cond_wait(&q->room, &q->lock);
+		}
 		if (q->stop)
 			break;
 		*head = it->next;
