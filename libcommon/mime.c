@@ -126,13 +126,21 @@ mp3_frame(const unsigned char *h, size_t len)
 	    (h[off + 2] & 0x0c) != 0x0c;
 }
 
-/* Signatures checked before libmagic. */
+/*
+ * Signatures checked before libmagic: the types mi stores most, found by
+ * their fixed leading bytes (PNG's eight, JPEG's SOI and a marker), for
+ * which libmagic would walk its rules first.
+ */
 static const struct mi_mime *
 sniff_known(const unsigned char *h, size_t len)
 {
 	static const char ktx2[] = "\xabKTX 20\xbb\r\n\x1a\n";
 	size_t i;
 
+	if (has(h, len, 0, "\x89PNG\r\n\x1a\n", 8))
+		return mi_mime_by_ext("png");
+	if (has(h, len, 0, "\xff\xd8\xff", 3))
+		return mi_mime_by_ext("jpg");
 	if (has(h, len, 0, "glTF", 4) && len >= 12 && h[4] == 2)
 		return mi_mime_by_ext("glb");
 	if (has(h, len, 0, "#?RADIANCE", 10) || has(h, len, 0, "#?RGBE", 6))

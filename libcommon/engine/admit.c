@@ -272,7 +272,7 @@ eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
 	j->step_attempt = attempt;
 	eng_note(r, MI_NOTE_INFO, "job %s: %s %s, estimated cost $%.4f", j->id,
 	    mi_provider_id(c->p), media, est);
-	j->phase = P_WAIT;
+	eng_set_phase(j, P_WAIT);
 	eng_wait_add(j->g, j);
 	if (r->admitting) {
 		if (r->nbatch_jobs == r->batch_cap) {

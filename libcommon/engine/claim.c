@@ -75,7 +75,8 @@ eng_claim(struct mi_runner *r, struct group *g)
 			eng_schedule(r, j, P_CREATE, mi_now_ms());
 			jv_free(row);
 		} else {
-			j->phase = P_CREATE;	/* not waiting any more */
+			/* not waiting any more */
+			eng_set_phase(j, P_CREATE);
 			eng_drop(r, j);
 			eng_emit(r, eng_with_error(row, 0));
 		}
@@ -101,18 +102,13 @@ eng_claim(struct mi_runner *r, struct group *g)
 	}
 }
 
-/* The jobs in hand whose create is due or under way. */
+/* The jobs in hand whose create is due or under way: counted as their
+ * phases change (eng_set_phase), not by a walk of every job in hand,
+ * which cost mi-submit 7 % of its CPU with thousands of jobs waiting. */
 int
 eng_creating(const struct mi_runner *r)
 {
-	const struct rjob *j;
-	size_t i;
-	int k = 0;
-
-	for (i = 0; i < r->nbuck; i++)
-		for (j = r->tab[i]; j; j = j->hnext)
-			k += j->phase == P_CREATE || j->phase == P_CREATING;
-	return k;
+	return r->ncreating;
 }
 
 /*

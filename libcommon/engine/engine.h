@@ -80,6 +80,7 @@ struct rjob {
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
 	int heap;
+	int linked;		/* in the runner's table */
 	struct mi_poll_memo memo;
 	struct rjob *hnext;	/* hash chain */
 	struct rjob *wnext;	/* group's waiting list */
@@ -128,6 +129,8 @@ struct mi_runner {
 	struct mi_runner_opts o;
 	struct rjob **tab;
 	size_t nbuck, n;
+	int ncreating;		/* jobs in the table whose create is due or
+				 * under way (eng_set_phase) */
 	size_t room_n;		/* n when eng_claim_room last counted */
 	struct rjob **heap;
 	size_t hn, hcap;
@@ -208,6 +211,9 @@ jv eng_obj1(const char *k, jv v);
 /* claim.c */
 void eng_claim(struct mi_runner *r, struct group *g);
 int eng_creating(const struct mi_runner *r);
+/* Moves j to phase, keeping the runner's count of creates current: every
+ * change of a job's phase goes through here. */
+void eng_set_phase(struct rjob *j, int phase);
 void eng_claim_room(struct mi_runner *r);
 
 /* admit.c */

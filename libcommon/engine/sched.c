@@ -30,6 +30,20 @@ hash_id(const char *s, size_t n)
 	return h & (n - 1);
 }
 
+static int
+creating(int phase)
+{
+	return phase == P_CREATE || phase == P_CREATING;
+}
+
+void
+eng_set_phase(struct rjob *j, int phase)
+{
+	if (j->linked)
+		j->r->ncreating += creating(phase) - creating(j->phase);
+	j->phase = phase;
+}
+
 struct rjob *
 eng_find(struct mi_runner *r, const char *id)
 {
@@ -67,6 +81,8 @@ eng_tab_add(struct mi_runner *r, struct rjob *j)
 	j->hnext = r->tab[h];
 	r->tab[h] = j;
 	r->n++;
+	j->linked = 1;
+	r->ncreating += creating(j->phase);
 }
 
 void
@@ -78,6 +94,8 @@ eng_tab_del(struct mi_runner *r, struct rjob *j)
 		if (*p == j) {
 			*p = j->hnext;
 			r->n--;
+			j->linked = 0;
+			r->ncreating -= creating(j->phase);
 			return;
 		}
 }
@@ -140,7 +158,7 @@ eng_heap_remove(struct mi_runner *r, struct rjob *j)
 void
 eng_schedule(struct mi_runner *r, struct rjob *j, int phase, long long due)
 {
-	j->phase = phase;
+	eng_set_phase(j, phase);
 	if (j->deadline && due > j->deadline && phase == P_POLL)
 		due = j->deadline;
 	j->due = due;

@@ -912,7 +912,7 @@ create_send(struct mi_runner *r, struct rjob *j, jv row, char *hook)
 		free(hook);
 	}
 	hook = NULL;
-	j->phase = P_CREATING;
+	eng_set_phase(j, P_CREATING);
 	j->busy = 1;
 	if (j->followup) {
 		jv req = jv_parse(j->followup);
@@ -1065,7 +1065,7 @@ eng_do_poll(struct mi_runner *r, struct rjob *j)
 		    "PROVIDER_ERROR", "nothing to poll", 0), "failed");
 		return;
 	}
-	j->phase = P_POLLING;
+	eng_set_phase(j, P_POLLING);
 	j->busy = 1;
 	/* Written with the next lease renewal (eng_renew): a poll that
 	 * changes nothing costs no write of its own. */

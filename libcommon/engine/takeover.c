@@ -204,7 +204,7 @@ adopt(struct mi_runner *r, jv row)
 		return;
 	}
 	if (strcmp(st, "pending") == 0) {
-		j->phase = P_WAIT;
+		eng_set_phase(j, P_WAIT);
 		eng_wait_add(j->g, j);
 		jv_free(row);
 		return;

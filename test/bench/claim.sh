@@ -3,8 +3,8 @@
 # cluster (fsync on).  The jobs table holds 100,000 finished jobs; each of
 # 4 claimers (pgbench clients, one tenant each, a limit of 1) runs slot
 # cycles: in one transaction the previous job ends (freeing the slot) and
-# the claim transaction mi runs takes the next -- the budget lock,
-# app.mi_claim_slots, the update to processing.  The baseline is a plain one-row INSERT by 4
+# the statements of mi's claim take the next -- app.mi_claim_slots, the
+# budget lock, the update to processing.  The baseline is a plain one-row INSERT by 4
 # clients.  Both run as prepared statements, as mi runs them.  Prints
 # both rates and the ratio (goal >= 0.5).
 #
@@ -66,14 +66,15 @@ VACUUM ANALYZE;
 SQL
 
 # One slot cycle per transaction: the claimer's previous job ends (as
-# mi-poll ends it, freeing the slot), then the claim transaction of
-# mi_jobs_claim takes the next: the budget lock, app.mi_claim_slots, the
-# update to processing.
+# mi-poll ends it, freeing the slot), then the statements of mi_jobs_claim
+# (jobs.c) take the next, as mi sends them: app.mi_claim_slots, the
+# budget lock, the update to processing returning the row.
 cat >"$tmp/claim.sql" <<'SQL'
 BEGIN;
 UPDATE app.generation_jobs SET status = 'completed', result_uri = 'https://x', completed_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE tenant_id = 'claimer_' || :client_id::text AND provider_id = 'meshy' AND status = 'processing';
+SELECT c.job_id AS jid, json_build_object('id', c.job_id, 'estimate', c.estimate) AS claimed FROM app.mi_claim_slots('claimer_' || :client_id::text, 'meshy', 1, 'owner_' || :client_id::text, 1) c \gset
 SELECT b.id FROM app.tenant_budgets b WHERE b.tenant_id = 'claimer_' || :client_id::text AND (b.provider_id IS NULL OR b.provider_id = 'meshy') ORDER BY b.id FOR UPDATE;
-WITH c AS (SELECT job_id FROM app.mi_claim_slots('claimer_' || :client_id::text, 'meshy', 1, 'owner_' || :client_id::text)) UPDATE app.generation_jobs j SET status = 'processing', started_at = clock_timestamp(), cost_source = 'estimate', lease_expires_at = now() + interval '30 s', updated_at = now() FROM c WHERE j.id = c.job_id;
+WITH u AS (UPDATE app.generation_jobs j SET status = 'processing', started_at = clock_timestamp(), cost_source = 'estimate', lease_expires_at = now() + 30000 * interval '1 ms', updated_at = now() FROM unnest(ARRAY[:jid::uuid]) WITH ORDINALITY AS c(id, k) WHERE j.id = c.id AND j.lease_owner = 'owner_' || :client_id::text RETURNING to_jsonb(j) AS r, c.k) SELECT r FROM u ORDER BY k;
 COMMIT;
 SQL
 cat >"$tmp/insert.sql" <<'SQL'
