@@ -314,3 +314,44 @@ inode() {
 	jqv "$output" '.status == "completed" and
 	    .debug.warnings == $a.metadata.warnings' --argjson a "$a"
 }
+
+@test "a step's list of attempts is its jobs as they are, for one job, a fallback and a second attempt" {
+	local r
+	RUN=$(uuid)
+	run -0 pipeline <<<"$(step one 'listed once')"
+	run -0 pipeline <<<"$(step fell 'listed fall [fail@meshy]' \
+	    '{"fallback":["local"]}')"
+	r=$(step again 'listed again [fail]')
+	run -1 pipeline <<<"$r"
+	run -1 pipeline <<<"$r"
+	# Rebuilt here from the jobs as they are now, the way 0009 built it
+	# at every change: the same list and the same total.
+	run -0 sql "SELECT s.step_id || ' ' || jsonb_array_length(s.debug->'attempts')
+	      || ' ' || (s.debug->'attempts' = x.attempts
+	                 AND s.debug->'cost_usd' = x.cost_usd)
+	    FROM app.run_steps s, LATERAL (SELECT
+	        to_jsonb(coalesce(sum(j.cost_usd), 0)) AS cost_usd,
+	        jsonb_agg(jsonb_build_object('attempt', j.step_attempt,
+	          'job_id', j.id, 'provider_id', j.provider_id,
+	          'model', j.provider_model, 'status', j.status,
+	          'estimated_cost_usd', j.estimate_usd, 'cost_usd', j.cost_usd,
+	          'cost_source', j.cost_source, 'fallback_from', j.previous_job_id,
+	          'creates', j.submit_count, 'late', j.late,
+	          'error', CASE WHEN j.error_code IS NOT NULL THEN
+	            jsonb_build_object('code', j.error_code,
+	            'message', j.error_message) END,
+	          'started_at', j.started_at, 'completed_at', j.completed_at,
+	          'recovery', CASE WHEN jsonb_array_length(j.recovery) > 0
+	            THEN j.recovery END)
+	          ORDER BY j.created_at, j.id) AS attempts
+	        FROM app.generation_jobs j WHERE j.run_step_id = s.id) x
+	    WHERE s.run_id = '$RUN' ORDER BY s.step_id"
+	assert_output "again 2 true
+fell 2 true
+one 1 true"
+	# The one-job list came from the job's row: it is the job as stored.
+	run -0 sql "SELECT debug->'attempts'->0->>'status' || ' ' ||
+	    (debug->'attempts'->0->>'creates') FROM app.run_steps
+	    WHERE run_id = '$RUN' AND step_id = 'one'"
+	assert_output 'completed 1'
+}
