@@ -14,6 +14,31 @@
 -- rebuilt from all of them as before.  The step's row is locked once, by
 -- a read of the three fields the decision needs.  What the step shows is
 -- the same (steps.bats compares it with the full rebuild).
+
+-- A job as its step's list of attempts shows it.
+CREATE FUNCTION app.mi_step_attempt(j app.generation_jobs) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+	SELECT jsonb_build_object(
+	    'attempt', j.step_attempt,
+	    'job_id', j.id,
+	    'provider_id', j.provider_id,
+	    'model', j.provider_model,
+	    'status', j.status,
+	    'estimated_cost_usd', j.estimate_usd,
+	    'cost_usd', j.cost_usd,
+	    'cost_source', j.cost_source,
+	    'fallback_from', j.previous_job_id,
+	    'creates', j.submit_count,
+	    'late', j.late,
+	    'error', CASE WHEN j.error_code IS NOT NULL THEN
+		jsonb_build_object('code', j.error_code,
+		    'message', j.error_message) END,
+	    'started_at', j.started_at,
+	    'completed_at', j.completed_at,
+	    'recovery', CASE WHEN jsonb_array_length(j.recovery) > 0
+		THEN j.recovery END)
+$$;
+
 CREATE OR REPLACE FUNCTION app.mi_step_track() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -62,47 +87,11 @@ BEGIN
 	     AND known->0->>'job_id' = NEW.id::text) THEN
 		jobs := jsonb_build_object(
 		    'cost_usd', coalesce(NEW.cost_usd, 0),
-		    'attempts', jsonb_build_array(jsonb_build_object(
-			'attempt', NEW.step_attempt,
-			'job_id', NEW.id,
-			'provider_id', NEW.provider_id,
-			'model', NEW.provider_model,
-			'status', NEW.status,
-			'estimated_cost_usd', NEW.estimate_usd,
-			'cost_usd', NEW.cost_usd,
-			'cost_source', NEW.cost_source,
-			'fallback_from', NEW.previous_job_id,
-			'creates', NEW.submit_count,
-			'late', NEW.late,
-			'error', CASE WHEN NEW.error_code IS NOT NULL THEN
-			    jsonb_build_object('code', NEW.error_code,
-			    'message', NEW.error_message) END,
-			'started_at', NEW.started_at,
-			'completed_at', NEW.completed_at,
-			'recovery', CASE WHEN jsonb_array_length(NEW.recovery) > 0
-			    THEN NEW.recovery END)));
+		    'attempts', jsonb_build_array(app.mi_step_attempt(NEW)));
 	ELSE
 		SELECT jsonb_build_object(
 		    'cost_usd', coalesce(sum(j.cost_usd), 0),
-		    'attempts', jsonb_agg(jsonb_build_object(
-			'attempt', j.step_attempt,
-			'job_id', j.id,
-			'provider_id', j.provider_id,
-			'model', j.provider_model,
-			'status', j.status,
-			'estimated_cost_usd', j.estimate_usd,
-			'cost_usd', j.cost_usd,
-			'cost_source', j.cost_source,
-			'fallback_from', j.previous_job_id,
-			'creates', j.submit_count,
-			'late', j.late,
-			'error', CASE WHEN j.error_code IS NOT NULL THEN
-			    jsonb_build_object('code', j.error_code,
-				'message', j.error_message) END,
-			'started_at', j.started_at,
-			'completed_at', j.completed_at,
-			'recovery', CASE WHEN jsonb_array_length(j.recovery) > 0
-			    THEN j.recovery END)
+		    'attempts', jsonb_agg(app.mi_step_attempt(j)
 			ORDER BY j.created_at, j.id))
 		  INTO jobs
 		  FROM app.generation_jobs j
