@@ -177,6 +177,9 @@ void eng_tab_add(struct mi_runner *r, struct rjob *j);
 void eng_tab_del(struct mi_runner *r, struct rjob *j);
 void eng_heap_down(struct mi_runner *r, size_t i);
 void eng_heap_remove(struct mi_runner *r, struct rjob *j);
+/* Moves j to phase, keeping the runner's count of creates current: every
+ * change of a job's phase goes through here. */
+void eng_set_phase(struct rjob *j, int phase);
 void eng_schedule(struct mi_runner *r, struct rjob *j, int phase,
     long long due);
 struct group *eng_group_of(struct mi_runner *r, const char *tenant,
@@ -211,9 +214,6 @@ jv eng_obj1(const char *k, jv v);
 /* claim.c */
 void eng_claim(struct mi_runner *r, struct group *g);
 int eng_creating(const struct mi_runner *r);
-/* Moves j to phase, keeping the runner's count of creates current: every
- * change of a job's phase goes through here. */
-void eng_set_phase(struct rjob *j, int phase);
 void eng_claim_room(struct mi_runner *r);
 
 /* admit.c */

@@ -30,18 +30,16 @@ INSERT INTO app.artifacts (id, tenant_id, run_id, type, uri, content_hash,
     size_bytes) VALUES ('$art', 't', '$run', 'image', 'x', repeat('a', 64), 1)"
 
 # The three ways, as SQL that puts each in place.
-psql -At -c "SELECT pg_get_functiondef('app.mi_step_track'::regproc) || ';'" \
-    >"$tmp/now.sql"
+{
+	echo "ALTER TABLE app.generation_jobs ENABLE TRIGGER USER;"
+	psql -At -c "SELECT pg_get_functiondef('app.mi_step_track'::regproc) || ';'"
+} >"$tmp/now.sql"
 {
 	echo "ALTER TABLE app.generation_jobs ENABLE TRIGGER USER;"
 	sed -n '/^CREATE OR REPLACE FUNCTION app.mi_step_track/,/^\$\$;/p' \
 	    "$top/migrations/0009_step_recovery.sql"
 } >"$tmp/before.sql"
 grep -q 'jsonb_agg' "$tmp/before.sql"
-{
-	echo "ALTER TABLE app.generation_jobs ENABLE TRIGGER USER;"
-	cat "$tmp/now.sql"
-} >"$tmp/now1.sql"
 cat >"$tmp/none.sql" <<'SQL'
 ALTER TABLE app.generation_jobs DISABLE TRIGGER generation_jobs_step_insert;
 ALTER TABLE app.generation_jobs DISABLE TRIGGER generation_jobs_step_update;
@@ -61,7 +59,7 @@ SQL
 
 i=0
 while [ "$i" -lt "$rounds" ]; do
-	for v in now1 before none; do
+	for v in now before none; do
 		psql -f "$tmp/$v.sql" >/dev/null
 		PGOPTIONS="-c synchronous_commit=off" "$PGBIN/pgbench" -n \
 		    -M prepared -c 1 -T "$secs" -f "$tmp/life.sql" \
@@ -79,7 +77,7 @@ median() {
 	awk -v v="$1" '$1 == v { print $2 }' "$tmp/tps" | sort -n |
 	    awk '{ a[NR] = $1 } END { printf "%.0f", (a[int((NR + 1) / 2)] + a[int(NR / 2) + 1]) / 2 }'
 }
-now=$(median now1)
+now=$(median now)
 before=$(median before)
 none=$(median none)
 echo "job lives/s, median of $rounds rounds of $secs s (5 changes of a step each):"
