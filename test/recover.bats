@@ -108,6 +108,31 @@ creates() {
 	assert_output 'taken over mi-poll@gone:1:dead processing'
 }
 
+@test "a poll's step to poll again at once is not written; a worker killed there leaves the step to the takeover" {
+	local p='rh [resulthang:20000]' w t0
+	run -0 --separate-stderr mi-submit <<<"$(req fal image "$p")"
+	mi-poll <<<"$output" >/dev/null 2>&1 &
+	w=$!
+	# mi-poll read fal's status (done) and waits for the result document.
+	t0=$(date +%s%3N)
+	until [ "$(stat ".results_by_prompt[\"$p\"] // 0")" = 1 ]; do
+		sleep 0.05
+		[ $(($(date +%s%3N) - t0)) -lt $((10000 * MI_TEST_SLOW)) ]
+	done
+	run -0 job_sql "status || ' ' || (provider_state ? 'phase')::text ||
+	    ' ' || lease_owner" "$p"
+	[[ $output == "processing false mi-poll@"* ]]
+	kill -9 $w
+	orphan "$p"
+	# The takeover polls the status again, then reads the result.
+	run -0 --separate-stderr mi-recover --once
+	jqok '.type == "image"' "$output"
+	[ "$(creates "$p")" -eq 1 ]
+	[ "$(stat ".results_by_prompt[\"$p\"]")" -eq 2 ]
+	run -0 job_sql "status || ' ' || (provider_state->>'phase')" "$p"
+	assert_output 'completed result'
+}
+
 @test "a follow-up create recorded but never sent is sent by the takeover, once; the preview is not taken for the refine" {
 	local p='r1 [slow:100]' pid i
 	run -0 --separate-stderr mi-submit <<<"$(req meshy model_3d "$p" '{"refine":true}')"

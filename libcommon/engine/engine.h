@@ -77,6 +77,8 @@ struct rjob {
 	int last_look;		/* the poll at the deadline is under way */
 	int hooked;		/* asked for a webhook (webhook.h) */
 	int hinted;		/* a delivery asked for this poll */
+	int state_unsaved;	/* state holds a step not yet written (a poll
+				 * at once: eng_with_state) */
 	long long due, deadline;	/* monotonic ms; deadline 0: none */
 	long interval, timeout;
 	int heap;
@@ -200,6 +202,10 @@ void eng_emit(struct mi_runner *r, jv rec);
 void eng_pass(struct mi_runner *r, jv rec);
 void eng_deliver(struct mi_runner *r);
 jv eng_with_error(jv row, int retryable);
+/* Every write of a job's row goes through eng_patch, eng_complete or a
+ * patch built with eng_with_state, so a state kept unwritten (a poll at
+ * once) goes with the next write. */
+jv eng_with_state(struct rjob *j, jv p);
 jv eng_patch(struct mi_runner *r, struct rjob *j, jv p);
 /* j completed: p (consumed) is written with the next batch of completions
  * (eng_flush_done: at the latest before the next records leave, or when

@@ -268,12 +268,37 @@ eng_with_error(jv row, int retryable)
 	return mi_json_error(row, code, msg, retryable);
 }
 
+/*
+ * p (consumed) with the state j holds and has not written yet (a poll at
+ * once, keep_processing in step.c): the whole state, p's own keys on top.
+ */
+jv
+eng_with_state(struct rjob *j, jv p)
+{
+	jv cur, ps;
+
+	if (!j->state_unsaved)
+		return p;
+	j->state_unsaved = 0;
+	cur = j->state ? jv_parse(j->state) : jv_invalid();
+	if (jv_get_kind(cur) != JV_KIND_OBJECT) {
+		jv_free(cur);
+		return p;
+	}
+	ps = jv_object_get(jv_copy(p), jv_string("provider_state"));
+	if (jv_get_kind(ps) == JV_KIND_OBJECT)
+		cur = jv_object_merge(cur, ps);
+	else
+		jv_free(ps);
+	return jv_object_set(p, jv_string("provider_state"), cur);
+}
+
 /* Applies patch to j's row; on a lost lease drops j and returns null. */
 jv
 eng_patch(struct mi_runner *r, struct rjob *j, jv p)
 {
 	struct mi_err err = MI_ERR_INIT;
-	jv row = mi_jobs_patch(r->db, j->id, p, &err);
+	jv row = mi_jobs_patch(r->db, j->id, eng_with_state(j, p), &err);
 
 	if (!jv_is_valid(row)) {
 		eng_fatal(r, &err);
@@ -294,6 +319,7 @@ eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
 	struct done *d = calloc(1, sizeof(*d));
 	jv row;
 
+	p = eng_with_state(j, p);
 	if (d == NULL) {
 		/* No room to wait: written alone, now. */
 		row = eng_patch(r, j, p);

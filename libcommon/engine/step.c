@@ -327,13 +327,13 @@ static int
 keep_processing(struct mi_runner *r, struct rjob *j, jv outcome, int created)
 {
 	jv p = jv_object(), v, row;
-	int changed = created;
+	int changed = created, pjid = 0, now = 0;
 	double d;
 
 	v = jv_object_get(jv_copy(outcome), jv_string("provider_job_id"));
 	if (jv_get_kind(v) == JV_KIND_STRING) {
 		if (j->pjid == NULL || strcmp(j->pjid, jv_string_value(v)))
-			changed = 1;
+			changed = pjid = 1;
 		eng_set_str(&j->pjid, jv_string_value(v));
 		p = jv_object_set(p, jv_string("provider_job_id"), v);
 	} else
@@ -377,6 +377,21 @@ keep_processing(struct mi_runner *r, struct rjob *j, jv outcome, int created)
 	}
 	/* The next poll is built afresh from the new state. */
 	mi_poll_memo_clear(&j->memo);
+	/*
+	 * A step of the poll that asks to be polled again at once (fal:
+	 * the status says done, the result document comes next) is not
+	 * written: the new state goes with the job's next write.  A worker
+	 * that dies in between leaves the state before the step, and whoever
+	 * takes the job over polls that again and takes the same step.  A
+	 * new provider id or a follow-up create is always written first.
+	 */
+	mi_json_bool(outcome, "poll_now", &now, 0, NULL);
+	if (now && !created && !pjid && !jv_object_has(jv_copy(outcome),
+	    jv_string("create"))) {
+		j->state_unsaved = 1;
+		jv_free(p);
+		return 0;
+	}
 	row = eng_patch(r, j, p);
 	if (jv_get_kind(row) != JV_KIND_OBJECT) {
 		jv_free(row);
@@ -851,7 +866,7 @@ eng_do_creates(struct mi_runner *r, struct rjob **js, int n)
 		jv it = eng_obj1("id", jv_string(js[i]->id));
 
 		it = jv_object_set(it, jv_string("p"),
-		    create_intent(js[i], &hooks[i]));
+		    eng_with_state(js[i], create_intent(js[i], &hooks[i])));
 		items = jv_array_append(items, it);
 	}
 	/* Every intent in one statement, before any create leaves. */

@@ -132,6 +132,7 @@ if [ -n "${STATEMENTS:-}" ]; then
 	psql -c "SELECT round(calls::numeric / $n, 2) AS per_job,
 	    round(total_exec_time::numeric / $n, 3) AS ms_job,
 	    round(total_plan_time::numeric / $n, 3) AS plan_ms_job,
+	    round(rows::numeric / greatest(calls, 1), 1) AS rows_call,
 	    round(min_exec_time::numeric, 3) AS min_ms,
 	    round(max_exec_time::numeric, 1) AS max_ms,
 	    left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS statement

@@ -506,6 +506,7 @@ class Fake:
             self.creates_accepted = {}
             self.creates_by_prompt = {}
             self.attempts_by_prompt = {}
+            self.results_by_prompt = {}
             self.inflight_p = {}
             self.inflight_t = {}
             self.max_p = {}
@@ -579,6 +580,13 @@ class Fake:
                 j = self.jobs.get(a)
         return j
 
+    def result_read(self, job):
+        """Count a read of a job's result document; returns its number."""
+        with self.lock:
+            n = self.results_by_prompt[job.prompt] = \
+                self.results_by_prompt.get(job.prompt, 0) + 1
+            return n
+
     def bump(self, job):
         with self.lock:
             job.gen += 1
@@ -590,6 +598,7 @@ class Fake:
                 "creates_accepted": dict(self.creates_accepted),
                 "creates_by_prompt": dict(self.creates_by_prompt),
                 "attempts_by_prompt": dict(self.attempts_by_prompt),
+                "results_by_prompt": dict(self.results_by_prompt),
                 "max_concurrent": dict(self.max_p),
                 "max_concurrent_by_tag": dict(self.max_t),
                 "in_flight": self.in_flight,
@@ -2017,6 +2026,14 @@ def fal_status(ctx, job):
 
 
 def fal_result(ctx, job):
+    r = fal_result_answer(ctx, job)
+    # [resulthang:MS]: the first read of the result answers after MS.
+    if ctx.fake.result_read(job) == 1 and "resulthang" in job.markers:
+        r.delay = marker_int(job.markers, "resulthang", 30000) / 1000.0
+    return r
+
+
+def fal_result_answer(ctx, job):
     fake = ctx.fake
     _, done = job.phase()
     if not done:
