@@ -172,6 +172,121 @@ mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err)
 	return row;
 }
 
+/*
+ * The same for many jobs in one statement: $4 the groups' lock keys, in
+ * the order every process takes them; created_at is stamped once all are
+ * held, in the order the jobs are given.
+ */
+static const char insert_many_sql[] =
+    "WITH x AS MATERIALIZED (SELECT e.f, e.k"
+    "  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(f, k)),"
+    " l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended(g,"
+    "  0)) FROM unnest($4::text[]) AS g)"
+    " INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
+    " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
+    " artifact_type, skill_id, request, fallback, previous_job_id,"
+    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at,"
+    " step_attempt, estimate_usd, provider_model)"
+    " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
+    "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
+    "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"
+    "  coalesce(f->'input_params', '{}'), f->>'artifact_type',"
+    "  f->>'skill_id', coalesce(f->'request', '{}'),"
+    "  coalesce(f->'fallback', '[]'), (f->>'previous_job_id')::uuid,"
+    "  (f->>'cost_usd')::numeric, 'estimate',"
+    "  CASE WHEN $2 <> '' THEN $2 END,"
+    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END,"
+    "  clock_timestamp(), coalesce((f->>'step_attempt')::int, 1),"
+    "  (f->>'cost_usd')::numeric, f->>'model'"
+    " FROM x WHERE (SELECT count(*) FROM l) >= 0 ORDER BY x.k"
+    " RETURNING to_jsonb(j)";
+
+static int
+by_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+jv
+mi_jobs_insert_many(struct mi_db *db, jv fs, int owned, struct mi_err *err)
+{
+	const char *params[4];
+	char lease[32], *text = NULL, *locks = NULL, **keys;
+	int i, j, n = jv_array_length(jv_copy(fs)), m = 0;
+	jv rows = jv_invalid(), out = jv_invalid(), lk = jv_array();
+
+	if ((keys = calloc((size_t)n + 1, sizeof(*keys))) == NULL)
+		goto oom;
+	for (i = 0; i < n; i++) {
+		jv f = jv_array_get(jv_copy(fs), i);
+		const char *t = NULL, *p = NULL;
+		struct mi_buf b = MI_BUF_INIT;
+
+		mi_json_str(f, "tenant_id", &t, 0, NULL);
+		mi_json_str(f, "provider_id", &p, 0, NULL);
+		mi_buf_addf(&b, "%s/%s", t ? t : "", p ? p : "");
+		jv_free(f);
+		if (b.buf == NULL)
+			goto oom;
+		keys[m++] = b.buf;
+	}
+	qsort(keys, (size_t)m, sizeof(*keys), by_str);
+	for (i = 0; i < m; i++)
+		if (i == 0 || strcmp(keys[i], keys[i - 1]) != 0)
+			lk = jv_array_append(lk, jv_string(keys[i]));
+	if ((locks = array_literal(lk)) == NULL ||
+	    (text = mi_json_dump(fs)) == NULL)
+		goto oom;
+	snprintf(lease, sizeof(lease), "%ld", mi_jobs_lease_ms());
+	params[0] = text;
+	params[1] = owned ? mi_jobs_owner() : "";
+	params[2] = lease;
+	params[3] = locks;
+	rows = mi_db_json(db, insert_many_sql, 4, params, err);
+	if (!jv_is_valid(rows))
+		goto done;
+	/* In the order given, each found by its step. */
+	out = jv_array();
+	for (i = 0; i < n && jv_is_valid(out); i++) {
+		jv f = jv_array_get(jv_copy(fs), i), found = jv_invalid();
+		const char *want = NULL;
+
+		mi_json_str(f, "run_step_id", &want, 0, NULL);
+		for (j = 0; want && j < jv_array_length(jv_copy(rows)); j++) {
+			jv r = jv_array_get(jv_copy(rows), j);
+			const char *got = NULL;
+
+			if (mi_json_str(r, "run_step_id", &got, 0, NULL) == 1 &&
+			    strcmp(got, want) == 0 && !jv_is_valid(found))
+				found = r;
+			else
+				jv_free(r);
+		}
+		jv_free(f);
+		if (jv_is_valid(found))
+			out = jv_array_append(out, found);
+		else {
+			jv_free(out);
+			out = jv_invalid();
+			mi_err_set(err, EX_SOFTWARE, "database: a job of the "
+			    "batch was not written");
+		}
+	}
+	goto done;
+oom:
+	mi_err_set(err, EX_OSERR, "out of memory");
+done:
+	for (i = 0; keys && i < m; i++)
+		free(keys[i]);
+	free(keys);
+	free(locks);
+	free(text);
+	jv_free(lk);
+	jv_free(rows);
+	jv_free(fs);
+	return out;
+}
+
 static const char claim_sql[] =
     "SELECT json_build_object('id', c.job_id, 'estimate', c.estimate)"
     " FROM app.mi_claim_slots($1, $2, $3::int, $4, $5::int) c";

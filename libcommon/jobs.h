@@ -46,6 +46,12 @@ long long mi_jobs_time_ms(const char *ts);
  */
 jv mi_jobs_insert(struct mi_db *db, jv f, int owned, struct mi_err *err);
 
+/* The jobs of fs (consumed: an array of the fields above, each of its
+ * own step) in one statement: an array of their rows in the same order,
+ * or jv_invalid() and err. */
+jv mi_jobs_insert_many(struct mi_db *db, jv fs, int owned,
+    struct mi_err *err);
+
 /*
  * Takes the free slots of tenant with provider for this process's
  * waiting jobs, oldest first (app.mi_claim_slots; limit is the

@@ -344,6 +344,206 @@ db_fail(struct mi_db *db, jv v)
 }
 
 /*
+ * The statements of mi_step_prefetch: the runs' and steps' rows made
+ * when missing, in one statement; the steps locked, each in the order of
+ * the requests, as one request at a time locks them; then, in a statement
+ * of its own after the locks, each step's last job, its artifact and the
+ * cache's entry.
+ */
+static const char steps_many_sql[] =
+    "WITH v AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS v(k int,"
+    "  id uuid, run uuid, tenant text, step_id text, skill text,"
+    "  workflow text)),"
+    " r AS (INSERT INTO app.runs (id, tenant_id, workflow_name, status,"
+    "  started_at) SELECT DISTINCT ON (v.run) v.run, v.tenant, v.workflow,"
+    "  'running', now() FROM v ORDER BY v.run, v.k"
+    "  ON CONFLICT (id) DO NOTHING)"
+    " INSERT INTO app.run_steps (id, run_id, tenant_id, step_id, skill_id,"
+    " workflow_name) SELECT v.id, v.run, v.tenant, v.step_id, v.skill,"
+    " v.workflow FROM v ORDER BY v.k"
+    " ON CONFLICT DO NOTHING";
+
+static const char lock_many_sql[] =
+    "SELECT jsonb_build_object('k', v.k, 'step', to_jsonb(s))"
+    " FROM jsonb_to_recordset($1::jsonb) AS v(k int, id uuid, run uuid,"
+    "  step_id text, by_id boolean)"
+    " CROSS JOIN LATERAL (SELECT * FROM app.run_steps s"
+    "  WHERE s.id = CASE WHEN v.by_id THEN v.id ELSE (SELECT n.id"
+    "   FROM app.run_steps n WHERE n.run_id = v.run"
+    "   AND n.step_id = v.step_id) END FOR UPDATE) s";
+
+static const char read_many_sql[] =
+    "SELECT jsonb_build_object('k', v.k,"
+    "  'job', CASE WHEN j.id IS NOT NULL THEN to_jsonb(j) END,"
+    "  'artifact', (SELECT to_jsonb(a) FROM app.artifacts a"
+    "   WHERE a.id = j.artifact_id),"
+    "  'cache', CASE WHEN v.look THEN (" LOOKUP_SQL("v.key", "v.tenant",
+    "v.run", "v.scope") " LIMIT 1) END)"
+    " FROM jsonb_to_recordset($1::jsonb) AS v(k int, id uuid, key text,"
+    "  tenant text, run text, scope text, look boolean)"
+    " LEFT JOIN LATERAL (SELECT * FROM app.generation_jobs j"
+    "  WHERE j.run_step_id = v.id"
+    "  ORDER BY j.created_at DESC, j.id DESC LIMIT 1) j ON true";
+
+/* The k of row (borrowed), 0 <= k < n, or -1. */
+static int
+row_k(jv row, int n)
+{
+	double d = -1;
+
+	if (mi_json_num(row, "k", &d, 0, NULL) != 1 || d < 0 || d >= n ||
+	    d != (int)d)
+		return -1;
+	return (int)d;
+}
+
+/* Runs sql with the array items (consumed) as its JSON parameter. */
+static jv
+json_rows(struct mi_db *db, const char *sql, jv items, int defer,
+    struct mi_err *err)
+{
+	const char *params[1];
+	char *text = mi_json_dump(items);
+	jv rows;
+
+	jv_free(items);
+	if (text == NULL) {
+		mi_err_set(err, EX_OSERR, "out of memory");
+		return jv_invalid();
+	}
+	params[0] = text;
+	if (defer)
+		rows = mi_db_defer(db, sql, 1, params, err) == -1 ?
+		    jv_invalid() : jv_null();
+	else
+		rows = mi_db_json(db, sql, 1, params, err);
+	free(text);
+	return rows;
+}
+
+int
+mi_step_prefetch(struct mi_db *db, struct mi_step *const *sv, int n,
+    jv *pre, struct mi_err *err)
+{
+	jv items = jv_array(), rows, lock[1024];
+	int i, k, m, same = 0;
+
+	if (n > 1024)
+		return mi_err_set(err, EX_SOFTWARE, "steps: more than 1024 "
+		    "admitted at once");
+	for (i = 0; i < n; i++) {
+		jv it = jv_object();
+
+		pre[i] = jv_null();
+		lock[i] = jv_null();
+		it = jv_object_set(it, jv_string("k"), jv_number(i));
+		it = jv_object_set(it, jv_string("id"), jv_string(sv[i]->id));
+		it = jv_object_set(it, jv_string("run"), jv_string(sv[i]->run));
+		it = jv_object_set(it, jv_string("tenant"),
+		    jv_string(sv[i]->tenant));
+		it = jv_object_set(it, jv_string("step_id"),
+		    jv_string(sv[i]->step_id));
+		it = jv_object_set(it, jv_string("skill"),
+		    jv_string(sv[i]->skill));
+		it = jv_object_set(it, jv_string("workflow"),
+		    jv_string(sv[i]->workflow));
+		it = jv_object_set(it, jv_string("by_id"),
+		    jv_bool(sv[i]->given_id || !sv[i]->named));
+		items = jv_array_append(items, it);
+	}
+	/* Sent with the locks, in one round trip. */
+	rows = json_rows(db, steps_many_sql, jv_copy(items), 1, err);
+	if (!jv_is_valid(rows)) {
+		jv_free(items);
+		return -1;
+	}
+	rows = json_rows(db, lock_many_sql, items, 0, err);
+	if (!jv_is_valid(rows))
+		return -1;
+	m = jv_array_length(jv_copy(rows));
+	items = jv_array();
+	for (i = 0; i < m; i++) {
+		jv row = jv_array_get(jv_copy(rows), i), it, step;
+		const char *id = NULL;
+		int j;
+
+		if ((k = row_k(row, n)) < 0 ||
+		    jv_get_kind(lock[k]) != JV_KIND_NULL) {
+			jv_free(row);
+			same = 1;
+			continue;
+		}
+		step = jv_object_get(jv_copy(row), jv_string("step"));
+		mi_json_str(step, "id", &id, 0, NULL);
+		/* Two requests of one step: the second must see the
+		 * first's job, which one read cannot show. */
+		for (j = 0; id && j < n && !same; j++)
+			if (jv_get_kind(lock[j]) == JV_KIND_OBJECT) {
+				const char *o = NULL;
+
+				mi_json_str(lock[j], "id", &o, 0, NULL);
+				if (o && strcmp(o, id) == 0)
+					same = 1;
+			}
+		if (id == NULL) {
+			jv_free(step);
+			jv_free(row);
+			same = 1;
+			continue;
+		}
+		it = jv_object();
+		it = jv_object_set(it, jv_string("k"), jv_number(k));
+		it = jv_object_set(it, jv_string("id"), jv_string(id));
+		it = jv_object_set(it, jv_string("key"),
+		    jv_string(sv[k]->cache_key));
+		it = jv_object_set(it, jv_string("tenant"),
+		    jv_string(sv[k]->tenant));
+		it = jv_object_set(it, jv_string("run"), jv_string(sv[k]->run));
+		it = jv_object_set(it, jv_string("scope"),
+		    jv_string(cache_names[sv[k]->cache]));
+		it = jv_object_set(it, jv_string("look"),
+		    jv_bool(sv[k]->cache != MI_STEP_CACHE_OFF &&
+		    cache_store() != NULL));
+		items = jv_array_append(items, it);
+		lock[k] = step;
+		jv_free(row);
+	}
+	jv_free(rows);
+	rows = jv_null();
+	if (!same && jv_array_length(jv_copy(items)) > 0) {
+		rows = json_rows(db, read_many_sql, items, 0, err);
+		items = jv_null();
+	}
+	jv_free(items);
+	if (!jv_is_valid(rows)) {
+		for (i = 0; i < n; i++)
+			jv_free(lock[i]);
+		return -1;
+	}
+	m = jv_get_kind(rows) == JV_KIND_ARRAY ?
+	    jv_array_length(jv_copy(rows)) : 0;
+	for (i = 0; i < m; i++) {
+		jv row = jv_array_get(jv_copy(rows), i);
+
+		if ((k = row_k(row, n)) < 0 ||
+		    jv_get_kind(lock[k]) != JV_KIND_OBJECT ||
+		    jv_get_kind(pre[k]) != JV_KIND_NULL) {
+			jv_free(row);
+			same = 1;
+			continue;
+		}
+		pre[k] = jv_object_set(jv_object_set(jv_object(),
+		    jv_string("lock"), jv_object_set(jv_object(), jv_string("step"),
+		    jv_copy(lock[k]))),
+		    jv_string("last"), jv_object_delete(row, jv_string("k")));
+	}
+	jv_free(rows);
+	for (i = 0; i < n; i++)
+		jv_free(lock[i]);
+	return same ? 1 : 0;
+}
+
+/*
  * A cache hit: the entry's bytes linked into this run, a new artifact row,
  * the step completed.  Returns 1 with *out, 0 on a miss (nothing usable
  * in the cache), -1 when the database failed.
@@ -473,46 +673,29 @@ out:
 	return rc;
 }
 
-int
-mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
-    char *msg, size_t msgsz, struct mi_err *err)
+/*
+ * The step's rows read: row {step: the locked step row} (consumed);
+ * last: {job, artifact, cache} read after the lock, or jv_invalid() to
+ * read it now.  The rest of mi_step_admit.
+ */
+static int
+admit_rows(struct mi_db *db, struct mi_step *s, jv req, jv row, jv last,
+    jv *out, char *msg, size_t msgsz, struct mi_err *err)
 {
 	const char *params[6];
 	const char *v = NULL, *st = NULL;
 	char att[16], *ci;
-	jv row, step, job, civ, jart, pre;
+	jv step, job, civ, jart, pre;
 	double d = 1;
 	int k, retry = 0, look;
 
-	*out = jv_null();
-	msg[0] = '\0';
-	if (mi_db_begin(db, err) == -1)
-		return -1;
-	params[0] = s->id;
-	params[1] = s->run;
-	params[2] = s->tenant;
-	params[3] = s->step_id;
-	params[4] = s->skill;
-	params[5] = s->workflow;
-	/* Sent with the lock below, in one round trip. */
-	if (mi_db_defer(db, step_sql, 6, params, err) == -1)
-		return db_fail(db, jv_null());
-	if (s->given_id || !s->named) {
-		params[0] = s->id;
-		row = mi_db_json1(db, lock_id_sql, 1, params, err);
-	} else {
-		params[0] = s->run;
-		params[1] = s->step_id;
-		row = mi_db_json1(db, lock_name_sql, 2, params, err);
-	}
-	if (!jv_is_valid(row))
-		return db_fail(db, row);
 	step = jv_object_get(jv_copy(row), jv_string("step"));
 	if (jv_get_kind(step) != JV_KIND_OBJECT) {
 		snprintf(msg, msgsz, "step '%.64s' of run %s is another "
 		    "run_step_id than %s", s->step_id, s->run, s->id);
 		jv_free(step);
 		jv_free(row);
+		jv_free(last);
 		mi_db_rollback(db);
 		return -2;
 	}
@@ -538,6 +721,7 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	if (k == -2) {
 		jv_free(step);
 		jv_free(row);
+		jv_free(last);
 		mi_db_rollback(db);
 		return -2;
 	}
@@ -558,7 +742,10 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 	params[3] = s->run;
 	params[4] = cache_names[s->cache];
 	params[5] = look ? "true" : "false";
-	row = mi_db_json1(db, last_job_cache_sql, 6, params, err);
+	if (jv_is_valid(last))
+		row = last;
+	else
+		row = mi_db_json1(db, last_job_cache_sql, 6, params, err);
 	if (!jv_is_valid(row)) {
 		jv_free(step);
 		return db_fail(db, row);
@@ -660,6 +847,57 @@ mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
 		return db_fail(db, jv_null());
 	return MI_STEP_NEW;
 }
+
+int
+mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
+    char *msg, size_t msgsz, struct mi_err *err)
+{
+	const char *params[6];
+	jv row;
+
+	*out = jv_null();
+	msg[0] = '\0';
+	if (mi_db_begin(db, err) == -1)
+		return -1;
+	params[0] = s->id;
+	params[1] = s->run;
+	params[2] = s->tenant;
+	params[3] = s->step_id;
+	params[4] = s->skill;
+	params[5] = s->workflow;
+	/* Sent with the lock below, in one round trip. */
+	if (mi_db_defer(db, step_sql, 6, params, err) == -1)
+		return db_fail(db, jv_null());
+	if (s->given_id || !s->named) {
+		params[0] = s->id;
+		row = mi_db_json1(db, lock_id_sql, 1, params, err);
+	} else {
+		params[0] = s->run;
+		params[1] = s->step_id;
+		row = mi_db_json1(db, lock_name_sql, 2, params, err);
+	}
+	if (!jv_is_valid(row))
+		return db_fail(db, row);
+	return admit_rows(db, s, req, row, jv_invalid(), out, msg, msgsz, err);
+}
+
+int
+mi_step_admit_read(struct mi_db *db, struct mi_step *s, jv req, jv pre,
+    jv *out, char *msg, size_t msgsz, struct mi_err *err)
+{
+	jv lock;
+
+	*out = jv_null();
+	msg[0] = '\0';
+	if (mi_db_begin(db, err) == -1) {
+		jv_free(pre);
+		return -1;
+	}
+	lock = jv_object_get(jv_copy(pre), jv_string("lock"));
+	return admit_rows(db, s, req, lock, jv_object_get(pre,
+	    jv_string("last")), out, msg, msgsz, err);
+}
+
 
 int
 mi_step_fail(struct mi_db *db, const struct mi_step *s, const char *code,

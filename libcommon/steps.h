@@ -88,6 +88,24 @@ void mi_step_inputs(struct mi_step *s, jv req, jv providers);
 int mi_step_admit(struct mi_db *db, struct mi_step *s, jv req, jv *out,
     char *msg, size_t msgsz, struct mi_err *err);
 
+/*
+ * The reads of admission for sv[0..n-1] (n <= 1024) at once, inside a
+ * transaction (a batch, db.h): their run and step rows made when
+ * missing, the steps locked in the order given, then what each needs
+ * read after its lock, in three statements and two round trips.  Returns
+ * 0 with pre[i] for mi_step_admit_read (jv_null(): no step row was
+ * found, which mi_step_admit says best), 1 when two of them are one step
+ * (admit them one at a time: the second must see the first's job), -1
+ * when the database failed (err).  pre[] is filled in every case.
+ */
+int mi_step_prefetch(struct mi_db *db, struct mi_step *const *sv, int n,
+    jv *pre, struct mi_err *err);
+
+/* mi_step_admit with the rows pre (consumed) that mi_step_prefetch read
+ * for s, in a savepoint of the transaction, as mi_step_admit would. */
+int mi_step_admit_read(struct mi_db *db, struct mi_step *s, jv req, jv pre,
+    jv *out, char *msg, size_t msgsz, struct mi_err *err);
+
 /* In the admission transaction: the step fails before any job (no
  * provider could take the request). */
 int mi_step_fail(struct mi_db *db, const struct mi_step *s,

@@ -207,15 +207,13 @@ eng_estimate(struct mi_provider *p, jv req)
  * the slot queue; previous: the job it replaces, or NULL; attempt: of
  * the step.
  */
-int
-eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
-    int attempt)
+static jv
+job_fields(jv req, struct choice *c, const char *previous, int attempt,
+    double *estp)
 {
-	struct mi_err err = MI_ERR_INIT;
 	const char *media = NULL;
-	struct rjob *j;
 	double est;
-	jv f, row, params, model;
+	jv f, params, model;
 
 	mi_json_str(req, "media_type", &media, 1, NULL);
 	req = jv_object_set(jv_copy(req), jv_string("provider_id"),
@@ -256,22 +254,24 @@ eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
 		f = jv_object_set(f, jv_string("model"), model);
 	else
 		jv_free(model);
-	f = jv_object_set(f, jv_string("request"), req);
-	row = mi_jobs_insert(r->db, f, 1, &err);
-	if (!jv_is_valid(row)) {
-		eng_fatal(r, &err);
-		jv_free(row);
-		return -1;
-	}
+	*estp = est;
+	return jv_object_set(f, jv_string("request"), req);
+}
+
+/* The job of row (borrowed), written, put in the slot queue. */
+static int
+enqueued(struct mi_runner *r, jv row, int attempt, double est)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct rjob *j;
+
 	if ((j = eng_job_new(r, row, &err)) == NULL) {
 		eng_fatal(r, &err);
-		jv_free(row);
 		return -1;
 	}
-	jv_free(row);
 	j->step_attempt = attempt;
 	eng_note(r, MI_NOTE_INFO, "job %s: %s %s, estimated cost $%.4f", j->id,
-	    mi_provider_id(c->p), media, est);
+	    mi_provider_id(j->p), j->media, est);
 	eng_set_phase(j, P_WAIT);
 	eng_wait_add(j->g, j);
 	if (r->admitting) {
@@ -294,6 +294,106 @@ eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
 }
 
 /*
+ * Writes the job row of req (borrowed) for provider c->p and puts it in
+ * the slot queue; previous: the job it replaces, or NULL; attempt: of
+ * the step.
+ */
+int
+eng_enqueue(struct mi_runner *r, jv req, struct choice *c, const char *previous,
+    int attempt)
+{
+	struct mi_err err = MI_ERR_INIT;
+	double est;
+	jv row = mi_jobs_insert(r->db, job_fields(req, c, previous, attempt,
+	    &est), 1, &err);
+	int rc;
+
+	if (!jv_is_valid(row)) {
+		eng_fatal(r, &err);
+		jv_free(row);
+		return -1;
+	}
+	rc = enqueued(r, row, attempt, est);
+	jv_free(row);
+	return rc;
+}
+
+/* Jobs of a batch admitted together, written in one statement. */
+struct pending {
+	jv fs;			/* their fields */
+	int n;
+	int attempt[ENG_ADMIT_MAX];
+	double est[ENG_ADMIT_MAX];
+};
+
+/*
+ * What admission does with req (consumed) and cand (consumed) once its
+ * step s was admitted with k (MI_STEP_*) and out: answered, failed for
+ * want of a provider, or its job written (now, or with the batch's when
+ * pend).  The step's transaction (a savepoint in a batch) ends here.
+ */
+static void
+admitted(struct mi_runner *r, jv req, jv cand, struct mi_step *s, int k,
+    jv out, struct pending *pend)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct choice c;
+
+	if (k != MI_STEP_NEW) {
+		const char *id = "";
+		int hit = 0;
+
+		jv_free(cand);
+		jv_free(req);
+		mi_json_str(out, "id", &id, 0, NULL);
+		mi_json_bool(out, "cache_hit", &hit, 0, NULL);
+		eng_note(r, MI_NOTE_INFO, "step %s: %s %s", s->step_id,
+		    k == MI_STEP_JOB ? "answered with its job" : hit ?
+		    "served from the step cache: artifact" :
+		    "answered with its artifact", id);
+		if (s->other_inputs && !hit)
+			eng_note(r, MI_NOTE_WARN, "step %s of run %s was made "
+			    "from other inputs; its result stands (a new "
+			    "step_id gets a new one)", s->step_id, s->run);
+		eng_emit(r, out);
+		return;
+	}
+	jv_free(out);
+	req = jv_object_set(req, jv_string("run_step_id"), jv_string(s->id));
+	req = jv_object_set(req, jv_string("step_id"), jv_string(s->step_id));
+	if (eng_choose(r, req, cand, 1, &c) == -1) {
+		jv_free(c.rest);
+		if (r->fatal) {
+			mi_step_end(r->db, 0, NULL);
+			jv_free(req);
+			return;
+		}
+		if (mi_step_fail(r->db, s, c.code, c.msg, &err) == -1 ||
+		    mi_step_end(r->db, 1, &err) == -1) {
+			mi_step_end(r->db, 0, NULL);
+			jv_free(req);
+			eng_fatal(r, &err);
+			return;
+		}
+		eng_emit(r, mi_json_error(req, c.code, c.msg, 0));
+		return;
+	}
+	if (pend) {
+		pend->attempt[pend->n] = s->attempt;
+		pend->fs = jv_array_append(pend->fs, job_fields(req, &c, NULL,
+		    s->attempt, &pend->est[pend->n]));
+		pend->n++;
+		if (mi_step_end(r->db, 1, &err) == -1)
+			eng_fatal(r, &err);
+	} else if (eng_enqueue(r, req, &c, NULL, s->attempt) == -1)
+		mi_step_end(r->db, 0, NULL);
+	else if (mi_step_end(r->db, 1, &err) == -1)
+		eng_fatal(r, &err);
+	jv_free(c.rest);
+	jv_free(req);
+}
+
+/*
  * Admits req (consumed) as its step: answered with the step's job chain
  * or artifact when it has one, or with a cache hit; else chooses a
  * provider and writes the job, all under the step's lock (steps.h).
@@ -303,7 +403,6 @@ admit(struct mi_runner *r, jv req, jv cand)
 {
 	struct mi_err err = MI_ERR_INIT;
 	struct mi_step s;
-	struct choice c;
 	char msg[400];
 	jv out;
 	int k;
@@ -326,54 +425,16 @@ admit(struct mi_runner *r, jv req, jv cand)
 		eng_emit(r, mi_json_error(req, "VALIDATION_ERROR", msg, 0));
 		return;
 	}
-	if (k != MI_STEP_NEW) {
-		const char *id = "";
-		int hit = 0;
-
-		jv_free(cand);
-		jv_free(req);
-		mi_json_str(out, "id", &id, 0, NULL);
-		mi_json_bool(out, "cache_hit", &hit, 0, NULL);
-		eng_note(r, MI_NOTE_INFO, "step %s: %s %s", s.step_id,
-		    k == MI_STEP_JOB ? "answered with its job" : hit ?
-		    "served from the step cache: artifact" :
-		    "answered with its artifact", id);
-		if (s.other_inputs && !hit)
-			eng_note(r, MI_NOTE_WARN, "step %s of run %s was made "
-			    "from other inputs; its result stands (a new "
-			    "step_id gets a new one)", s.step_id, s.run);
-		eng_emit(r, out);
-		return;
-	}
-	req = jv_object_set(req, jv_string("run_step_id"), jv_string(s.id));
-	req = jv_object_set(req, jv_string("step_id"), jv_string(s.step_id));
-	if (eng_choose(r, req, cand, 1, &c) == -1) {
-		jv_free(c.rest);
-		if (r->fatal) {
-			mi_step_end(r->db, 0, NULL);
-			jv_free(req);
-			return;
-		}
-		if (mi_step_fail(r->db, &s, c.code, c.msg, &err) == -1 ||
-		    mi_step_end(r->db, 1, &err) == -1) {
-			mi_step_end(r->db, 0, NULL);
-			jv_free(req);
-			eng_fatal(r, &err);
-			return;
-		}
-		eng_emit(r, mi_json_error(req, c.code, c.msg, 0));
-		return;
-	}
-	if (eng_enqueue(r, req, &c, NULL, s.attempt) == -1)
-		mi_step_end(r->db, 0, NULL);
-	else if (mi_step_end(r->db, 1, &err) == -1)
-		eng_fatal(r, &err);
-	jv_free(c.rest);
-	jv_free(req);
+	admitted(r, req, cand, &s, k, out, NULL);
 }
 
-void
-mi_runner_request(struct mi_runner *r, jv req)
+/*
+ * The checks of a request (consumed) before its step: 1 with *reqp and
+ * *candp (the providers to try) to admit, 0 when its record went out
+ * already (an error, or a record passed on).
+ */
+static int
+request_cands(struct mi_runner *r, jv req, jv *reqp, jv *candp)
 {
 	const char *media = NULL, *prov = NULL, *prompt = NULL;
 	struct mi_err err = MI_ERR_INIT;
@@ -381,13 +442,13 @@ mi_runner_request(struct mi_runner *r, jv req)
 
 	if (mi_json_has_error(req)) {
 		eng_pass(r, req);
-		return;
+		return 0;
 	}
 	if (jv_get_kind(req) != JV_KIND_OBJECT) {
 		eng_emit(r, mi_json_error(jv_object_set(jv_object(),
 		    jv_string("request"), req), "VALIDATION_ERROR",
 		    "a request is a JSON object", 0));
-		return;
+		return 0;
 	}
 	if (mi_json_str(req, "media_type", &media, 1, &err) == -1 ||
 	    mi_json_str(req, "provider_id", &prov, 0, &err) == -1 ||
@@ -437,10 +498,21 @@ mi_runner_request(struct mi_runner *r, jv req)
 		goto invalid;
 	} else
 		jv_free(fb);
-	admit(r, req, cand);
-	return;
+	*reqp = req;
+	*candp = cand;
+	return 1;
 invalid:
 	eng_emit(r, mi_json_error(req, "VALIDATION_ERROR", err.msg, 0));
+	return 0;
+}
+
+void
+mi_runner_request(struct mi_runner *r, jv req)
+{
+	jv cand;
+
+	if (request_cands(r, req, &req, &cand))
+		admit(r, req, cand);
 }
 
 /* The (tenant, provider) group a request most likely joins: its own
@@ -539,50 +611,152 @@ batch_undo(struct mi_runner *r, struct outrec **mark, long finished)
 }
 
 /*
- * Admits reqs[0..n-1] (consumed) in one transaction: each request's own
- * is a savepoint of it (db.h), so a request that fails undoes only its
- * own rows, and the whole batch costs one commit.  The records they give
- * wait for that commit.  The requests are admitted in the order of their
- * (tenant, provider) groups, and in arrival order within each: every
- * process takes the groups' locks in one order, and a group's jobs keep
- * the order they came in.  A batch lost to a deadlock or a lost
- * connection is undone and its requests admitted again one by one.
+ * The batch's requests v[0..n-1] (borrowed) admitted with their reads
+ * done together (mi_step_prefetch) and their jobs written in one
+ * statement, inside the batch's transaction.  Each request's own
+ * decisions are those of admit(), in the same order.  Returns 0, or -1
+ * when the batch must be admitted request by request instead: two of its
+ * requests are one step, one names a step it cannot have (whose message
+ * mi_step_admit gives, undoing its own rows alone), or a statement
+ * failed.
  */
-void
-mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
+static int
+admit_together(struct mi_runner *r, struct keyed *v, int n)
+{
+	struct mi_err err = MI_ERR_INIT;
+	struct mi_step *sv, **sp;
+	struct pending *pend;
+	jv *reqs, *cands, *pre, rows;
+	int *idx, i, j, m = 0, k, rc = -1;
+	char msg[400];
+
+	sv = calloc((size_t)n, sizeof(*sv));
+	sp = calloc((size_t)n, sizeof(*sp));
+	reqs = calloc((size_t)n, sizeof(*reqs));
+	cands = calloc((size_t)n, sizeof(*cands));
+	pre = calloc((size_t)n, sizeof(*pre));
+	idx = calloc((size_t)n, sizeof(*idx));
+	pend = calloc(1, sizeof(*pend));
+	if (!sv || !sp || !reqs || !cands || !pre || !idx || !pend)
+		goto out;
+	for (i = 0; i < n; i++) {
+		jv req, cand;
+
+		r->batch_order = v[i].i;
+		if (!request_cands(r, jv_copy(v[i].req), &req, &cand))
+			continue;
+		if (mi_step_parse(req, &sv[m], &err) == -1) {
+			jv_free(cand);
+			eng_emit(r, mi_json_error(req, "VALIDATION_ERROR",
+			    err.msg, 0));
+			err = (struct mi_err)MI_ERR_INIT;
+			continue;
+		}
+		mi_step_inputs(&sv[m], req, cand);
+		sp[m] = &sv[m];
+		reqs[m] = req;
+		cands[m] = cand;
+		idx[m++] = i;
+	}
+	for (j = 0; j < m; j++)
+		pre[j] = jv_invalid();
+	if (m == 0) {
+		rc = 0;
+		goto out;
+	}
+	if (mi_step_prefetch(r->db, sp, m, pre, &err) != 0)
+		goto out;
+	for (j = 0; j < m; j++)
+		if (jv_get_kind(pre[j]) != JV_KIND_OBJECT)
+			goto out;
+	pend->fs = jv_array();
+	for (j = 0; j < m && !r->fatal; j++) {
+		jv out;
+
+		r->batch_order = v[idx[j]].i;
+		k = mi_step_admit_read(r->db, sp[j], reqs[j], pre[j], &out,
+		    msg, sizeof(msg), &err);
+		pre[j] = jv_invalid();
+		if (k < 0) {
+			jv_free(out);
+			goto out;
+		}
+		admitted(r, reqs[j], cands[j], sp[j], k, out, pend);
+		reqs[j] = cands[j] = jv_invalid();
+	}
+	if (r->fatal || pend->n == 0) {
+		rc = 0;
+		goto out;
+	}
+	rows = mi_jobs_insert_many(r->db, pend->fs, 1, &err);
+	pend->fs = jv_invalid();
+	if (!jv_is_valid(rows)) {
+		jv_free(rows);
+		goto out;
+	}
+	for (i = 0; i < pend->n && !r->fatal; i++) {
+		jv row = jv_array_get(jv_copy(rows), i);
+
+		enqueued(r, row, pend->attempt[i], pend->est[i]);
+		jv_free(row);
+	}
+	jv_free(rows);
+	rc = 0;
+out:
+	if (rc == -1 && mi_db_batch_lost(r->db)) {
+		/* A deadlock or a lost connection: what any batch lost
+		 * meets (admit_batch). */
+		eng_fatal(r, &err);
+		rc = 0;
+	} else if (rc == -1 && err.msg[0])
+		eng_note(r, MI_NOTE_VERBOSE, "requests admitted each in a "
+		    "savepoint of its own: %s", err.msg);
+	for (j = 0; j < m; j++) {
+		jv_free(reqs[j]);
+		jv_free(cands[j]);
+		jv_free(pre[j]);
+	}
+	if (pend)
+		jv_free(pend->fs);
+	free(sv);
+	free(sp);
+	free(reqs);
+	free(cands);
+	free(pre);
+	free(idx);
+	free(pend);
+	return rc;
+}
+
+/*
+ * One transaction for the batch v[0..n-1] (borrowed), its requests
+ * admitted together (admit_together) or each in a savepoint of its own.
+ * Returns 1 when admitting them together gave up: the batch is undone,
+ * for the caller to run again request by request.
+ */
+static int
+admit_batch(struct mi_runner *r, struct keyed *v, int n, int together)
 {
 	struct mi_err err = MI_ERR_INIT;
 	struct outrec **mark;
-	struct keyed *v;
 	long finished;
 	int i, ok, lost;
 
-	if (n <= 1 || r->batch_max <= 1 ||
-	    (v = calloc((size_t)n, sizeof(*v))) == NULL) {
-		for (i = 0; i < n; i++)
-			mi_runner_request(r, reqs[i]);
-		return;
-	}
-	for (i = 0; i < n; i++) {
-		v[i].key = group_key(r, reqs[i]);
-		v[i].i = i;
-		v[i].req = reqs[i];
-	}
-	qsort(v, (size_t)n, sizeof(*v), by_key);
 	mark = r->outq_tail;
 	finished = r->finished;
 	r->nbatch_jobs = 0;
 	if (mi_db_batch_begin(r->db, &err) == -1) {
 		eng_fatal(r, &err);
-		for (i = 0; i < n; i++) {
-			free(v[i].key);
-			jv_free(v[i].req);
-		}
-		free(v);
-		return;
+		return 0;
 	}
 	r->admitting = 1;
-	for (i = 0; i < n && !r->fatal; i++) {
+	if (together && admit_together(r, v, n) == -1) {
+		r->admitting = 0;
+		mi_db_batch_end(r->db, 0, NULL);
+		batch_undo(r, mark, finished);
+		return 1;
+	}
+	for (i = 0; i < n && !r->fatal && !together; i++) {
 		r->batch_order = v[i].i;
 		mi_runner_request(r, jv_copy(v[i].req));
 	}
@@ -614,6 +788,41 @@ mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
 		    "transaction", n);
 	}
 	r->nbatch_jobs = 0;
+	return 0;
+}
+
+/*
+ * Admits reqs[0..n-1] (consumed) in one transaction, so that the whole
+ * batch costs one commit; the records they give wait for that commit.
+ * Their reads and their jobs' rows are a few statements for the whole
+ * batch (admit_together); when that cannot be, each request's own is a
+ * savepoint of the transaction (db.h), so a request that fails undoes
+ * only its own rows.  The requests are admitted in the order of their
+ * (tenant, provider) groups, and in arrival order within each: every
+ * process takes the groups' locks in one order, and a group's jobs keep
+ * the order they came in.  A batch lost to a deadlock or a lost
+ * connection is undone and its requests admitted again one by one.
+ */
+void
+mi_runner_requests(struct mi_runner *r, jv *reqs, int n)
+{
+	struct keyed *v;
+	int i;
+
+	if (n <= 1 || r->batch_max <= 1 ||
+	    (v = calloc((size_t)n, sizeof(*v))) == NULL) {
+		for (i = 0; i < n; i++)
+			mi_runner_request(r, reqs[i]);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		v[i].key = group_key(r, reqs[i]);
+		v[i].i = i;
+		v[i].req = reqs[i];
+	}
+	qsort(v, (size_t)n, sizeof(*v), by_key);
+	if (admit_batch(r, v, n, n <= ENG_ADMIT_MAX) == 1)
+		admit_batch(r, v, n, 0);
 	for (i = 0; i < n; i++) {
 		free(v[i].key);
 		jv_free(v[i].req);

@@ -236,6 +236,8 @@ void eng_do_create(struct mi_runner *r, struct rjob *j);
 /* The creates of js[0..n-1] (n <= ENG_CREATE_BATCH), their intents
  * written in one statement. */
 #define ENG_CREATE_BATCH 64
+/* The most requests admitted in one transaction (MI_ADMIT_BATCH). */
+#define ENG_ADMIT_MAX 1024
 void eng_do_creates(struct mi_runner *r, struct rjob **js, int n);
 void eng_do_poll(struct mi_runner *r, struct rjob *j);
 /* The wait before j's next poll (ms): its interval, or the backstop
