@@ -217,6 +217,56 @@ teardown_file() {
 	assert_output 4
 }
 
+@test "a batch's steps are made, locked and read together and its jobs written in one statement, in the order they came; one step twice goes a savepoint at a time" {
+	local run i d=$BATS_TEST_TMPDIR
+	run=$(uuid)
+	for i in 1 2 3; do
+		RUN_ID=$run req elevenlabs-sfx audio_sfx "together sfx $i" '{"duration_sec":1}' "{\"step_id\":\"sfx$i\"}"
+		RUN_ID=$run req fal image "together fal $i" '{}' "{\"step_id\":\"fal$i\"}"
+	done >"$d/in"
+	run -0 --separate-stderr mi-submit -v <"$d/in"
+	[ "${#lines[@]}" -eq 6 ]
+	jqok -s 'all(has("error") | not)' "$output"
+	[[ $stderr == *"6 requests admitted together: their steps in 3 statements, their 6 jobs in one"* ]]
+	[[ $stderr != *"savepoint of its own"* ]]
+	# First come, first served within each group: created_at follows
+	# the input even though the rows were written in one statement.
+	run -0 sql "SELECT string_agg(request->>'prompt', ',' ORDER BY created_at)
+	    FROM app.generation_jobs WHERE run_id = '$run' AND provider_id = 'fal'"
+	assert_output "together fal 1,together fal 2,together fal 3"
+	run -0 sql "SELECT count(*), count(DISTINCT run_step_id),
+	    count(*) FILTER (WHERE s.status = 'running')
+	    FROM app.generation_jobs j JOIN app.run_steps s ON s.id = j.run_step_id
+	    WHERE j.run_id = '$run'"
+	assert_output "6|6|6"
+	# The same step twice in one batch, and a step of another run by its
+	# run_step_id: each request as it would be alone.
+	local other
+	other=$(sql "SELECT run_step_id FROM app.generation_jobs
+	    WHERE run_id = '$run' AND request->>'prompt' = 'together sfx 1'")
+	{
+		RUN_ID=$run req elevenlabs-sfx audio_sfx "twice" '{"duration_sec":1}' '{"step_id":"twice"}'
+		RUN_ID=$run req elevenlabs-sfx audio_sfx "twice" '{"duration_sec":1}' '{"step_id":"twice"}'
+		RUN_ID=$run req elevenlabs-sfx audio_sfx "once" '{"duration_sec":1}' '{"step_id":"once"}'
+	} >"$d/in2"
+	run -0 --separate-stderr mi-submit -v <"$d/in2"
+	[ "${#lines[@]}" -eq 3 ]
+	[[ $stderr == *"savepoint of its own: two of them are one step"* ]]
+	run -0 sql "SELECT count(*) FROM app.generation_jobs
+	    WHERE run_id = '$run' AND request->>'prompt' = 'twice'"
+	assert_output 1
+	RUN_ID=$(uuid) req elevenlabs-sfx audio_sfx "elsewhere" '{"duration_sec":1}' "{\"run_step_id\":\"$other\"}" >"$d/in3"
+	RUN_ID=$run req elevenlabs-sfx audio_sfx "beside" '{"duration_sec":1}' '{"step_id":"beside"}' >>"$d/in3"
+	# exit 1: a request failed (mi(7))
+	run -1 --separate-stderr mi-submit -v <"$d/in3"
+	[ "${#lines[@]}" -eq 2 ]
+	[[ $stderr == *"savepoint of its own: run_step_id $other is a step of run $run"* ]]
+	jqok -s '.[0].error.code == "VALIDATION_ERROR"' "$output"
+	jqok -s '.[1] | has("error") | not' "$output"
+	run -0 sql "SELECT count(*) FROM app.runs WHERE id = '$(jq -r .run_id "$d/in3" | head -1)'"
+	assert_output 0
+}
+
 @test "mi-submit claims only what it can start soon: with one create at a time, the third job is claimed after the first's create came back" {
 	local i
 	for i in 1 2 3 4; do

@@ -664,11 +664,17 @@ admit_together(struct mi_runner *r, struct keyed *v, int n)
 		rc = 0;
 		goto out;
 	}
-	if (mi_step_prefetch(r->db, sp, m, pre, &err) != 0)
+	if ((k = mi_step_prefetch(r->db, sp, m, pre, &err)) != 0) {
+		if (k == 1)
+			mi_err_set(&err, EX_DATAERR, "two of them are one step");
 		goto out;
+	}
 	for (j = 0; j < m; j++)
-		if (jv_get_kind(pre[j]) != JV_KIND_OBJECT)
+		if (jv_get_kind(pre[j]) != JV_KIND_OBJECT) {
+			mi_err_set(&err, EX_DATAERR, "step %s of run %s was "
+			    "not found", sp[j]->step_id, sp[j]->run);
 			goto out;
+		}
 	pend->fs = jv_array();
 	for (j = 0; j < m && !r->fatal; j++) {
 		jv out;
@@ -678,6 +684,8 @@ admit_together(struct mi_runner *r, struct keyed *v, int n)
 		    msg, sizeof(msg), &err);
 		pre[j] = jv_invalid();
 		if (k < 0) {
+			if (k == -2)
+				mi_err_set(&err, EX_DATAERR, "%s", msg);
 			jv_free(out);
 			goto out;
 		}
@@ -701,6 +709,8 @@ admit_together(struct mi_runner *r, struct keyed *v, int n)
 		jv_free(row);
 	}
 	jv_free(rows);
+	eng_note(r, MI_NOTE_VERBOSE, "%d requests admitted together: their "
+	    "steps in 3 statements, their %d jobs in one", n, pend->n);
 	rc = 0;
 out:
 	if (rc == -1 && mi_db_batch_lost(r->db)) {
