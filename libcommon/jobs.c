@@ -122,6 +122,26 @@ array_literal(jv a)
 	return mi_buf_detach(&b, NULL);
 }
 
+/* The job's columns from its fields f ($2 the lease owner or '', $3 the
+ * lease in ms). */
+#define INSERT_JOB \
+    " INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id," \
+    " provider_id, media_type, poll_interval_ms, timeout_ms, input_params," \
+    " artifact_type, skill_id, request, fallback, previous_job_id," \
+    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at," \
+    " step_attempt, estimate_usd, provider_model)" \
+    " SELECT f->>'tenant_id', (f->>'run_id')::uuid," \
+    "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type'," \
+    "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int," \
+    "  coalesce(f->'input_params', '{}'), f->>'artifact_type'," \
+    "  f->>'skill_id', coalesce(f->'request', '{}')," \
+    "  coalesce(f->'fallback', '[]'), (f->>'previous_job_id')::uuid," \
+    "  (f->>'cost_usd')::numeric, 'estimate'," \
+    "  CASE WHEN $2 <> '' THEN $2 END," \
+    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END," \
+    "  clock_timestamp(), coalesce((f->>'step_attempt')::int, 1)," \
+    "  (f->>'cost_usd')::numeric, f->>'model'"
+
 /*
  * The insert takes the lock the claims of its tenant and provider take,
  * and stamps created_at once it holds it: so the order of created_at is
@@ -132,22 +152,7 @@ static const char insert_sql[] =
     "WITH x AS MATERIALIZED (SELECT $1::jsonb AS f),"
     " l AS (SELECT pg_advisory_xact_lock(hashtextextended("
     "  (x.f->>'tenant_id') || '/' || (x.f->>'provider_id'), 0)) FROM x)"
-    " INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
-    " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
-    " artifact_type, skill_id, request, fallback, previous_job_id,"
-    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at,"
-    " step_attempt, estimate_usd, provider_model)"
-    " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
-    "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
-    "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"
-    "  coalesce(f->'input_params', '{}'), f->>'artifact_type',"
-    "  f->>'skill_id', coalesce(f->'request', '{}'),"
-    "  coalesce(f->'fallback', '[]'), (f->>'previous_job_id')::uuid,"
-    "  (f->>'cost_usd')::numeric, 'estimate',"
-    "  CASE WHEN $2 <> '' THEN $2 END,"
-    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END,"
-    "  clock_timestamp(), coalesce((f->>'step_attempt')::int, 1),"
-    "  (f->>'cost_usd')::numeric, f->>'model'"
+    INSERT_JOB
     " FROM l, x"
     " RETURNING to_jsonb(j)";
 
@@ -182,22 +187,7 @@ static const char insert_many_sql[] =
     "  FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(f, k)),"
     " l AS MATERIALIZED (SELECT pg_advisory_xact_lock(hashtextextended(g,"
     "  0)) FROM unnest($4::text[]) AS g)"
-    " INSERT INTO app.generation_jobs AS j (tenant_id, run_id, run_step_id,"
-    " provider_id, media_type, poll_interval_ms, timeout_ms, input_params,"
-    " artifact_type, skill_id, request, fallback, previous_job_id,"
-    " cost_usd, cost_source, lease_owner, lease_expires_at, created_at,"
-    " step_attempt, estimate_usd, provider_model)"
-    " SELECT f->>'tenant_id', (f->>'run_id')::uuid,"
-    "  (f->>'run_step_id')::uuid, f->>'provider_id', f->>'media_type',"
-    "  (f->>'poll_interval_ms')::int, (f->>'timeout_ms')::int,"
-    "  coalesce(f->'input_params', '{}'), f->>'artifact_type',"
-    "  f->>'skill_id', coalesce(f->'request', '{}'),"
-    "  coalesce(f->'fallback', '[]'), (f->>'previous_job_id')::uuid,"
-    "  (f->>'cost_usd')::numeric, 'estimate',"
-    "  CASE WHEN $2 <> '' THEN $2 END,"
-    "  CASE WHEN $2 <> '' THEN now() + $3::int * interval '1 ms' END,"
-    "  clock_timestamp(), coalesce((f->>'step_attempt')::int, 1),"
-    "  (f->>'cost_usd')::numeric, f->>'model'"
+    INSERT_JOB
     " FROM x WHERE (SELECT count(*) FROM l) >= 0 ORDER BY x.k"
     " RETURNING to_jsonb(j)";
 
