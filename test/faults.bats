@@ -287,6 +287,30 @@ outage() {
 	outage "${FAULTS_OUTAGE_JOBS:-8}" stop_for "${FAULTS_STOP_S:-6}"
 }
 
+@test "what a record reports survives a crash of the server right after it: the barrier before the record flushes the WAL" {
+	own_pg
+	export MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs MI_ELEVENLABS_SFX_CONCURRENCY=100
+	local tag=$(uuid) i rc=0
+	for i in $(seq 10); do
+		req elevenlabs-sfx audio_sfx "crash $tag $i" '{"duration_sec":1}'
+	done >"$BATS_TEST_TMPDIR/in"
+	# The WAL writer then flushes the commits that do not wait for it
+	# (group commit's) seconds later: a record out before that reports
+	# only what the barrier before it made durable.
+	sql "ALTER SYSTEM SET wal_writer_delay = '10s'" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	MI_GROUP_COMMIT=1 mi-submit <"$BATS_TEST_TMPDIR/in" >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" || rc=$?
+	pgctl stop -m immediate
+	pgctl start
+	sql "ALTER SYSTEM RESET wal_writer_delay" >/dev/null
+	sql "SELECT pg_reload_conf()" >/dev/null
+	[ "$rc" -eq 0 ]
+	[ "$(jq -s 'map(select(.status == "completed")) | length' "$BATS_TEST_TMPDIR/out")" -eq 10 ]
+	run -0 sql "SELECT count(*) FROM app.generation_jobs
+	    WHERE request->>'prompt' LIKE 'crash $tag %' AND status = 'completed'"
+	assert_output 10
+}
+
 @test "a database that does not come back: exit 75 naming the cause, after MI_DB_RETRY_MS" {
 	own_pg
 	export MI_DB_RETRY_MS=1500 MI_ELEVENLABS_SFX_BASE_URL=$FAKE_URL/elevenlabs
