@@ -19,8 +19,8 @@
 
 /* Claims. */
 
-void
-eng_claim(struct mi_runner *r, struct group *g)
+static void
+claim(struct mi_runner *r, struct group *g)
 {
 	struct mi_err err = MI_ERR_INIT;
 	jv rows;
@@ -100,6 +100,29 @@ eng_claim(struct mi_runner *r, struct group *g)
 			eng_emit(r, row);
 		}
 	}
+}
+
+/*
+ * The claims that are due, each group taking what room the runner has
+ * left, in a turn that starts one group further on each time: a tenant's
+ * thousand images then do not hold its sound effects back until the last
+ * image is created, and each group's own order stays first come, first
+ * served.
+ */
+void
+eng_claim_due(struct mi_runner *r)
+{
+	struct group *g, *start;
+
+	if ((start = r->claim_next) == NULL && (start = r->groups) == NULL)
+		return;
+	g = start;
+	do {
+		if (g->want && !r->fatal)
+			claim(r, g);
+		g = g->next ? g->next : r->groups;
+	} while (g != start);
+	r->claim_next = start->next;
 }
 
 /* The jobs in hand whose create is due or under way: counted as their

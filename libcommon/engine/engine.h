@@ -106,6 +106,7 @@ struct done {
 	jv patch;
 	double cost;		/* the provider's, when have_cost */
 	int have_cost, late;
+	int handed;		/* handed on, not completed (eng_hand_on) */
 	struct done *next;
 };
 
@@ -137,6 +138,7 @@ struct mi_runner {
 	struct rjob **heap;
 	size_t hn, hcap;
 	struct group *groups;
+	struct group *claim_next;	/* the group whose claim goes first */
 	jv take;		/* [id, owner] pairs to take over */
 	jv takerec;		/* their records, by id */
 	jv follow;		/* jobs other workers run for a step this
@@ -213,12 +215,15 @@ jv eng_patch(struct mi_runner *r, struct rjob *j, jv p);
 #define ENG_DONE_BATCH 256
 void eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
     double cost);
+/* j's create was accepted and its part in this runner ends (mi-submit):
+ * like eng_complete, p goes with the next batch and j is dropped now. */
+void eng_hand_on(struct mi_runner *r, struct rjob *j, jv p);
 void eng_flush_done(struct mi_runner *r);
 jv eng_field(jv o, const char *key);
 jv eng_obj1(const char *k, jv v);
 
 /* claim.c */
-void eng_claim(struct mi_runner *r, struct group *g);
+void eng_claim_due(struct mi_runner *r);
 int eng_creating(const struct mi_runner *r);
 void eng_claim_room(struct mi_runner *r);
 

@@ -312,9 +312,9 @@ eng_patch(struct mi_runner *r, struct rjob *j, jv p)
 	return row;
 }
 
-void
-eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
-    double cost)
+static void
+queue_done(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
+    double cost, int handed)
 {
 	struct done *d = calloc(1, sizeof(*d));
 	jv row;
@@ -337,12 +337,26 @@ eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
 	d->have_cost = have_cost;
 	d->cost = cost;
 	d->late = j->last_look;
+	d->handed = handed;
 	*r->done_tail = d;
 	r->done_tail = &d->next;
 	r->ndone++;
 	eng_drop(r, j);
 	if (r->ndone >= ENG_DONE_BATCH)
 		eng_flush_done(r);
+}
+
+void
+eng_complete(struct mi_runner *r, struct rjob *j, jv p, int have_cost,
+    double cost)
+{
+	queue_done(r, j, p, have_cost, cost, 0);
+}
+
+void
+eng_hand_on(struct mi_runner *r, struct rjob *j, jv p)
+{
+	queue_done(r, j, p, 0, 0, 1);
 }
 
 /*
@@ -379,7 +393,9 @@ eng_flush_done(struct mi_runner *r)
 		double c = d->cost;
 
 		list = d->next;
-		if (jv_get_kind(row) == JV_KIND_OBJECT) {
+		if (jv_get_kind(row) == JV_KIND_OBJECT && d->handed)
+			eng_emit(r, row);
+		else if (jv_get_kind(row) == JV_KIND_OBJECT) {
 			if (!d->have_cost)
 				mi_json_num(row, "cost_usd", &c, 0, NULL);
 			eng_note(r, MI_NOTE_INFO, "job %s: completed by %s, "

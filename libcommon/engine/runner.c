@@ -283,9 +283,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	eng_notified(r);
 	eng_take_hooks(r);
 	eng_claim_room(r);
-	for (g = r->groups; g && !r->fatal; g = g->next)
-		if (g->want)
-			eng_claim(r, g);
+	eng_claim_due(r);
 	/*
 	 * Due jobs, as many as the parallel limit lets start.  Polls due
 	 * within the batch window go out now too: a poll a little early

@@ -392,16 +392,16 @@ keep_processing(struct mi_runner *r, struct rjob *j, jv outcome, int created)
 		jv_free(p);
 		return 0;
 	}
+	if (created && !r->o.final && j->followup == NULL) {
+		/* mi-submit's part ends: the job is handed on with the next
+		 * batch of completions, its record after that. */
+		eng_hand_on(r, j, p);
+		return 1;
+	}
 	row = eng_patch(r, j, p);
 	if (jv_get_kind(row) != JV_KIND_OBJECT) {
 		jv_free(row);
 		return -1;
-	}
-	if (created && !r->o.final && j->followup == NULL) {
-		/* mi-submit's part ends: hand the job on. */
-		eng_drop(r, j);
-		eng_emit(r, row);
-		return 1;
 	}
 	jv_free(row);
 	return 0;
