@@ -19,7 +19,8 @@
 
 /* Claims. */
 
-static void
+/* Returns how many jobs the claim took. */
+static int
 claim(struct mi_runner *r, struct group *g)
 {
 	struct mi_err err = MI_ERR_INIT;
@@ -29,7 +30,7 @@ claim(struct mi_runner *r, struct group *g)
 	g->want = 0;
 	g->capped = 0;
 	if (g->head == NULL)
-		return;
+		return 0;
 	/*
 	 * No more than the runner can start soon: a claimed job's deadline
 	 * runs from its claim, so ten thousand claimed at once and created
@@ -41,7 +42,7 @@ claim(struct mi_runner *r, struct group *g)
 	room = r->o.no_wait ? 0 : 2 * r->parallel - eng_creating(r);
 	if (!r->o.no_wait && room < 1) {
 		g->capped = 1;
-		return;
+		return 0;
 	}
 	rows = mi_jobs_claim(r->db, g->tenant, mi_provider_id(g->p),
 	    mi_provider_concurrency(g->p, g->media), room, &err);
@@ -52,7 +53,7 @@ claim(struct mi_runner *r, struct group *g)
 			g->want = 1;
 		else
 			eng_fatal(r, &err);
-		return;
+		return 0;
 	}
 	n = jv_array_length(jv_copy(rows));
 	if (room > 0 && n >= room)
@@ -92,7 +93,7 @@ claim(struct mi_runner *r, struct group *g)
 			if (jv_get_kind(row) != JV_KIND_OBJECT) {
 				jv_free(row);
 				if (r->fatal)
-					return;
+					return n;
 				continue;
 			}
 			eng_note(r, MI_NOTE_VERBOSE, "job %s: queued", j->id);
@@ -100,29 +101,31 @@ claim(struct mi_runner *r, struct group *g)
 			eng_emit(r, row);
 		}
 	}
+	return n;
 }
 
 /*
  * The claims that are due, each group taking what room the runner has
- * left, in a turn that starts one group further on each time: a tenant's
- * thousand images then do not hold its sound effects back until the last
- * image is created, and each group's own order stays first come, first
- * served.
+ * left, in a turn that starts after the group that last took some: a
+ * tenant's thousand images then do not hold its sound effects back until
+ * the last image is created, and each group's own order stays first
+ * come, first served.
  */
 void
 eng_claim_due(struct mi_runner *r)
 {
-	struct group *g, *start;
+	struct group *g, *start, *last = NULL;
 
 	if ((start = r->claim_next) == NULL && (start = r->groups) == NULL)
 		return;
 	g = start;
 	do {
-		if (g->want && !r->fatal)
-			claim(r, g);
+		if (g->want && !r->fatal && claim(r, g) > 0)
+			last = g;
 		g = g->next ? g->next : r->groups;
 	} while (g != start);
-	r->claim_next = start->next;
+	if (last != NULL)
+		r->claim_next = last->next ? last->next : r->groups;
 }
 
 /* The jobs in hand whose create is due or under way: counted as their

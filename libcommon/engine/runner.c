@@ -369,7 +369,11 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	    0, err)) == -1)
 		return -1;
 	eng_release_held(r);
-	eng_deliver(r);
+	/* With group commit the records of the answers just read wait for
+	 * the next turn's barrier, which covers the claims and creates of
+	 * that turn too: one flush a turn, not two. */
+	if (!r->group)
+		eng_deliver(r);
 	if (ready & (1 << (n - 1)))
 		eng_notified(r);
 	if (r->fatal) {
