@@ -1058,6 +1058,26 @@ mi_db_notified(struct mi_db *db, const char *channel)
 	return hit;
 }
 
+int
+mi_db_commit_durable(struct mi_db *db, struct mi_err *err)
+{
+	if (db->batch || !db->async || !db->in_tx || (db->unflushed &&
+	    strcmp(db->server_start, db->unflushed_start) != 0))
+		return mi_db_commit(db, err);
+	/* WAL of its own before the commit, whatever else it wrote: only
+	 * such a commit waits for the flush (mi_db_durable). */
+	if (mi_db_defer(db, "SET LOCAL synchronous_commit = on", 0, NULL,
+	    err) == -1 || mi_db_defer(db, "SELECT pg_logical_emit_message(true,"
+	    " 'mi', 'durable')", 0, NULL, err) == -1 ||
+	    mi_db_exec(db, "COMMIT", 0, NULL, NULL, err) == -1)
+		return -1;
+	/* A server that restarted meanwhile may have lost the writes before
+	 * this transaction: mi_db_durable is still to tell. */
+	if (strcmp(db->server_start, db->unflushed_start) == 0)
+		db->unflushed = 0;
+	return 0;
+}
+
 jv
 mi_db_notifications(struct mi_db *db)
 {

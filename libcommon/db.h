@@ -116,6 +116,12 @@ int mi_db_notified(struct mi_db *db, const char *channel);
  */
 int mi_db_group_commit(struct mi_db *db, struct mi_err *err);
 int mi_db_durable(struct mi_db *db, struct mi_err *err);
+/* Commits the open transaction (not a batch's savepoint) and waits for
+ * its WAL flush, which makes every earlier write durable too: the commit
+ * is then the barrier, and mi_db_unflushed is 0 until the next write.
+ * Without group commit, or when the server restarted after unflushed
+ * writes (mi_db_durable tells what became of them), a plain commit. */
+int mi_db_commit_durable(struct mi_db *db, struct mi_err *err);
 int mi_db_unflushed(const struct mi_db *db);
 /* Drains the notifications that arrived: an array of [channel, payload]. */
 jv mi_db_notifications(struct mi_db *db);

@@ -504,8 +504,10 @@ record_rows(struct mi_fetch_pool *c, struct slot **v, int n, jv *arts,
 				rows = jv_invalid();
 			}
 		}
+		/* Durable with its commit: the records that report these
+		 * rows need no barrier of their own (fetch/pool.c). */
 		if (i == n && jv_is_valid(rows) &&
-		    mi_db_commit(c->db, err) == 0) {
+		    mi_db_commit_durable(c->db, err) == 0) {
 			jv_free(rows);
 			return 0;
 		}
