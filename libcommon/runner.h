@@ -68,7 +68,8 @@ void mi_runner_job(struct mi_runner *r, jv job);
  */
 int mi_runner_run(struct mi_runner *r, const int *fds, int nfds,
     long timeout_ms, struct mi_err *err);
-/* Jobs in hand (admitted or taken, not yet emitted). */
+/* Jobs in hand (admitted or taken, not yet emitted), and 1 while records
+ * wait for the barrier that lets them out. */
 int mi_runner_count(const struct mi_runner *r);
 /* Whether the job id is in hand, being driven. */
 int mi_runner_holds(struct mi_runner *r, const char *id);

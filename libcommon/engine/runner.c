@@ -188,9 +188,11 @@ mi_runner_free(struct mi_runner *r)
 int
 mi_runner_count(const struct mi_runner *r)
 {
+	/* Records waiting for the next turn's barrier count too: a caller
+	 * that turns the loop until nothing is in hand gets them. */
 	return (int)r->n + jv_array_length(jv_copy(r->take)) +
 	    jv_object_length(jv_copy(r->follow)) + r->cancels +
-	    r->ndone;
+	    r->ndone + (r->outq != NULL);
 }
 
 int
@@ -277,6 +279,11 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 		r->next_renew = now + r->lease_ms / 3;
 	}
 	eng_release_held(r);
+	/* The completions of the last turn's answers written before any
+	 * claim, which then sees the slots they freed (their records wait
+	 * for this turn's barrier). */
+	if (!r->admitting)
+		eng_flush_done(r);
 	eng_take_over(r);
 	/* Notifications that came in during a statement wait in libpq, not
 	 * on the socket: look at them each time round. */
