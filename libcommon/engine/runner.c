@@ -3,11 +3,14 @@
  * a runner, counting what it holds, giving its leases up, and the loop.
  *
  * One turn of mi_runner_run: leases renewed after an outage, then held
- * outcomes replayed, handed-over jobs taken, notifications read, claims
- * made, due jobs started (at most parallel exchanges at once), batched
- * writes flushed and leases renewed on their timers, then one wait for
- * the first of: an answer, a caller's fd, the database socket, the next
- * due time.  A fatal database error (r->fatal) ends the turn with -1.
+ * outcomes replayed, the last turn's completions written, handed-over
+ * jobs taken, notifications read, claims made, due jobs started (at most
+ * parallel exchanges at once), batched writes flushed and leases renewed
+ * on their timers, with group commit one durability barrier for all of
+ * it (the records waiting go out after it, the creates are sent after
+ * it), then one wait for the first of: an answer, a caller's fd, the
+ * database socket, the next due time.  A fatal database error
+ * (r->fatal) ends the turn with -1.
  */
 #include <poll.h>
 #include <stdlib.h>
