@@ -272,7 +272,7 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	long long now = mi_now_ms(), until = now + timeout_ms, wake;
 	struct group *g;
 	struct rjob *creates[ENG_CREATE_BATCH];
-	int all[8], i, n = 0, started = 0, ready, ncreate = 0;
+	int all[8], i, n = 0, started = 0, ready, ncreate = 0, delivering;
 
 	/* Back from an outage: the leases first, then what came meanwhile. */
 	if (mi_db_generation(r->db) != r->dbgen) {
@@ -370,11 +370,16 @@ mi_runner_run(struct mi_runner *r, const int *fds, int nfds, long timeout_ms,
 	 * poll a few milliseconds late costs nothing. */
 	if (r->coalesce_ms > 0 && mi_loop_busy(r->loop) > 0 && wake > now)
 		mi_sleep_ms(r->coalesce_ms);
+	delivering = r->outq != NULL;
 	eng_deliver(r);
 	if (r->fatal) {
 		*err = r->ferr;
 		return -1;
 	}
+	/* The last records just went out and nothing is left in hand: the
+	 * caller, not a wait, decides what comes next. */
+	if (delivering && mi_runner_count(r) == 0)
+		wake = now;
 	if ((ready = mi_loop_wait(r->loop, all, n, wake > now ? wake - now :
 	    0, err)) == -1)
 		return -1;
