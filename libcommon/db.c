@@ -1058,6 +1058,14 @@ mi_db_notified(struct mi_db *db, const char *channel)
 	return hit;
 }
 
+/*
+ * What makes a commit wait for the WAL flush (mi_db_durable): the session
+ * asks for it, and the transaction writes WAL of its own before its
+ * commit record.
+ */
+#define SYNC_ON "SET LOCAL synchronous_commit = on"
+#define OWN_WAL "SELECT pg_logical_emit_message(true, 'mi', 'durable')"
+
 int
 mi_db_commit_durable(struct mi_db *db, struct mi_err *err)
 {
@@ -1066,9 +1074,8 @@ mi_db_commit_durable(struct mi_db *db, struct mi_err *err)
 		return mi_db_commit(db, err);
 	/* WAL of its own before the commit, whatever else it wrote: only
 	 * such a commit waits for the flush (mi_db_durable). */
-	if (mi_db_defer(db, "SET LOCAL synchronous_commit = on", 0, NULL,
-	    err) == -1 || mi_db_defer(db, "SELECT pg_logical_emit_message(true,"
-	    " 'mi', 'durable')", 0, NULL, err) == -1 ||
+	if (mi_db_defer(db, SYNC_ON, 0, NULL, err) == -1 ||
+	    mi_db_defer(db, OWN_WAL, 0, NULL, err) == -1 ||
 	    mi_db_exec(db, "COMMIT", 0, NULL, NULL, err) == -1)
 		return -1;
 	/* A server that restarted meanwhile may have lost the writes before
@@ -1169,8 +1176,7 @@ mi_db_durable(struct mi_db *db, struct mi_err *err)
 	 * asynchronous as the rest): the transactional message is that WAL,
 	 * a few bytes that touch no table and need no privilege.
 	 */
-	if (mi_db_script(db, "BEGIN; SET LOCAL synchronous_commit = on;"
-	    " SELECT pg_logical_emit_message(true, 'mi', 'durable'); COMMIT",
+	if (mi_db_script(db, "BEGIN; " SYNC_ON "; " OWN_WAL "; COMMIT",
 	    err) == -1)
 		return -1;
 	if (strcmp(db->server_start, db->unflushed_start) != 0 &&
