@@ -38,6 +38,21 @@ psql() {
 	psql -c "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()" >/dev/null
 export MI_SHAREDIR=$top/share ASSET_STORAGE_DIR=$tmp/store
 bench_fake --log /dev/null --job-ms 0 --no-log-polls --key bench-key
+# Each job stores one new file.  What creating one costs on the store's
+# filesystem varies more than anything mi does: on ext4 without a
+# journal a burst of creates skips every free inode whose table block is
+# still dirty (about 20 us a file on a quiet disk, 400-700 us in a burst
+# or just after a large delete), so the figure goes with the run's.
+mkdir -p "$tmp/create-probe"
+fcreate=$(python3 - "$tmp/create-probe" <<'PY'
+import os, sys, time
+t = time.perf_counter()
+for i in range(500):
+    os.close(os.open("%s/f%d" % (sys.argv[1], i),
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+print("%.0f" % ((time.perf_counter() - t) / 500 * 1e6))
+PY
+)
 export ELEVENLABS_API_KEY=bench-key FAL_KEY=bench-key
 export MI_ELEVENLABS_SFX_BASE_URL=$url/elevenlabs MI_FAL_BASE_URL=$url/fal MI_FAL_API_URL=$url/falapi
 for id in ELEVENLABS_SFX FAL; do
@@ -128,6 +143,7 @@ echo "CPU per job: mi programs $(echo "scale=2; ($m1 - $m0) * 1000 / $n" | bc) m
     "PostgreSQL $(echo "scale=2; ($p1 - $p0) * 1000 / $hz / $n" | bc) ms," \
     "fake provider $(echo "scale=2; ($k1 - $k0) * 1000 / $hz / $n" | bc) ms" \
     "($(nproc) cores: $(echo "scale=2; $(nproc) * $secs * 1000 / $n" | bc) ms of CPU a job at this rate)"
+echo "store filesystem: $fcreate us to create a file (500 before the run)"
 if [ -n "${STATEMENTS:-}" ]; then
 	psql -c "SELECT round(calls::numeric / $n, 2) AS per_job,
 	    round(total_exec_time::numeric / $n, 3) AS ms_job,
