@@ -115,7 +115,8 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
 	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
 	/* 8 ms rather than 2: with four pipelines on one database, a
-	 * quarter fewer commits and WAL flushes (test/bench/pipeline.sh). */
+	 * eighth to a quarter fewer commits and WAL flushes
+	 * (test/bench/pipeline.sh 4000 4). */
 	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 8, 0, 1000);
 	if (env_num("MI_GROUP_COMMIT", 1, 0, 1) == 1) {
 		if (mi_db_group_commit(db, err) == -1) {
