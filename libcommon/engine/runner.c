@@ -114,7 +114,7 @@ mi_runner_new(struct mi_db *db, const struct mi_runner_opts *o,
 	r->batch_max = (int)env_num("MI_ADMIT_BATCH", 64, 1, 1024);
 	r->create_retries = (int)env_num("MI_SUBMIT_RETRIES", 4, 0, 100);
 	r->poll_retries = (int)env_num("MI_POLL_RETRIES", 10, 0, 1000);
-	/* 8 ms rather than 2: with four pipelines on one database, a
+	/* 8 ms rather than 2: with four pipelines on one database, an
 	 * eighth to a quarter fewer commits and WAL flushes
 	 * (test/bench/pipeline.sh 4000 4). */
 	r->coalesce_ms = env_num("MI_POLL_COALESCE_MS", 8, 0, 1000);
