@@ -15,6 +15,8 @@
 #
 # usage: sh test/bench/pipeline.sh [N] [WORKERS]
 #   env TENANTS=one|many, MIX=both|sync (sound effects only),
+# Also prints what creating a file cost on the store's filesystem just
+# before the run, which moves the figures more than anything mi does.
 #   STATEMENTS=1 also prints the statements mi ran, by calls per job
 #   (pg_stat_statements), MI_BENCH_KEEP=1 keeps the working directory
 set -eu
@@ -42,7 +44,7 @@ bench_fake --log /dev/null --job-ms 0 --no-log-polls --key bench-key
 # filesystem varies more than anything mi does: on ext4 without a
 # journal a burst of creates skips every free inode whose table block is
 # still dirty (about 20 us a file on a quiet disk, 400-700 us in a burst
-# or just after a large delete), so the figure goes with the run's.
+# or just after a large delete).  It is printed with the run's figures.
 mkdir -p "$tmp/create-probe"
 fcreate=$(python3 - "$tmp/create-probe" <<'PY'
 import os, sys, time
