@@ -11,12 +11,12 @@
 # environment runs the pipelines without group commit; the WAL flushes per
 # job (pg_stat_wal.wal_sync) then show what it saves.
 # Goal: >= 2,000 jobs/s for N = 10,000, <= 1 commit per 10 jobs,
-# ratio >= 0.5.
+# ratio >= 0.5.  Also prints what creating a file cost on the store's
+# filesystem just before the run, which moves the figures more than
+# anything mi does.
 #
 # usage: sh test/bench/pipeline.sh [N] [WORKERS]
 #   env TENANTS=one|many, MIX=both|sync (sound effects only),
-# Also prints what creating a file cost on the store's filesystem just
-# before the run, which moves the figures more than anything mi does.
 #   STATEMENTS=1 also prints the statements mi ran, by calls per job
 #   (pg_stat_statements), MI_BENCH_KEEP=1 keeps the working directory
 set -eu
